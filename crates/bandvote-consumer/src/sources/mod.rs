@@ -1,0 +1,3 @@
+//! Where the consumer reads: Kafka.
+
+pub mod kafka;

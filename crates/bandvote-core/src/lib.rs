@@ -1,0 +1,17 @@
+//! The vote domain of bandvote, shared by every service and by the WebAssembly guest.
+//!
+//! Pure code with no I/O, so that the native gateways and the `wasm32-wasip2` guest validate votes
+//! with exactly the same rules:
+//! - [`vote`]: the public payload `{name, album, year, rank}`, parsed and validated into a [`Vote`];
+//! - [`id`]: vote ids, from a client's `Idempotency-Key` or generated (UUIDv7);
+//! - [`message`]: the versioned queue message that carries an accepted vote to the consumers;
+//! - [`time`]: the one timestamp format used everywhere.
+
+pub mod id;
+pub mod message;
+pub mod time;
+pub mod vote;
+
+pub use id::{IdError, VoteId};
+pub use message::{IngestPath, MessageError, VoteMessage};
+pub use vote::{MAX_BODY_BYTES, MAX_TEXT_CHARS, Vote, VoteError};

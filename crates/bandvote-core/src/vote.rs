@@ -1,0 +1,287 @@
+//! The vote payload and its validation, exactly as the public contract states it.
+
+use serde_json::{Map, Value};
+
+/// Largest accepted request body, in bytes (16 KiB); larger bodies are answered `413`.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Longest accepted `name` or `album`, in characters (after trimming).
+pub const MAX_TEXT_CHARS: usize = 200;
+
+/// Longest accepted `rank` when sent as a string, in characters.
+const MAX_RANK_CHARS: usize = 32;
+
+/// A validated vote: every field trimmed and normalised to the string the client sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vote {
+    /// The band voted for.
+    pub name: String,
+    /// The band's album.
+    pub album: String,
+    /// A four-digit year, 1000–9999.
+    pub year: String,
+    /// A finite rank ≥ 0, as the client wrote it.
+    pub rank: String,
+}
+
+/// Why a vote was rejected: a message for the client and, when one field is at fault, its name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct VoteError {
+    /// The field at fault, if exactly one is.
+    pub field: Option<&'static str>,
+    /// What is wrong, in lowercase prose.
+    pub message: String,
+}
+
+impl VoteError {
+    fn field(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    fn body(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl Vote {
+    /// Parses a request body (JSON) into a validated vote. Unknown fields are ignored.
+    pub fn parse_json(body: &[u8]) -> Result<Self, VoteError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(VoteError::body(format!(
+                "body is larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| VoteError::body(format!("body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(fields) => Self::from_fields(&fields),
+            _ => Err(VoteError::body("body must be a JSON object")),
+        }
+    }
+
+    /// Validates the fields of an already parsed JSON object.
+    pub fn from_fields(fields: &Map<String, Value>) -> Result<Self, VoteError> {
+        Ok(Self {
+            name: text(fields, "name")?,
+            album: text(fields, "album")?,
+            year: year(fields.get("year"))?,
+            rank: rank(fields.get("rank"))?,
+        })
+    }
+
+    /// Validates fields that arrived as plain strings (the gRPC message, the queue message).
+    pub fn from_strings(
+        name: &str,
+        album: &str,
+        year: &str,
+        rank: &str,
+    ) -> Result<Self, VoteError> {
+        let mut fields = Map::new();
+        fields.insert("name".into(), Value::from(name));
+        fields.insert("album".into(), Value::from(album));
+        fields.insert("year".into(), Value::from(year));
+        fields.insert("rank".into(), Value::from(rank));
+        Self::from_fields(&fields)
+    }
+
+    /// The key of this vote's album in the `votes:album` counters: `<band> / <album>`.
+    pub fn album_key(&self) -> String {
+        album_key(&self.name, &self.album)
+    }
+}
+
+/// The `votes:album` key of an album: band, space, slash, space, album.
+pub fn album_key(band: &str, album: &str) -> String {
+    format!("{band} / {album}")
+}
+
+fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, VoteError> {
+    let value = match fields.get(field) {
+        None | Some(Value::Null) => {
+            return Err(VoteError::field(field, format!("{field} is required")));
+        }
+        Some(Value::String(s)) => s.trim(),
+        Some(_) => return Err(VoteError::field(field, format!("{field} must be a string"))),
+    };
+    if value.is_empty() {
+        return Err(VoteError::field(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(VoteError::field(
+            field,
+            format!("{field} must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(VoteError::field(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn year(value: Option<&Value>) -> Result<String, VoteError> {
+    const MESSAGE: &str = "year must be a four-digit year between 1000 and 9999";
+    let text = match value {
+        None | Some(Value::Null) => return Err(VoteError::field("year", "year is required")),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => n.to_string(),
+            None => return Err(VoteError::field("year", MESSAGE)),
+        },
+        Some(_) => {
+            return Err(VoteError::field(
+                "year",
+                "year must be a string or an integer",
+            ));
+        }
+    };
+    let is_year =
+        text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    if is_year {
+        Ok(text)
+    } else {
+        Err(VoteError::field("year", MESSAGE))
+    }
+}
+
+fn rank(value: Option<&Value>) -> Result<String, VoteError> {
+    const MESSAGE: &str = "rank must be a finite number greater than or equal to 0";
+    let text = match value {
+        None | Some(Value::Null) => return Err(VoteError::field("rank", "rank is required")),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(VoteError::field(
+                "rank",
+                "rank must be a string or a number",
+            ));
+        }
+    };
+    // `f64::from_str` also takes "inf", "NaN" and a leading '+': keep to plain decimal notation.
+    let plain = !text.is_empty()
+        && text.len() <= MAX_RANK_CHARS
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+'))
+        && text
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'-');
+    match text.parse::<f64>() {
+        Ok(rank) if plain && rank.is_finite() && rank >= 0.0 => Ok(text),
+        _ => Err(VoteError::field("rank", MESSAGE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Vote, VoteError> {
+        Vote::parse_json(body.as_bytes())
+    }
+
+    fn field_of(body: &str) -> Option<&'static str> {
+        parse(body).expect_err("vote should be rejected").field
+    }
+
+    #[test]
+    fn accepts_the_original_payload_unchanged() {
+        let vote = parse(
+            r#"{"name":"Bohemia Suburbana","album":"Mis palabras","year":"1997","rank":"9.5"}"#,
+        )
+        .expect("valid vote");
+        assert_eq!(vote.name, "Bohemia Suburbana");
+        assert_eq!(vote.album, "Mis palabras");
+        assert_eq!(vote.year, "1997");
+        assert_eq!(vote.rank, "9.5");
+        assert_eq!(vote.album_key(), "Bohemia Suburbana / Mis palabras");
+    }
+
+    #[test]
+    fn trims_text_and_normalises_numbers_to_strings() {
+        let vote = parse(
+            r#"{"name":"  Alux Nahual ","album":"\tEl Viaje ","year":2011,"rank":8.6,"extra":[1]}"#,
+        )
+        .expect("valid vote");
+        assert_eq!(vote.name, "Alux Nahual");
+        assert_eq!(vote.album, "El Viaje");
+        assert_eq!(vote.year, "2011");
+        assert_eq!(vote.rank, "8.6");
+    }
+
+    #[test]
+    fn keeps_non_ascii_names() {
+        let vote =
+            parse(r#"{"name":"Los Álamos — ñandú 🎸","album":"Canción","year":"2001","rank":"0"}"#)
+                .expect("valid vote");
+        assert_eq!(vote.name, "Los Álamos — ñandú 🎸");
+    }
+
+    #[test]
+    fn rejects_each_bad_field_by_name() {
+        let ok = r#""album":"a","year":"1997","rank":"1""#;
+        assert_eq!(field_of(&format!(r#"{{"name":"   ",{ok}}}"#)), Some("name"));
+        assert_eq!(field_of(&format!(r#"{{"name":5,{ok}}}"#)), Some("name"));
+        assert_eq!(field_of(&format!(r#"{{{ok}}}"#)), Some("name"));
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
+        assert_eq!(
+            field_of(&format!(r#"{{"name":"{long}",{ok}}}"#)),
+            Some("name")
+        );
+        let at_limit = "é".repeat(MAX_TEXT_CHARS);
+        assert!(parse(&format!(r#"{{"name":"{at_limit}",{ok}}}"#)).is_ok());
+        for year in [
+            r#""999""#,
+            r#""10000""#,
+            r#""19a7""#,
+            "1997.5",
+            "-1997",
+            r#""0997""#,
+            "true",
+            "null",
+        ] {
+            let body = format!(r#"{{"name":"n","album":"a","year":{year},"rank":"1"}}"#);
+            assert_eq!(field_of(&body), Some("year"), "year {year}");
+        }
+        for rank in [
+            r#""-1""#, r#""NaN""#, r#""inf""#, r#""""#, r#""abc""#, "-0.5", "[]", r#""+1""#,
+        ] {
+            let body = format!(r#"{{"name":"n","album":"a","year":"1997","rank":{rank}}}"#);
+            assert_eq!(field_of(&body), Some("rank"), "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn rejects_bodies_that_are_not_one_json_object() {
+        for body in ["", "nope", "[1,2]", "\"x\"", r#"{"name":"n""#] {
+            let error = parse(body).expect_err("rejected");
+            assert_eq!(error.field, None, "{body}");
+        }
+        let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(parse(&huge).expect_err("too big").field, None);
+    }
+
+    #[test]
+    fn from_strings_applies_the_same_rules() {
+        assert!(Vote::from_strings("a", "b", "1997", "9.5").is_ok());
+        assert_eq!(
+            Vote::from_strings("a", "b", "97", "9.5")
+                .expect_err("bad")
+                .field,
+            Some("year")
+        );
+    }
+}

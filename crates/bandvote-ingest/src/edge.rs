@@ -1,0 +1,202 @@
+//! The HTTP edge of every vote endpoint: validation happens here, once, into domain types.
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, StatusCode, header},
+};
+use bandvote_core::{IngestPath, MAX_BODY_BYTES, Vote, VoteId};
+use bandvote_runtime::{http::ApiError, metrics as names};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+/// The header a client sets to make retries of one vote count once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A vote that passed the edge: its id and its validated payload.
+#[derive(Debug, Clone)]
+pub struct AcceptedVote {
+    /// The client's key, or a fresh UUIDv7.
+    pub id: VoteId,
+    /// The validated vote.
+    pub vote: Vote,
+}
+
+/// Reads and validates a vote request: `415` unless the body is JSON, `413` over 16 KiB, `400` for
+/// a malformed body, an invalid field or an invalid `Idempotency-Key`.
+pub async fn read_vote(
+    path: IngestPath,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<AcceptedVote, ApiError> {
+    let result = read(headers, body).await;
+    if let Err((reason, _)) = &result {
+        metrics::counter!(names::VOTES_REJECTED, "path" => path.as_str(), "reason" => *reason)
+            .increment(1);
+    }
+    result.map_err(|(_, error)| error)
+}
+
+async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static str, ApiError)> {
+    if !is_json(headers) {
+        let error = ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type must be application/json",
+            None,
+        );
+        return Err(("media_type", error));
+    }
+    let id = match headers.get(IDEMPOTENCY_KEY) {
+        None => VoteId::generate(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|key| VoteId::from_client_key(key).ok())
+            .ok_or_else(|| {
+                let message = bandvote_core::IdError.to_string();
+                (
+                    "key",
+                    ApiError::bad_request(message, Some("Idempotency-Key")),
+                )
+            })?,
+    };
+    if declared_length(headers).is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(("too_large", too_large()));
+    }
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(("too_large", too_large()));
+        }
+        // The client broke off, or sent a malformed chunked body.
+        Err(_) => {
+            return Err((
+                "invalid",
+                ApiError::bad_request("could not read the request body", None),
+            ));
+        }
+    };
+    let vote = Vote::parse_json(&bytes)
+        .map_err(|e| ("invalid", ApiError::bad_request(e.message, e.field)))?;
+    Ok(AcceptedVote { id, vote })
+}
+
+fn too_large() -> ApiError {
+    ApiError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body must be at most {MAX_BODY_BYTES} bytes"),
+        None,
+    )
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `application/json`, with or without parameters, or any `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("header value"));
+        }
+        map
+    }
+
+    const VOTE: &str = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
+
+    async fn status_of(
+        pairs: &[(&'static str, &str)],
+        body: impl Into<Body>,
+    ) -> Result<AcceptedVote, StatusCode> {
+        read_vote(IngestPath::Grpc, &headers(pairs), body.into())
+            .await
+            .map_err(|e| e.status())
+    }
+
+    #[tokio::test]
+    async fn accepts_json_with_or_without_charset() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            let vote = status_of(&[("content-type", ct)], VOTE)
+                .await
+                .expect("accepted");
+            assert!(!vote.id.is_client_supplied());
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_other_media_types() {
+        assert_eq!(
+            status_of(&[("content-type", "text/plain")], VOTE)
+                .await
+                .err(),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            status_of(&[], VOTE).await.err(),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_bodies_over_the_limit() {
+        let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(
+            status_of(&[("content-type", "application/json")], big)
+                .await
+                .err(),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
+
+    #[tokio::test]
+    async fn takes_the_idempotency_key_as_the_id() {
+        let ok = status_of(
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "vote-42"),
+            ],
+            VOTE,
+        )
+        .await
+        .expect("accepted");
+        assert_eq!(ok.id.as_str(), "vote-42");
+        assert!(ok.id.is_client_supplied());
+        let bad = status_of(
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "no spaces"),
+            ],
+            VOTE,
+        )
+        .await;
+        assert_eq!(bad.err(), Some(StatusCode::BAD_REQUEST));
+    }
+}

@@ -1,0 +1,147 @@
+//! `bandvote grpc-gateway`: receives `POST /grpc/votes` over HTTP and forwards each vote to the
+//! gRPC producer over long-lived, multiplexed HTTP/2 channels (never a connection per request).
+
+mod routes;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use axum::Router;
+use bandvote_proto::v1::vote_service_client::VoteServiceClient;
+use bandvote_runtime::{health, http};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub use routes::post_grpc_vote;
+
+/// Configuration of the gRPC gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Listener for `POST /grpc/votes` and the health endpoints. Default `0.0.0.0:3000`.
+    pub listen: SocketAddr,
+    /// The gRPC producer. Default `http://127.0.0.1:3001`.
+    pub upstream: String,
+    /// HTTP/2 connections to the producer, used round-robin. Default 2.
+    pub connections: usize,
+    /// Longest wait for the producer's answer before answering `503`. Default 6 s (the produce
+    /// timeout plus a margin).
+    pub request_timeout: Duration,
+    /// Longest drain on shutdown. Default 10 s.
+    pub grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            upstream: "http://127.0.0.1:3001".into(),
+            connections: 2,
+            request_timeout: Duration::from_secs(6),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of the gateway's handlers.
+#[derive(Clone)]
+pub struct GatewayState {
+    channels: Arc<[Channel]>,
+    next: Arc<AtomicUsize>,
+    request_timeout: Duration,
+}
+
+impl GatewayState {
+    /// Opens (lazily) the channels to the producer.
+    pub fn connect(config: &GatewayConfig) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(config.upstream.clone())
+            .with_context(|| format!("invalid upstream URL {}", config.upstream))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .http2_adaptive_window(true);
+        let channels: Vec<Channel> = (0..config.connections.max(1))
+            .map(|_| endpoint.connect_lazy())
+            .collect();
+        Ok(Self {
+            channels: channels.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    fn client(&self) -> VoteServiceClient<Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        VoteServiceClient::new(self.channels[i].clone())
+    }
+
+    async fn check_upstream(&self) -> Result<(), String> {
+        let mut client = HealthClient::new(self.channels[0].clone());
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        match client.check(request).await {
+            Ok(answer) if answer.get_ref().status() == ServingStatus::Serving => Ok(()),
+            Ok(answer) => Err(format!("grpc-producer is {:?}", answer.get_ref().status())),
+            Err(status) => Err(format!("grpc-producer: {}", status.message())),
+        }
+    }
+}
+
+/// The gateway's routes: `POST /grpc/votes`.
+pub fn router(state: GatewayState) -> Router {
+    Router::new()
+        .route("/grpc/votes", axum::routing::post(post_grpc_vote))
+        .with_state(state)
+}
+
+/// A built gateway, bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl App {
+    /// Binds the listener (port 0 allowed) and prepares the channels to the producer.
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let state = GatewayState::connect(&config)?;
+        let probe = state.clone();
+        let checks = vec![(
+            "grpc-producer",
+            health::check(move || {
+                let probe = probe.clone();
+                async move { probe.check_upstream().await }
+            }),
+        )];
+        let router = http::with_fallbacks(router(state).merge(health::router(checks)));
+        let listener = http::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            router,
+            grace: config.grace,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        http::local_addr(&self.listener)
+    }
+
+    /// Serves until `shutdown`, then drains in-flight votes.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, "grpc-gateway listening");
+        http::serve(self.listener, self.router, shutdown, self.grace).await
+    }
+}

@@ -1,0 +1,98 @@
+//! `POST /grpc/votes`.
+
+use std::time::Instant;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use bandvote_core::IngestPath;
+use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
+use bandvote_runtime::{
+    http::{ApiError, json},
+    metrics as names,
+};
+use serde_json::json;
+use tonic::Code;
+
+use super::GatewayState;
+use crate::edge;
+
+/// Validates a vote and forwards it to the gRPC producer; `202 {"id", "path": "grpc"}` once the
+/// producer reports it queued.
+pub async fn post_grpc_vote(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let accepted = edge::read_vote(IngestPath::Grpc, &headers, body).await?;
+    let mut request = tonic::Request::new(SubmitVoteRequest {
+        vote: Some(ProtoVote {
+            name: accepted.vote.name,
+            album: accepted.vote.album,
+            year: accepted.vote.year,
+            rank: accepted.vote.rank,
+        }),
+        id: accepted.id.as_str().to_owned(),
+        client_key: accepted.id.is_client_supplied(),
+        received_at: bandvote_core::time::now(),
+    });
+    request.set_timeout(state.request_timeout);
+    let answer =
+        tokio::time::timeout(state.request_timeout, state.client().submit_vote(request)).await;
+    let result = match answer {
+        Ok(Ok(reply)) => Ok(json(
+            StatusCode::ACCEPTED,
+            json!({"id": reply.into_inner().id, "path": "grpc"}),
+        )),
+        Ok(Err(status)) => Err(status_to_error(&status)),
+        Err(_) => Err(ApiError::unavailable(
+            "grpc-producer did not answer in time",
+            RETRY_AFTER,
+        )),
+    };
+    match &result {
+        Ok(_) => {
+            metrics::counter!(names::VOTES_ACCEPTED, "path" => "grpc").increment(1);
+            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "grpc")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Err(error) if error.status().is_server_error() => {
+            metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "grpc").increment(1);
+        }
+        Err(_) => metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "invalid")
+            .increment(1),
+    }
+    result
+}
+
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn status_to_error(status: &tonic::Status) -> ApiError {
+    match status.code() {
+        Code::InvalidArgument => ApiError::bad_request(status.message(), field_of(status)),
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Aborted => {
+            ApiError::unavailable(format!("grpc-producer: {}", status.message()), RETRY_AFTER)
+        }
+        _ => ApiError::internal(format!("grpc-producer: {status}")),
+    }
+}
+
+/// The producer names the field at fault in the `field` metadata entry.
+fn field_of(status: &tonic::Status) -> Option<&'static str> {
+    match status.metadata().get("field")?.to_str().ok()? {
+        "name" => Some("name"),
+        "album" => Some("album"),
+        "year" => Some("year"),
+        "rank" => Some("rank"),
+        "id" => Some("Idempotency-Key"),
+        _ => None,
+    }
+}

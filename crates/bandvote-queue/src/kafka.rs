@@ -1,0 +1,264 @@
+//! Apache Kafka: the idempotent producer, topic administration and shared client settings.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bandvote_core::VoteMessage;
+use bandvote_runtime::metrics as names;
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BoxFuture, QueueError, VoteQueue};
+
+/// Kafka header that marks a message whose id is a client's `Idempotency-Key`.
+pub const CLIENT_KEY_HEADER: &str = "bandvote-client-key";
+
+/// Where and how to reach Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port]`. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// The votes topic. Default `votes`.
+    pub topic: String,
+    /// Partitions of the votes topic when this service creates it. Default 6.
+    pub partitions: i32,
+    /// Replication factor of topics this service creates. Default 1.
+    pub replication: i32,
+    /// How long a vote may wait for Kafka's acknowledgement before the client gets `503`.
+    /// Default 5 s.
+    pub produce_timeout: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "votes".into(),
+            partitions: 6,
+            replication: 1,
+            produce_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The dead-letter topic beside the votes topic: `<topic>.dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
+    /// Client settings every Kafka client of bandvote starts from.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("socket.keepalive.enable", "true")
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "10000");
+        config
+    }
+
+    /// Creates the votes topic and its dead-letter topic if they are missing (broker-side topic
+    /// auto-creation stays off). Existing topics are left as they are.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let dlq = self.dead_letter_topic();
+        let topics = [
+            NewTopic::new(
+                &self.topic,
+                self.partitions,
+                TopicReplication::Fixed(self.replication),
+            ),
+            NewTopic::new(&dlq, 1, TopicReplication::Fixed(self.replication)),
+        ];
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::warn!(topic = %name, %code, "could not create topic");
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps trying [`Self::ensure_topics`] until it succeeds or `shutdown` is cancelled.
+    pub async fn ensure_topics_until_done(&self, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.ensure_topics().await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(%error, "kafka topics not ready yet, retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The idempotent Kafka producer of votes: `enable.idempotence=true`, `acks=all`, and an answer
+/// only after the delivery report.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    config: KafkaConfig,
+}
+
+impl KafkaProducer {
+    /// Builds the producer; no connection is made until the first message or check.
+    pub fn new(config: KafkaConfig) -> Result<Self, KafkaError> {
+        let timeout_ms = config.produce_timeout.as_millis().max(1).to_string();
+        let producer: FutureProducer = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "10000")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("request.timeout.ms", &timeout_ms)
+            .create()?;
+        Ok(Self {
+            inner: Arc::new(Inner { producer, config }),
+        })
+    }
+
+    /// The configuration this producer was built with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// Sends one record and waits for its delivery report, bounded by the produce timeout.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), QueueError> {
+        let timeout = self.inner.config.produce_timeout;
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let started = Instant::now();
+        let delivery = self.inner.producer.send(record, Timeout::After(timeout));
+        // librdkafka reports every message within `message.timeout.ms`; the outer bound only guards
+        // against a report that never comes.
+        let result = match tokio::time::timeout(timeout + Duration::from_secs(1), delivery).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(classify(error)),
+            Err(_) => Err(QueueError::Unavailable(
+                "no delivery report within the produce timeout".into(),
+            )),
+        };
+        match &result {
+            Ok(()) => {
+                metrics::counter!(names::MESSAGES_PRODUCED).increment(1);
+                metrics::histogram!(names::PRODUCE_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Err(error) => {
+                let reason = match error {
+                    QueueError::Unavailable(_) => "unavailable",
+                    QueueError::Refused(_) => "refused",
+                };
+                metrics::counter!(names::PRODUCE_ERRORS, "reason" => reason).increment(1);
+            }
+        }
+        result
+    }
+
+    /// Whether the votes topic's metadata can be fetched right now.
+    pub async fn check_topic(&self) -> Result<(), String> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let metadata = inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&inner.config.topic), Duration::from_secs(2))
+                .map_err(|e| format!("kafka: {e}"))?;
+            match metadata.topics().first() {
+                Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => Ok(()),
+                _ => Err(format!("kafka: topic {} is missing", inner.config.topic)),
+            }
+        })
+        .await
+        .map_err(|e| format!("kafka check failed: {e}"))?
+    }
+}
+
+fn classify(error: KafkaError) -> QueueError {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidMessageSize,
+        ) => QueueError::Refused(error.to_string()),
+        _ => QueueError::Unavailable(error.to_string()),
+    }
+}
+
+impl VoteQueue for KafkaProducer {
+    fn enqueue<'a>(
+        &'a self,
+        message: &'a VoteMessage,
+        client_key: bool,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let headers = client_key.then(|| {
+                OwnedHeaders::new().insert(Header {
+                    key: CLIENT_KEY_HEADER,
+                    value: Some("1"),
+                })
+            });
+            self.send(
+                &self.inner.config.topic,
+                message.id.as_bytes(),
+                &message.to_json(),
+                headers,
+            )
+            .await
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.check_topic())
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let inner = Arc::clone(&self.inner);
+            let timeout = inner.config.produce_timeout;
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(error) = inner.producer.flush(Timeout::After(timeout)) {
+                    tracing::error!(%error, "kafka flush on shutdown failed; unacknowledged votes were answered 503");
+                }
+            })
+            .await;
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! The Prometheus recorder and the name of every metric bandvote exports. Names follow
+//! `bandvote_<name>_<unit>[_total]`; labels stay low-cardinality (`path`, `pipeline`, `reason`).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Votes answered `202`, by `path` (`grpc`, `wasm`).
+pub const VOTES_ACCEPTED: &str = "bandvote_votes_accepted_total";
+/// Votes answered 4xx, by `path` and `reason` (`invalid`, `too_large`, `media_type`, `key`).
+pub const VOTES_REJECTED: &str = "bandvote_votes_rejected_total";
+/// Votes answered 5xx because the queue or the next hop was unavailable, by `path`.
+pub const VOTES_UNAVAILABLE: &str = "bandvote_votes_unavailable_total";
+/// Latency of vote requests at the gateway, from request to answer, by `path`.
+pub const VOTE_REQUEST_DURATION: &str = "bandvote_vote_request_duration_seconds";
+/// Messages the producer handed to Kafka and saw acknowledged.
+pub const MESSAGES_PRODUCED: &str = "bandvote_messages_produced_total";
+/// Produce attempts that failed (timeout, broker down), by `reason`.
+pub const PRODUCE_ERRORS: &str = "bandvote_produce_errors_total";
+/// Time from handing a message to Kafka to its delivery report.
+pub const PRODUCE_DURATION: &str = "bandvote_produce_duration_seconds";
+/// Votes applied by a consumer pipeline, by `pipeline` (`tally`, `log`).
+pub const CONSUMER_VOTES: &str = "bandvote_consumer_votes_total";
+/// Batches written by a consumer pipeline, by `pipeline`.
+pub const CONSUMER_BATCHES: &str = "bandvote_consumer_batches_total";
+/// Time to write one batch to the sink, by `pipeline`.
+pub const CONSUMER_BATCH_DURATION: &str = "bandvote_consumer_batch_duration_seconds";
+/// Replayed votes skipped because they were already applied, by `pipeline` and `reason`
+/// (`offset`, `idempotency_key`, `duplicate_id`).
+pub const CONSUMER_DUPLICATES: &str = "bandvote_consumer_duplicates_total";
+/// Batches the tally script refused because they did not continue the stored offset.
+pub const CONSUMER_REFUSALS: &str = "bandvote_consumer_refused_batches_total";
+/// Sink write failures that were retried, by `pipeline`.
+pub const CONSUMER_SINK_ERRORS: &str = "bandvote_consumer_sink_errors_total";
+/// Messages that were not votes and went to the dead-letter topic.
+pub const CONSUMER_DEAD_LETTERS: &str = "bandvote_consumer_dead_letters_total";
+/// Messages behind the newest one, per pipeline, summed over assigned partitions.
+pub const CONSUMER_LAG: &str = "bandvote_consumer_lag_messages";
+/// Seconds from a vote's `received_at` to when it was counted, for the newest counted vote.
+pub const CONSUMER_FRESHNESS: &str = "bandvote_consumer_freshness_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .expect("histogram buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding test harness): then our
+            // handle renders an empty page rather than failing start-up.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

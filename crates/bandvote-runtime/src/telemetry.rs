@@ -1,0 +1,20 @@
+//! Logging set-up: `tracing` with an env filter (`RUST_LOG`, default `info`), human-readable by
+//! default, JSON lines when `BANDVOTE_LOG_FORMAT=json`.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Installs the global subscriber. Called once, from `main`.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,rdkafka=warn,mongodb=warn,h2=warn,tower=warn,hyper=warn")
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    // A second call (tests build several apps in one process) keeps the first subscriber.
+    let _ = if json {
+        registry
+            .with(fmt::layer().json().with_current_span(false))
+            .try_init()
+    } else {
+        registry.with(fmt::layer().with_target(true)).try_init()
+    };
+}

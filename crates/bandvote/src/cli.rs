@@ -1,0 +1,260 @@
+//! The command line: every flag has a `BANDVOTE_*` environment variable and a compiled-in default.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bandvote_consumer::{ConsumerConfig, recount::RecountConfig};
+use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig};
+use bandvote_queue::KafkaConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// bandvote: a real-time voting system for a live music contest.
+#[derive(Debug, Parser)]
+#[command(name = "bandvote", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "BANDVOTE_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// The service to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Whether logs are JSON.
+    pub fn is_json(self) -> bool {
+        matches!(self, Self::Json)
+    }
+}
+
+/// One subcommand per service.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP gateway of the gRPC path: POST /grpc/votes, forwarded over gRPC to grpc-producer.
+    GrpcGateway(GatewayArgs),
+    /// gRPC server that writes votes to Kafka and answers once Kafka acknowledged them.
+    GrpcProducer(ProducerArgs),
+    /// Reads the votes topic and counts every vote exactly once in Redis and logs it in MongoDB.
+    Consumer(ConsumerArgs),
+    /// Rebuilds the Redis counters from the MongoDB log.
+    Recount(RecountArgs),
+}
+
+/// Kafka connection flags.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers (host:port, comma-separated).
+    #[arg(long, env = "BANDVOTE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// The votes topic (its dead-letter topic is <topic>.dlq).
+    #[arg(long, env = "BANDVOTE_KAFKA_TOPIC", default_value = "votes")]
+    pub kafka_topic: String,
+    /// Partitions of the votes topic, when it has to be created.
+    #[arg(long, env = "BANDVOTE_KAFKA_PARTITIONS", default_value_t = 6)]
+    pub kafka_partitions: i32,
+    /// Replication factor of the topics, when they have to be created.
+    #[arg(long, env = "BANDVOTE_KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+    /// Milliseconds a vote may wait for Kafka's acknowledgement before the client gets 503.
+    #[arg(long, env = "BANDVOTE_PRODUCE_TIMEOUT_MS", default_value_t = 5000)]
+    pub produce_timeout_ms: u64,
+}
+
+impl KafkaArgs {
+    fn into_config(self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.kafka_brokers,
+            topic: self.kafka_topic,
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
+            produce_timeout: Duration::from_millis(self.produce_timeout_ms),
+        }
+    }
+}
+
+/// Redis and MongoDB connection flags.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Redis URL (a database number in the path is honoured).
+    #[arg(
+        long,
+        env = "BANDVOTE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// MongoDB URL.
+    #[arg(
+        long,
+        env = "BANDVOTE_MONGO_URL",
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
+    pub mongo_url: String,
+    /// MongoDB database.
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    pub mongo_db: String,
+    /// Hours a client's Idempotency-Key is remembered.
+    #[arg(long, env = "BANDVOTE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u64,
+}
+
+/// Flags of `grpc-gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Listener for POST /grpc/votes, /healthz, /readyz and /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// The grpc-producer.
+    #[arg(
+        long,
+        env = "BANDVOTE_UPSTREAM",
+        default_value = "http://127.0.0.1:3001"
+    )]
+    pub upstream: String,
+    /// HTTP/2 connections to the producer, used round-robin.
+    #[arg(long, env = "BANDVOTE_UPSTREAM_CONNECTIONS", default_value_t = 2)]
+    pub upstream_connections: usize,
+    /// Milliseconds to wait for the producer before answering 503.
+    #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
+    pub request_timeout_ms: u64,
+}
+
+impl GatewayArgs {
+    /// The gateway's configuration.
+    pub fn into_config(self) -> GatewayConfig {
+        GatewayConfig {
+            listen: self.listen,
+            upstream: self.upstream,
+            connections: self.upstream_connections,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+/// Flags of `grpc-producer`.
+#[derive(Debug, Args)]
+pub struct ProducerArgs {
+    /// Listener for gRPC (bandvote.v1.VoteService, grpc.health.v1.Health), /healthz, /readyz, /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:3001")]
+    pub listen: SocketAddr,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+impl ProducerArgs {
+    /// The producer's configuration.
+    pub fn into_config(self) -> ProducerConfig {
+        ProducerConfig {
+            listen: self.listen,
+            kafka: self.kafka.into_config(),
+            ..ProducerConfig::default()
+        }
+    }
+}
+
+/// Flags of `consumer`.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    /// Listener for /healthz, /readyz and /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:9100")]
+    pub listen: SocketAddr,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Redis and MongoDB.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// Consumer group of the tally pipeline (Kafka → Redis).
+    #[arg(long, env = "BANDVOTE_TALLY_GROUP", default_value = "bandvote-tally")]
+    pub tally_group: String,
+    /// Consumer group of the log pipeline (Kafka → MongoDB).
+    #[arg(long, env = "BANDVOTE_LOG_GROUP", default_value = "bandvote-log")]
+    pub log_group: String,
+    /// Kafka group session timeout, in milliseconds.
+    #[arg(long, env = "BANDVOTE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    /// Largest batch, in messages.
+    #[arg(long, env = "BANDVOTE_BATCH_MAX", default_value_t = 5000)]
+    pub batch_max: usize,
+    /// Milliseconds a batch waits to fill after its first message.
+    #[arg(long, env = "BANDVOTE_BATCH_LINGER_MS", default_value_t = 10)]
+    pub batch_linger_ms: u64,
+}
+
+impl ConsumerArgs {
+    /// The consumer's configuration.
+    pub fn into_config(self) -> ConsumerConfig {
+        ConsumerConfig {
+            listen: self.listen,
+            kafka: self.kafka.into_config(),
+            redis_url: self.stores.redis_url,
+            mongo_url: self.stores.mongo_url,
+            mongo_db: self.stores.mongo_db,
+            tally_group: self.tally_group,
+            log_group: self.log_group,
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            batch_max: self.batch_max.max(1),
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
+            ..ConsumerConfig::default()
+        }
+    }
+}
+
+/// Flags of `recount`.
+#[derive(Debug, Args)]
+pub struct RecountArgs {
+    /// Kafka (to read the log pipeline's position).
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Redis and MongoDB.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// Consumer group of the log pipeline.
+    #[arg(long, env = "BANDVOTE_LOG_GROUP", default_value = "bandvote-log")]
+    pub log_group: String,
+    /// Recount even if the log pipeline is behind or votes are arriving.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl RecountArgs {
+    /// The recount's configuration.
+    pub fn into_config(self) -> RecountConfig {
+        RecountConfig {
+            kafka: self.kafka.into_config(),
+            redis_url: self.stores.redis_url,
+            mongo_url: self.stores.mongo_url,
+            mongo_db: self.stores.mongo_db,
+            log_group: self.log_group,
+            idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
+            force: self.force,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

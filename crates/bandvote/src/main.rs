@@ -1,0 +1,63 @@
+//! `bandvote`: one binary, one subcommand per service. `main` only parses the command line, starts
+//! telemetry, builds the service's configuration and runs it until SIGTERM or SIGINT.
+
+mod cli;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    bandvote_runtime::telemetry::init(cli.log_format.is_json());
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "bandvote failed");
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = bandvote_runtime::shutdown::CancellationToken::new();
+    bandvote_runtime::shutdown::cancel_on_signal(shutdown.clone());
+    match command {
+        Command::GrpcGateway(args) => {
+            bandvote_ingest::grpc_gateway::App::build(args.into_config())
+                .await?
+                .run(shutdown)
+                .await
+        }
+        Command::GrpcProducer(args) => {
+            bandvote_ingest::grpc_producer::App::build(args.into_config())
+                .await?
+                .run(shutdown)
+                .await
+        }
+        Command::Consumer(args) => {
+            bandvote_consumer::App::build(args.into_config())
+                .await?
+                .run(shutdown)
+                .await
+        }
+        Command::Recount(args) => {
+            let report = bandvote_consumer::recount::recount(&args.into_config()).await?;
+            tracing::info!(
+                total = report.total,
+                bands = report.bands.len(),
+                albums = report.albums.len(),
+                "recount done"
+            );
+            eprintln!(
+                "recounted {} votes ({} bands, {} albums) from the log into the counters",
+                report.total,
+                report.bands.len(),
+                report.albums.len()
+            );
+            Ok(())
+        }
+    }
+}
