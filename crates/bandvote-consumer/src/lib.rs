@@ -104,6 +104,15 @@ impl App {
                     redact(&config.mongo_url)
                 )
             })?;
+        // Create the topics now if Kafka answers, so that the subscriptions find them; if it does
+        // not, `run` keeps trying in the background.
+        if let Err(error) =
+            tokio::time::timeout(Duration::from_secs(5), config.kafka.ensure_topics())
+                .await
+                .unwrap_or(Ok(()))
+        {
+            tracing::warn!(%error, "kafka topics not created yet");
+        }
         let source = |group: &str| {
             KafkaSource::subscribe(
                 &config.kafka,

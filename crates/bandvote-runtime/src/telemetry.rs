@@ -18,3 +18,13 @@ pub fn init(json: bool) {
         registry.with(fmt::layer().with_target(true)).try_init()
     };
 }
+
+/// Installs a subscriber whose output the test harness captures (shown only for failing tests).
+pub fn init_for_tests() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_test_writer())
+        .try_init();
+}

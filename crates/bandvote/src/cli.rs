@@ -59,7 +59,7 @@ pub struct KafkaArgs {
     /// Kafka bootstrap brokers (host:port, comma-separated).
     #[arg(long, env = "BANDVOTE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
-    /// The votes topic (its dead-letter topic is <topic>.dlq).
+    /// The votes topic (its dead-letter topic is TOPIC.dlq).
     #[arg(long, env = "BANDVOTE_KAFKA_TOPIC", default_value = "votes")]
     pub kafka_topic: String,
     /// Partitions of the votes topic, when it has to be created.

@@ -1,0 +1,143 @@
+//! The consumer's exactly-once promise under crashes and replicas, against the real servers:
+//! consumers run as separate `bandvote consumer` processes so they can be killed with SIGKILL.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use support::{
+    PATIENCE, TestEnv, TestVote, expected, free_port, metric, mix, post_vote, scrape, wait_for,
+};
+use tokio::sync::Mutex;
+
+/// Sends votes from `votes` in order, `concurrency` at a time, until they run out or `stop` is set;
+/// returns the votes answered 202.
+fn stream_votes(
+    url: String,
+    votes: Vec<TestVote>,
+    concurrency: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<TestVote>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let queue = Arc::new(Mutex::new(votes.into_iter()));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, url, queue, accepted, stop) = (
+                    client.clone(),
+                    url.clone(),
+                    Arc::clone(&queue),
+                    Arc::clone(&accepted),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(vote) = queue.lock().await.next() else {
+                            break;
+                        };
+                        let (status, body) = post_vote(&client, &url, vote.body(), None).await;
+                        assert_eq!(status, 202, "{body}");
+                        accepted.lock().await.push(vote);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("sender");
+        }
+        Arc::try_unwrap(accepted)
+            .expect("senders done")
+            .into_inner()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
+    let env = TestEnv::new().await;
+    let base = env.start_grpc_path().await;
+    let port = free_port();
+    let mut consumer = env.spawn_consumer_process(port);
+    let sender = stream_votes(
+        format!("{base}/grpc/votes"),
+        mix(3000),
+        8,
+        Arc::new(AtomicBool::new(false)),
+    );
+
+    for round in 1..=2u64 {
+        // Kill while votes are flowing and the consumer is applying batches.
+        let seen = env.counts().await.total;
+        wait_for("the consumer to count more votes", PATIENCE, || async {
+            (env.counts().await.total > seen + 200).then_some(())
+        })
+        .await;
+        consumer.start_kill().expect("SIGKILL");
+        consumer.wait().await.expect("reaped");
+        tracing::info!(round, total = env.counts().await.total, "consumer killed");
+        consumer = env.spawn_consumer_process(port);
+    }
+
+    let accepted = sender.await.expect("sender");
+    assert_eq!(accepted.len(), 3000);
+    assert_eq!(env.wait_for_total(3000).await, expected(&accepted));
+    assert_eq!(env.wait_for_logs(3000).await.len(), 3000);
+    drop(consumer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_consumer_replicas_split_the_work_and_count_exactly() {
+    let env = TestEnv::new().await;
+    let base = env.start_grpc_path().await;
+    let ports = [free_port(), free_port()];
+    let replicas: Vec<_> = ports
+        .iter()
+        .map(|port| env.spawn_consumer_process(*port))
+        .collect();
+
+    // Keep voting until both replicas have counted some votes (each owns some partitions).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = stream_votes(
+        format!("{base}/grpc/votes"),
+        mix(20_000),
+        8,
+        Arc::clone(&stop),
+    );
+    wait_for("both replicas to count votes", PATIENCE, || async {
+        let mut both = true;
+        for port in ports {
+            let page = scrape(port).await;
+            both &= metric(&page, "bandvote_consumer_votes_total", "pipeline=\"tally\"") > 0.0;
+        }
+        both.then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let accepted = sender.await.expect("sender");
+    let n = accepted.len() as u64;
+    assert!(n > 0);
+    assert_eq!(env.wait_for_total(n).await, expected(&accepted));
+    assert_eq!(env.wait_for_logs(n).await.len() as u64, n);
+
+    let mut per_replica = Vec::new();
+    for port in ports {
+        per_replica.push(metric(
+            &scrape(port).await,
+            "bandvote_consumer_votes_total",
+            "pipeline=\"tally\"",
+        ) as u64);
+    }
+    assert_eq!(
+        per_replica.iter().sum::<u64>(),
+        n,
+        "the replicas' counts add up: {per_replica:?}"
+    );
+    drop(replicas);
+}

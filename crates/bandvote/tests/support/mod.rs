@@ -1,0 +1,429 @@
+//! Shared set-up of the black-box tests: real Kafka, Redis and MongoDB-wire servers on their default
+//! loopback ports (started by `scripts/services up`), and, per test, its own topic, consumer groups,
+//! Redis database number and Mongo database, so tests run in parallel without seeing each other.
+
+#![allow(dead_code, missing_docs)]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use bandvote_consumer::ConsumerConfig;
+use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig};
+use bandvote_queue::KafkaConfig;
+use bandvote_runtime::shutdown::CancellationToken;
+use mongodb::bson::{Document, doc};
+use redis::AsyncCommands;
+use serde_json::Value;
+
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+pub const MONGO: &str = "mongodb://127.0.0.1:27017";
+pub const KAFKA: &str = "127.0.0.1:9092";
+
+/// How long any asynchronous result may take before a test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One test's private slice of the shared servers.
+pub struct TestEnv {
+    pub id: String,
+    pub topic: String,
+    pub redis_db: u32,
+    pub mongo_db: String,
+    pub shutdown: CancellationToken,
+}
+
+impl TestEnv {
+    /// Takes a free Redis database (a lock key in database 0 marks it taken) and fresh names.
+    pub async fn new() -> Self {
+        bandvote_runtime::telemetry::init_for_tests();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let short = &id[id.len() - 12..];
+        let client = redis::Client::open(REDIS).expect("redis url");
+        let mut redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis is not running: start it with `scripts/services up`");
+        let mut redis_db = 0;
+        for attempt in 0..1000u32 {
+            let candidate =
+                1 + (u32::from_str_radix(&short[..6], 16).unwrap_or(attempt) + attempt * 7) % 255;
+            let taken: bool = redis::cmd("SET")
+                .arg(format!("bandvote-test-lock:{candidate}"))
+                .arg(&id)
+                .arg("NX")
+                .arg("EX")
+                .arg(1800)
+                .query_async::<Option<String>>(&mut redis)
+                .await
+                .expect("redis SET")
+                .is_some();
+            if taken {
+                redis_db = candidate;
+                break;
+            }
+        }
+        assert_ne!(redis_db, 0, "no free redis database for the test");
+        let env = Self {
+            topic: format!("votes-test-{short}"),
+            mongo_db: format!("bandvote_test_{short}"),
+            redis_db,
+            id,
+            shutdown: CancellationToken::new(),
+        };
+        let _: () = redis::cmd("FLUSHDB")
+            .query_async(&mut env.redis().await)
+            .await
+            .expect("flushdb");
+        env
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("{REDIS}/{}", self.redis_db)
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: KAFKA.into(),
+            topic: self.topic.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: self.kafka(),
+            redis_url: self.redis_url(),
+            mongo_url: MONGO.into(),
+            mongo_db: self.mongo_db.clone(),
+            tally_group: format!("tally-{}", self.id),
+            log_group: format!("log-{}", self.id),
+            session_timeout: Duration::from_secs(3),
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// Starts a grpc-producer and a grpc-gateway in this process; returns the gateway's base URL.
+    pub async fn start_grpc_path(&self) -> String {
+        self.start_grpc_path_with(self.kafka()).await
+    }
+
+    pub async fn start_grpc_path_with(&self, kafka: KafkaConfig) -> String {
+        let producer = bandvote_ingest::grpc_producer::App::build(ProducerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka,
+            ..ProducerConfig::default()
+        })
+        .await
+        .expect("producer builds");
+        let upstream = format!("http://{}", producer.local_addr().expect("addr"));
+        tokio::spawn(producer.run(self.shutdown.clone()));
+        let gateway = bandvote_ingest::grpc_gateway::App::build(GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream,
+            ..GatewayConfig::default()
+        })
+        .await
+        .expect("gateway builds");
+        let base = format!("http://{}", gateway.local_addr().expect("addr"));
+        tokio::spawn(gateway.run(self.shutdown.clone()));
+        base
+    }
+
+    /// Starts a consumer in this process.
+    pub async fn start_consumer(&self) {
+        let app = bandvote_consumer::App::build(self.consumer_config())
+            .await
+            .expect("consumer builds");
+        tokio::spawn(app.run(self.shutdown.clone()));
+    }
+
+    /// Starts `bandvote consumer` as a child process (so that it can be killed with SIGKILL),
+    /// listening on `port` for health and metrics.
+    pub fn spawn_consumer_process(&self, port: u16) -> tokio::process::Child {
+        let config = self.consumer_config();
+        let listen = format!("127.0.0.1:{port}");
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+            .args([
+                "consumer",
+                "--listen",
+                &listen,
+                "--session-timeout-ms",
+                "3000",
+            ])
+            .args(["--kafka-brokers", KAFKA, "--kafka-topic", &self.topic])
+            .args([
+                "--redis-url",
+                &config.redis_url,
+                "--mongo-db",
+                &config.mongo_db,
+            ])
+            .args([
+                "--tally-group",
+                &config.tally_group,
+                "--log-group",
+                &config.log_group,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("consumer process starts")
+    }
+
+    pub async fn mongo(&self) -> mongodb::Collection<Document> {
+        mongodb::Client::with_uri_str(MONGO)
+            .await
+            .expect("mongo client")
+            .database(&self.mongo_db)
+            .collection("logs")
+    }
+
+    /// The counters as the contract's Redis keys hold them.
+    pub async fn counts(&self) -> Counts {
+        let mut redis = self.redis().await;
+        let bands: BTreeMap<String, u64> = redis.hgetall("votes:band").await.expect("votes:band");
+        let albums: BTreeMap<String, u64> =
+            redis.hgetall("votes:album").await.expect("votes:album");
+        let total: Option<u64> = redis.get("votes:total").await.expect("votes:total");
+        Counts {
+            bands,
+            albums,
+            total: total.unwrap_or(0),
+        }
+    }
+
+    /// Waits until `votes:total` reaches `total`, then lets a moment pass for any over-count to show.
+    pub async fn wait_for_total(&self, total: u64) -> Counts {
+        wait_for(&format!("votes:total = {total}"), PATIENCE, || async {
+            let counts = self.counts().await;
+            assert!(
+                counts.total <= total,
+                "over-counted: {} > {total}",
+                counts.total
+            );
+            (counts.total == total).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.counts().await
+    }
+
+    /// Waits until the log holds `n` documents.
+    pub async fn wait_for_logs(&self, n: u64) -> Vec<Document> {
+        let logs = self.mongo().await;
+        wait_for(&format!("{n} log documents"), PATIENCE, || {
+            let logs = logs.clone();
+            async move {
+                let count = logs.count_documents(doc! {}).await.expect("count");
+                assert!(count <= n, "over-logged: {count} > {n}");
+                (count == n).then_some(())
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut cursor = logs.find(doc! {}).await.expect("find");
+        let mut docs = Vec::new();
+        while cursor.advance().await.expect("cursor") {
+            docs.push(cursor.deserialize_current().expect("document"));
+        }
+        docs
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let lock = format!("bandvote-test-lock:{}", self.redis_db);
+        if let Ok(client) = redis::Client::open(REDIS)
+            && let Ok(mut connection) = client.get_connection()
+        {
+            let _: Result<(), _> = redis::cmd("DEL").arg(lock).query(&mut connection);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub bands: BTreeMap<String, u64>,
+    pub albums: BTreeMap<String, u64>,
+    pub total: u64,
+}
+
+/// A vote to send, and what it should count as.
+#[derive(Debug, Clone)]
+pub struct TestVote {
+    pub name: &'static str,
+    pub album: &'static str,
+    pub year: &'static str,
+    pub rank: &'static str,
+}
+
+impl TestVote {
+    pub fn body(&self) -> String {
+        serde_json::json!({"name": self.name, "album": self.album, "year": self.year, "rank": self.rank}).to_string()
+    }
+}
+
+/// A known mix: the original's two bands and albums, plus non-ASCII names.
+pub fn mix(n: usize) -> Vec<TestVote> {
+    const KINDS: [TestVote; 6] = [
+        TestVote {
+            name: "Bohemia Suburbana",
+            album: "Mis palabras",
+            year: "1997",
+            rank: "9.5",
+        },
+        TestVote {
+            name: "Bohemia Suburbana",
+            album: "Imaginaria Sonora",
+            year: "2015",
+            rank: "5.2",
+        },
+        TestVote {
+            name: "Alux Nahual",
+            album: "Rock chapin",
+            year: "2014",
+            rank: "6.4",
+        },
+        TestVote {
+            name: "Alux Nahual",
+            album: "El Viaje",
+            year: "2011",
+            rank: "8.6",
+        },
+        TestVote {
+            name: "Ranferí Aguilar",
+            album: "Canción de cuna — ñ",
+            year: "2003",
+            rank: "7",
+        },
+        TestVote {
+            name: "Viernes Verde 🎸",
+            album: "Güiro y marimba",
+            year: "2019",
+            rank: "10",
+        },
+    ];
+    (0..n)
+        .map(|i| KINDS[(i * 7 + i / 3) % KINDS.len()].clone())
+        .collect()
+}
+
+/// The counts a list of votes should produce.
+pub fn expected(votes: &[TestVote]) -> Counts {
+    let mut counts = Counts {
+        bands: BTreeMap::new(),
+        albums: BTreeMap::new(),
+        total: 0,
+    };
+    for vote in votes {
+        *counts.bands.entry(vote.name.to_owned()).or_default() += 1;
+        *counts
+            .albums
+            .entry(format!("{} / {}", vote.name, vote.album))
+            .or_default() += 1;
+        counts.total += 1;
+    }
+    counts
+}
+
+/// Posts one vote; returns the status and the JSON body.
+pub async fn post_vote(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Posts every vote, `concurrency` at a time; returns the ids answered 202 (panics on any other).
+pub async fn post_all(url: &str, votes: &[TestVote], concurrency: usize) -> Vec<String> {
+    use futures::StreamExt;
+    let client = reqwest::Client::new();
+    futures::stream::iter(votes.iter().cloned())
+        .map(|vote| {
+            let client = client.clone();
+            async move {
+                let (status, body) = post_vote(&client, url, vote.body(), None).await;
+                assert_eq!(status, 202, "vote {vote:?} answered {status} {body}");
+                body["id"].as_str().expect("id").to_owned()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// The repository root (for `scripts/services`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The value of a counter in a Prometheus page, summed over the series whose labels contain `labels`.
+pub fn metric(page: &str, name: &str, labels: &str) -> f64 {
+    page.lines()
+        .filter(|line| line.starts_with(name) && line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Fetches `/metrics` of a service on `port` (empty if it does not answer).
+pub async fn scrape(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    match reqwest::get(url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
