@@ -150,6 +150,10 @@ impl KafkaSource {
     /// time, up to the batch size. `None` once `shutdown` is cancelled.
     pub async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<Record>> {
         let mut batch = Vec::new();
+        // While the brokers are away librdkafka queues an error event per failed attempt; they are
+        // informational (the client reconnects by itself), so they are drained quickly rather than
+        // waited on one by one, with a pause only if they keep coming.
+        let mut errors = 0u32;
         loop {
             let received = tokio::select! {
                 () = shutdown.cancelled() => return None,
@@ -161,10 +165,15 @@ impl KafkaSource {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(group = %self.config.group, %error, "kafka receive failed, retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    if errors % 200 == 0 {
+                        tracing::warn!(group = %self.config.group, %error, "kafka receive failed, retrying");
+                    }
+                    errors += 1;
+                    if errors % 100 == 0 {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
                     }
                 }
             }

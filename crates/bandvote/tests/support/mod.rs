@@ -243,15 +243,19 @@ impl TestEnv {
     /// Waits until the log holds `n` documents.
     pub async fn wait_for_logs(&self, n: u64) -> Vec<Document> {
         let logs = self.mongo().await;
-        wait_for(&format!("{n} log documents"), PATIENCE, || {
-            let logs = logs.clone();
-            async move {
-                let count = logs.count_documents(doc! {}).await.expect("count");
-                assert!(count <= n, "over-logged: {count} > {n}");
-                (count == n).then_some(())
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let count = logs.count_documents(doc! {}).await.expect("count");
+            assert!(count <= n, "over-logged: {count} > {n}");
+            if count == n {
+                break;
             }
-        })
-        .await;
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PATIENCE:?} waiting for {n} log documents (have {count})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut cursor = logs.find(doc! {}).await.expect("find");
         let mut docs = Vec::new();
