@@ -165,11 +165,11 @@ impl KafkaSource {
                     break;
                 }
                 Err(error) => {
-                    if errors % 200 == 0 {
+                    if errors.is_multiple_of(200) {
                         tracing::warn!(group = %self.config.group, %error, "kafka receive failed, retrying");
                     }
                     errors += 1;
-                    if errors % 100 == 0 {
+                    if errors.is_multiple_of(100) {
                         tokio::select! {
                             () = shutdown.cancelled() => return None,
                             () = tokio::time::sleep(Duration::from_millis(200)) => {}
