@@ -52,8 +52,28 @@ pub struct ConsumerConfig {
     pub batch_linger: Duration,
     /// How long a client's idempotency key is remembered. Default 24 h.
     pub idempotency_ttl: Duration,
+    /// Which pipelines this process runs. Default both.
+    pub pipelines: Pipelines,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+}
+
+/// The pipelines a consumer process runs: both by default; one only to scale or measure them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pipelines {
+    /// The tally pipeline (Kafka → Redis counters).
+    pub tally: bool,
+    /// The log pipeline (Kafka → MongoDB log).
+    pub log: bool,
+}
+
+impl Default for Pipelines {
+    fn default() -> Self {
+        Self {
+            tally: true,
+            log: true,
+        }
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -70,6 +90,7 @@ impl Default for ConsumerConfig {
             batch_max: 5000,
             batch_linger: Duration::from_millis(10),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            pipelines: Pipelines::default(),
             grace: Duration::from_secs(10),
         }
     }
@@ -80,8 +101,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     kafka: KafkaConfig,
-    tally: TallyPipeline,
-    log: LogPipeline,
+    tally: Option<TallyPipeline>,
+    log: Option<LogPipeline>,
     grace: Duration,
 }
 
@@ -126,57 +147,63 @@ impl App {
             .map(Arc::new)
             .with_context(|| format!("failed to join kafka consumer group {group}"))
         };
-        let tally_source = source(&config.tally_group)?;
-        let log_source = source(&config.log_group)?;
-        let dead_letters = DeadLetters::new(KafkaProducer::new(config.kafka.clone())?);
-
-        let checks = vec![
-            (
+        let mut checks = Vec::new();
+        let mut kafka_probe = None;
+        let tally = if config.pipelines.tally {
+            let source = source(&config.tally_group)?;
+            let dead_letters = DeadLetters::new(KafkaProducer::new(config.kafka.clone())?);
+            let probe = tally.clone();
+            checks.push((
                 "redis",
-                health::check({
-                    let tally = tally.clone();
-                    move || {
-                        let tally = tally.clone();
-                        async move { tally.ping().await }
-                    }
+                health::check(move || {
+                    let probe = probe.clone();
+                    async move { probe.ping().await }
                 }),
-            ),
-            (
+            ));
+            kafka_probe = Some(Arc::clone(&source));
+            Some(TallyPipeline {
+                source,
+                tally,
+                dead_letters,
+            })
+        } else {
+            None
+        };
+        let log = if config.pipelines.log {
+            let source = source(&config.log_group)?;
+            let probe = log.clone();
+            checks.push((
                 "mongodb",
-                health::check({
-                    let log = log.clone();
-                    move || {
-                        let log = log.clone();
-                        async move { log.ping().await }
-                    }
+                health::check(move || {
+                    let probe = probe.clone();
+                    async move { probe.ping().await }
                 }),
-            ),
-            (
-                "kafka",
-                health::check({
-                    let source = Arc::clone(&tally_source);
-                    move || {
-                        let source = Arc::clone(&source);
-                        async move { source.check().await }
-                    }
-                }),
-            ),
-        ];
+            ));
+            kafka_probe.get_or_insert_with(|| Arc::clone(&source));
+            Some(LogPipeline { source, log })
+        } else {
+            None
+        };
+        let Some(kafka_probe) = kafka_probe else {
+            anyhow::bail!(
+                "no pipeline to run: enable the tally pipeline, the log pipeline or both"
+            );
+        };
+        checks.push((
+            "kafka",
+            health::check(move || {
+                let probe = Arc::clone(&kafka_probe);
+                async move { probe.check().await }
+            }),
+        ));
         let router = http::with_fallbacks(health::router(checks));
         let listener = http::bind(config.listen).await?;
         Ok(Self {
             listener,
             router,
             kafka: config.kafka,
-            tally: TallyPipeline {
-                source: tally_source,
-                tally,
-                dead_letters,
-            },
-            log: LogPipeline {
-                source: log_source,
-                log,
-            },
+            tally,
+            log,
             grace: config.grace,
         })
     }
@@ -186,41 +213,54 @@ impl App {
         http::local_addr(&self.listener)
     }
 
-    /// Runs both pipelines and the listener until `shutdown`; each pipeline finishes its batch.
+    /// Runs the pipelines and the listener until `shutdown`; each pipeline finishes its batch.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "consumer listening");
         let kafka = self.kafka.clone();
         let topics_shutdown = shutdown.clone();
         let topics =
             tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
-        let lag = tokio::spawn(report_lag(
-            Arc::clone(&self.tally.source),
-            Arc::clone(&self.log.source),
-            shutdown.clone(),
-        ));
-        let tally = spawn_named("tally", shutdown.clone(), self.tally.run(shutdown.clone()));
-        let log = spawn_named("log", shutdown.clone(), self.log.run(shutdown.clone()));
+        let mut sources = Vec::new();
+        let mut tasks = Vec::new();
+        if let Some(tally) = self.tally {
+            sources.push(("tally", Arc::clone(&tally.source)));
+            tasks.push(spawn_named(
+                "tally",
+                shutdown.clone(),
+                tally.run(shutdown.clone()),
+            ));
+        }
+        if let Some(log) = self.log {
+            sources.push(("log", Arc::clone(&log.source)));
+            tasks.push(spawn_named(
+                "log",
+                shutdown.clone(),
+                log.run(shutdown.clone()),
+            ));
+        }
+        let lag = tokio::spawn(report_lag(sources, shutdown.clone()));
         let served = http::serve(self.listener, self.router, shutdown.clone(), self.grace).await;
         shutdown.cancel();
-        let (tally, log) = tokio::join!(tally, log);
+        let results = futures::future::join_all(tasks).await;
         topics.abort();
         lag.abort();
         served?;
-        tally.context("tally pipeline panicked")??;
-        log.context("log pipeline panicked")??;
+        for result in results {
+            result.context("a pipeline panicked")??;
+        }
         Ok(())
     }
 }
 
-async fn report_lag(tally: Arc<KafkaSource>, log: Arc<KafkaSource>, shutdown: CancellationToken) {
+async fn report_lag(sources: Vec<(&'static str, Arc<KafkaSource>)>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        for (pipeline, source) in [("tally", &tally), ("log", &log)] {
+        for (pipeline, source) in &sources {
             if let Ok(lag) = source.lag().await {
-                metrics::gauge!(names::CONSUMER_LAG, "pipeline" => pipeline).set(lag as f64);
+                metrics::gauge!(names::CONSUMER_LAG, "pipeline" => *pipeline).set(lag as f64);
             }
         }
     }

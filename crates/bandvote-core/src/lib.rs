@@ -5,8 +5,10 @@
 //! - [`vote`]: the public payload `{name, album, year, rank}`, parsed and validated into a [`Vote`];
 //! - [`id`]: vote ids, from a client's `Idempotency-Key` or generated (UUIDv7);
 //! - [`message`]: the versioned queue message that carries an accepted vote to the consumers;
-//! - [`time`]: the one timestamp format used everywhere.
+//! - [`time`]: the one timestamp format used everywhere;
+//! - [`http`]: the media-type rule and the JSON error body of every vote endpoint.
 
+pub mod http;
 pub mod id;
 pub mod message;
 pub mod time;

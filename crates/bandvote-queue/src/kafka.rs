@@ -37,6 +37,8 @@ pub struct KafkaConfig {
     /// How long a vote may wait for Kafka's acknowledgement before the client gets `503`.
     /// Default 5 s.
     pub produce_timeout: Duration,
+    /// How long the producer waits to fill a batch before sending it. Default 1 ms.
+    pub linger: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -47,6 +49,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication: 1,
             produce_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(1),
         }
     }
 }
@@ -133,7 +136,10 @@ impl KafkaProducer {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set(
+                "linger.ms",
+                format!("{}", config.linger.as_secs_f64() * 1000.0),
+            )
             .set("batch.num.messages", "10000")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")

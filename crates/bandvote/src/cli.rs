@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bandvote_consumer::{ConsumerConfig, recount::RecountConfig};
+use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
 use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig};
 use bandvote_queue::KafkaConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -71,6 +71,9 @@ pub struct KafkaArgs {
     /// Milliseconds a vote may wait for Kafka's acknowledgement before the client gets 503.
     #[arg(long, env = "BANDVOTE_PRODUCE_TIMEOUT_MS", default_value_t = 5000)]
     pub produce_timeout_ms: u64,
+    /// Milliseconds the producer waits to fill a batch (fractions allowed).
+    #[arg(long, env = "BANDVOTE_KAFKA_LINGER_MS", default_value_t = 1.0)]
+    pub kafka_linger_ms: f64,
 }
 
 impl KafkaArgs {
@@ -81,6 +84,7 @@ impl KafkaArgs {
             partitions: self.kafka_partitions,
             replication: self.kafka_replication,
             produce_timeout: Duration::from_millis(self.produce_timeout_ms),
+            linger: Duration::from_secs_f64(self.kafka_linger_ms.clamp(0.0, 1000.0) / 1000.0),
         }
     }
 }
@@ -193,6 +197,23 @@ pub struct ConsumerArgs {
     /// Milliseconds a batch waits to fill after its first message.
     #[arg(long, env = "BANDVOTE_BATCH_LINGER_MS", default_value_t = 10)]
     pub batch_linger_ms: u64,
+    /// Pipelines to run in this process (scale or measure them apart).
+    #[arg(
+        long,
+        env = "BANDVOTE_PIPELINES",
+        value_delimiter = ',',
+        default_value = "tally,log"
+    )]
+    pub pipelines: Vec<PipelineName>,
+}
+
+/// A consumer pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PipelineName {
+    /// Kafka → Redis counters.
+    Tally,
+    /// Kafka → MongoDB log.
+    Log,
 }
 
 impl ConsumerArgs {
@@ -210,6 +231,10 @@ impl ConsumerArgs {
             batch_max: self.batch_max.max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
+            pipelines: Pipelines {
+                tally: self.pipelines.contains(&PipelineName::Tally),
+                log: self.pipelines.contains(&PipelineName::Log),
+            },
             ..ConsumerConfig::default()
         }
     }

@@ -68,9 +68,10 @@ impl GatewayState {
             .with_context(|| format!("invalid upstream URL {}", config.upstream))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .http2_adaptive_window(true);
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20));
         let channels: Vec<Channel> = (0..config.connections.max(1))
             .map(|_| endpoint.connect_lazy())
             .collect();

@@ -41,14 +41,18 @@ pub async fn post_grpc_vote(
         received_at: bandvote_core::time::now(),
     });
     request.set_timeout(state.request_timeout);
-    let answer =
-        tokio::time::timeout(state.request_timeout, state.client().submit_vote(request)).await;
-    let result = match answer {
-        Ok(Ok(reply)) => Ok(json(
+    // The call runs in its own task: a client that hangs up does not cancel a vote already on its
+    // way to the queue (its retry with the same key is then counted once), and the shared HTTP/2
+    // connection is not flooded with stream resets by departing clients.
+    let mut client = state.client();
+    let call = tokio::spawn(async move { client.submit_vote(request).await });
+    let result = match tokio::time::timeout(state.request_timeout, call).await {
+        Ok(Ok(Ok(reply))) => Ok(json(
             StatusCode::ACCEPTED,
             json!({"id": reply.into_inner().id, "path": "grpc"}),
         )),
-        Ok(Err(status)) => Err(status_to_error(&status)),
+        Ok(Ok(Err(status))) => Err(status_to_error(&status)),
+        Ok(Err(join)) => Err(ApiError::internal(format!("grpc call task failed: {join}"))),
         Err(_) => Err(ApiError::unavailable(
             "grpc-producer did not answer in time",
             RETRY_AFTER,
