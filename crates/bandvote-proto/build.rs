@@ -10,10 +10,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &["proto/vote.proto"],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_with_config(config, &["proto/vote.proto"], &["proto"])?;
     Ok(())
 }

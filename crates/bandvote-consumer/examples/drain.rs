@@ -15,9 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bandvote_consumer::{
-    ConsumerConfig, Pipelines, sinks::mongodb::to_document, sources::kafka::Vote,
-};
+use bandvote_consumer::{ConsumerConfig, Pipelines, sinks::mongodb::to_document, sources::kafka::Vote};
 use bandvote_core::{IngestPath, VoteId, VoteMessage};
 use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
 use clap::Parser;
@@ -47,12 +45,7 @@ const BANDS: [(&str, &str); 4] = [
 fn message(i: usize) -> VoteMessage {
     let (name, album) = BANDS[i % BANDS.len()];
     let vote = bandvote_core::Vote::from_strings(name, album, "1997", "9.5").expect("valid");
-    VoteMessage::new(
-        &VoteId::generate(),
-        vote,
-        IngestPath::Grpc,
-        bandvote_core::time::now(),
-    )
+    VoteMessage::new(&VoteId::generate(), vote, IngestPath::Grpc, bandvote_core::time::now())
 }
 
 #[tokio::main]
@@ -63,10 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let run = &run[run.len() - 10..];
     let redis_url = format!("redis://127.0.0.1:6379/{}", args.redis_db);
     let mongo_db = format!("bandvote_bench_{run}");
-    let kafka = KafkaConfig {
-        topic: format!("votes-bench-{run}"),
-        ..KafkaConfig::default()
-    };
+    let kafka = KafkaConfig { topic: format!("votes-bench-{run}"), ..KafkaConfig::default() };
     kafka.ensure_topics().await?;
 
     let redis_client = redis::Client::open(redis_url.as_str())?;
@@ -87,31 +77,15 @@ async fn main() -> anyhow::Result<()> {
         .buffer_unordered(4096)
         .for_each(|r| async move { r.expect("produced") })
         .await;
-    eprintln!(
-        "backlog: {} votes produced in {:.1?}",
-        args.votes,
-        started.elapsed()
-    );
+    eprintln!("backlog: {} votes produced in {:.1?}", args.votes, started.elapsed());
 
     // The consumer drains it: each pipeline alone, then both together (as deployed).
     let mongo = mongodb::Client::with_uri_str("mongodb://127.0.0.1:27017").await?;
     let n = args.votes as f64;
     let mut runs = Vec::new();
     for (label, pipelines) in [
-        (
-            "tally",
-            Pipelines {
-                tally: true,
-                log: false,
-            },
-        ),
-        (
-            "log",
-            Pipelines {
-                tally: false,
-                log: true,
-            },
-        ),
+        ("tally", Pipelines { tally: true, log: false }),
+        ("log", Pipelines { tally: false, log: true }),
         ("both", Pipelines::default()),
     ] {
         redis::cmd("FLUSHDB").query_async::<()>(&mut redis).await?;
@@ -150,8 +124,7 @@ async fn main() -> anyhow::Result<()> {
             if log_done.is_none() && logged >= n {
                 log_done = Some(started.elapsed());
             }
-            if (!pipelines.tally || tally_done.is_some()) && (!pipelines.log || log_done.is_some())
-            {
+            if (!pipelines.tally || tally_done.is_some()) && (!pipelines.log || log_done.is_some()) {
                 break;
             }
         }
@@ -170,28 +143,18 @@ async fn main() -> anyhow::Result<()> {
     for chunk in (0..args.votes).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            pipe.cmd("HINCRBY")
-                .arg("votes:band")
-                .arg(BANDS[i % BANDS.len()].0)
-                .arg(1)
-                .ignore();
+            pipe.cmd("HINCRBY").arg("votes:band").arg(BANDS[i % BANDS.len()].0).arg(1).ignore();
         }
         pipe.query_async::<()>(&mut redis).await?;
     }
     let hincrby_s = started.elapsed().as_secs_f64();
 
     // Baseline 2: raw unordered insert_many of the same documents, in batches of the consumer's size.
-    let raw = mongo
-        .database(&format!("{mongo_db}_raw"))
-        .collection::<mongodb::bson::Document>("logs");
+    let raw = mongo.database(&format!("{mongo_db}_raw")).collection::<mongodb::bson::Document>("logs");
     let now = mongodb::bson::DateTime::now();
     let docs: Vec<_> = (0..args.votes)
         .map(|i| {
-            let vote = Vote {
-                message: message(i),
-                client_key: false,
-                album_key: String::new(),
-            };
+            let vote = Vote { message: message(i), client_key: false, album_key: String::new() };
             to_document(&vote, now)
         })
         .collect();
@@ -205,32 +168,18 @@ async fn main() -> anyhow::Result<()> {
     mongo.database(&format!("{mongo_db}_raw")).drop().await?;
     let (hincrby, insert) = (n / hincrby_s, n / insert_s);
     let show = |rate: Option<f64>| rate.map_or("-".to_owned(), |r| format!("{r:.0}"));
-    println!(
-        "| drain of {} votes | votes/s | vs. its raw baseline |",
-        args.votes
-    );
+    println!("| drain of {} votes | votes/s | vs. its raw baseline |", args.votes);
     println!("| --- | ---: | ---: |");
     for (label, tally, log) in &runs {
         if let Some(tally) = tally {
-            println!(
-                "| tally pipeline → Redis ({label} running) | {} | {:.2} |",
-                show(Some(*tally)),
-                tally / hincrby
-            );
+            println!("| tally pipeline → Redis ({label} running) | {} | {:.2} |", show(Some(*tally)), tally / hincrby);
         }
         if let Some(log) = log {
-            println!(
-                "| log pipeline → MongoDB-wire ({label} running) | {} | {:.2} |",
-                show(Some(*log)),
-                log / insert
-            );
+            println!("| log pipeline → MongoDB-wire ({label} running) | {} | {:.2} |", show(Some(*log)), log / insert);
         }
     }
     println!("| raw pipelined HINCRBY, 1000 per round trip (baseline) | {hincrby:.0} | 1.00 |");
-    println!(
-        "| raw unordered insert_many, {} per call, same index (baseline) | {insert:.0} | 1.00 |",
-        args.batch_max
-    );
+    println!("| raw unordered insert_many, {} per call, same index (baseline) | {insert:.0} | 1.00 |", args.batch_max);
     Ok(())
 }
 

@@ -40,18 +40,9 @@ impl DeadLetters {
                 let partition = record.partition.to_string();
                 let offset = record.offset.to_string();
                 let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "reason",
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "source-partition",
-                        value: Some(partition.as_str()),
-                    })
-                    .insert(Header {
-                        key: "source-offset",
-                        value: Some(offset.as_str()),
-                    });
+                    .insert(Header { key: "reason", value: Some(reason.as_str()) })
+                    .insert(Header { key: "source-partition", value: Some(partition.as_str()) })
+                    .insert(Header { key: "source-offset", value: Some(offset.as_str()) });
                 let sent = self
                     .producer
                     .send(

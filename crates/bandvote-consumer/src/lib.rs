@@ -69,10 +69,7 @@ pub struct Pipelines {
 
 impl Default for Pipelines {
     fn default() -> Self {
-        Self {
-            tally: true,
-            log: true,
-        }
+        Self { tally: true, log: true }
     }
 }
 
@@ -111,26 +108,14 @@ impl App {
     pub async fn build(config: ConsumerConfig) -> anyhow::Result<Self> {
         let tally = RedisTally::connect(&config.redis_url, config.idempotency_ttl.as_secs().max(1))
             .await
-            .with_context(|| {
-                format!(
-                    "failed to connect to redis at {}",
-                    redact(&config.redis_url)
-                )
-            })?;
+            .with_context(|| format!("failed to connect to redis at {}", redact(&config.redis_url)))?;
         let log = MongoLog::connect(&config.mongo_url, &config.mongo_db)
             .await
-            .with_context(|| {
-                format!(
-                    "failed to configure mongodb at {}",
-                    redact(&config.mongo_url)
-                )
-            })?;
+            .with_context(|| format!("failed to configure mongodb at {}", redact(&config.mongo_url)))?;
         // Create the topics now if Kafka answers, so that the subscriptions find them; if it does
         // not, `run` keeps trying in the background.
         if let Err(error) =
-            tokio::time::timeout(Duration::from_secs(5), config.kafka.ensure_topics())
-                .await
-                .unwrap_or(Ok(()))
+            tokio::time::timeout(Duration::from_secs(5), config.kafka.ensure_topics()).await.unwrap_or(Ok(()))
         {
             tracing::warn!(%error, "kafka topics not created yet");
         }
@@ -161,11 +146,7 @@ impl App {
                 }),
             ));
             kafka_probe = Some(Arc::clone(&source));
-            Some(TallyPipeline {
-                source,
-                tally,
-                dead_letters,
-            })
+            Some(TallyPipeline { source, tally, dead_letters })
         } else {
             None
         };
@@ -185,9 +166,7 @@ impl App {
             None
         };
         let Some(kafka_probe) = kafka_probe else {
-            anyhow::bail!(
-                "no pipeline to run: enable the tally pipeline, the log pipeline or both"
-            );
+            anyhow::bail!("no pipeline to run: enable the tally pipeline, the log pipeline or both");
         };
         checks.push((
             "kafka",
@@ -198,14 +177,7 @@ impl App {
         ));
         let router = http::with_fallbacks(health::router(checks));
         let listener = http::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router,
-            kafka: config.kafka,
-            tally,
-            log,
-            grace: config.grace,
-        })
+        Ok(Self { listener, router, kafka: config.kafka, tally, log, grace: config.grace })
     }
 
     /// The bound address of the health and metrics listener.
@@ -218,25 +190,16 @@ impl App {
         tracing::info!(addr = %self.local_addr()?, "consumer listening");
         let kafka = self.kafka.clone();
         let topics_shutdown = shutdown.clone();
-        let topics =
-            tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
+        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
         let mut sources = Vec::new();
         let mut tasks = Vec::new();
         if let Some(tally) = self.tally {
             sources.push(("tally", Arc::clone(&tally.source)));
-            tasks.push(spawn_named(
-                "tally",
-                shutdown.clone(),
-                tally.run(shutdown.clone()),
-            ));
+            tasks.push(spawn_named("tally", shutdown.clone(), tally.run(shutdown.clone())));
         }
         if let Some(log) = self.log {
             sources.push(("log", Arc::clone(&log.source)));
-            tasks.push(spawn_named(
-                "log",
-                shutdown.clone(),
-                log.run(shutdown.clone()),
-            ));
+            tasks.push(spawn_named("log", shutdown.clone(), log.run(shutdown.clone())));
         }
         let lag = tokio::spawn(report_lag(sources, shutdown.clone()));
         let served = http::serve(self.listener, self.router, shutdown.clone(), self.grace).await;
@@ -272,12 +235,7 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -291,14 +249,8 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("redis://:secret@host:6379/2"),
-            "redis://:***@host:6379/2"
-        );
-        assert_eq!(
-            redact("mongodb://user:pw@db:27017"),
-            "mongodb://user:***@db:27017"
-        );
+        assert_eq!(redact("redis://:secret@host:6379/2"), "redis://:***@host:6379/2");
+        assert_eq!(redact("mongodb://user:pw@db:27017"), "mongodb://user:***@db:27017");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -61,20 +61,13 @@ fn read_cut(kafka: &KafkaConfig, group: &str) -> anyhow::Result<Cut> {
         .create()
         .context("failed to create a kafka client")?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(&kafka.topic), timeout)
-        .context("failed to read kafka metadata")?;
-    let topic = metadata
-        .topics()
-        .first()
-        .context("kafka returned no metadata for the votes topic")?;
+    let metadata = consumer.fetch_metadata(Some(&kafka.topic), timeout).context("failed to read kafka metadata")?;
+    let topic = metadata.topics().first().context("kafka returned no metadata for the votes topic")?;
     let mut list = TopicPartitionList::new();
     for partition in topic.partitions() {
         list.add_partition(&kafka.topic, partition.id());
     }
-    let committed = consumer
-        .committed_offsets(list, timeout)
-        .context("failed to read committed offsets")?;
+    let committed = consumer.committed_offsets(list, timeout).context("failed to read committed offsets")?;
     let mut cut = Vec::new();
     for element in committed.elements() {
         let (low, high) = consumer
@@ -93,70 +86,39 @@ fn read_cut(kafka: &KafkaConfig, group: &str) -> anyhow::Result<Cut> {
 async fn cut(config: &RecountConfig) -> anyhow::Result<Cut> {
     let kafka = config.kafka.clone();
     let group = config.log_group.clone();
-    tokio::task::spawn_blocking(move || read_cut(&kafka, &group))
-        .await
-        .context("kafka task failed")?
+    tokio::task::spawn_blocking(move || read_cut(&kafka, &group)).await.context("kafka task failed")?
 }
 
 /// Rebuilds the counters. See the module documentation for the consistency rule.
 pub async fn recount(config: &RecountConfig) -> anyhow::Result<RecountReport> {
     let before = cut(config).await?;
-    let behind: i64 = before
-        .iter()
-        .map(|(_, committed, high)| (high - committed).max(0))
-        .sum();
+    let behind: i64 = before.iter().map(|(_, committed, high)| (high - committed).max(0)).sum();
     if behind > 0 && !config.force {
-        bail!(
-            "the log pipeline is {behind} votes behind the topic; wait until it catches up (or pass --force)"
-        );
+        bail!("the log pipeline is {behind} votes behind the topic; wait until it catches up (or pass --force)");
     }
 
-    let log = MongoLog::connect(&config.mongo_url, &config.mongo_db)
-        .await
-        .context("failed to configure mongodb")?;
+    let log = MongoLog::connect(&config.mongo_url, &config.mongo_db).await.context("failed to configure mongodb")?;
     let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1};
-    let mut cursor = log
-        .collection()
-        .find(doc! {})
-        .projection(projection)
-        .await
-        .context("failed to read the vote log")?;
-    let mut report = RecountReport {
-        total: 0,
-        bands: HashMap::new(),
-        albums: HashMap::new(),
-    };
+    let mut cursor =
+        log.collection().find(doc! {}).projection(projection).await.context("failed to read the vote log")?;
+    let mut report = RecountReport { total: 0, bands: HashMap::new(), albums: HashMap::new() };
     let mut newest: Option<mongodb::bson::DateTime> = None;
     let ttl_ms = i64::try_from(config.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
     let now = mongodb::bson::DateTime::now();
     let mut recent: Vec<(String, u64)> = Vec::new();
-    while let Some(document) = cursor
-        .try_next()
-        .await
-        .context("failed to read the vote log")?
-    {
-        let (Some(id), Some((band, album))) = (document.get_str("_id").ok(), data_of(&document))
-        else {
-            tracing::warn!(
-                ?document,
-                "recount: skipping a log document without band or album"
-            );
+    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
+        let (Some(id), Some((band, album))) = (document.get_str("_id").ok(), data_of(&document)) else {
+            tracing::warn!(?document, "recount: skipping a log document without band or album");
             continue;
         };
         report.total += 1;
         *report.bands.entry(band.to_owned()).or_default() += 1;
-        *report
-            .albums
-            .entry(bandvote_core::vote::album_key(band, album))
-            .or_default() += 1;
+        *report.albums.entry(bandvote_core::vote::album_key(band, album)).or_default() += 1;
         if let Ok(received) = document.get_datetime("received_at") {
             newest = newest.max(Some(*received));
             let age = now.timestamp_millis() - received.timestamp_millis();
             if age < ttl_ms {
-                recent.push((
-                    id.to_owned(),
-                    u64::try_from((ttl_ms - age) / 1000).unwrap_or(1).max(1),
-                ));
+                recent.push((id.to_owned(), u64::try_from((ttl_ms - age) / 1000).unwrap_or(1).max(1)));
             }
         }
     }
@@ -168,35 +130,18 @@ pub async fn recount(config: &RecountConfig) -> anyhow::Result<RecountReport> {
     }
 
     let client = redis::Client::open(config.redis_url.as_str()).context("invalid redis url")?;
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("failed to connect to redis")?;
+    let mut redis = client.get_multiplexed_async_connection().await.context("failed to connect to redis")?;
     // Idempotency keys first: a client retry after the recount must still be recognised.
     for chunk in recent.chunks(10_000) {
         let mut pipe = redis::pipe();
         for (id, ttl) in chunk {
-            pipe.cmd("SET")
-                .arg(format!("{}{id}", keys::SEEN_PREFIX))
-                .arg(1)
-                .arg("EX")
-                .arg(*ttl)
-                .ignore();
+            pipe.cmd("SET").arg(format!("{}{id}", keys::SEEN_PREFIX)).arg(1).arg("EX").arg(*ttl).ignore();
         }
-        pipe.query_async::<()>(&mut redis)
-            .await
-            .context("failed to write idempotency keys")?;
+        pipe.query_async::<()>(&mut redis).await.context("failed to write idempotency keys")?;
     }
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.del(&[
-        keys::BAND,
-        keys::ALBUM,
-        keys::TOTAL,
-        keys::LAST,
-        keys::OFFSETS,
-    ])
-    .ignore();
+    pipe.del(&[keys::BAND, keys::ALBUM, keys::TOTAL, keys::LAST, keys::OFFSETS]).ignore();
     for (band, n) in &report.bands {
         pipe.hset(keys::BAND, band, *n).ignore();
     }
@@ -205,30 +150,19 @@ pub async fn recount(config: &RecountConfig) -> anyhow::Result<RecountReport> {
     }
     pipe.set(keys::TOTAL, report.total).ignore();
     if let Some(newest) = newest {
-        let received =
-            chrono::DateTime::from_timestamp_millis(newest.timestamp_millis()).unwrap_or_default();
+        let received = chrono::DateTime::from_timestamp_millis(newest.timestamp_millis()).unwrap_or_default();
         pipe.hset_multiple(
             keys::LAST,
-            &[
-                ("received_at", bandvote_core::time::format(received)),
-                ("counted_at", bandvote_core::time::now()),
-            ],
+            &[("received_at", bandvote_core::time::format(received)), ("counted_at", bandvote_core::time::now())],
         )
         .ignore();
     }
     for (partition, _, high) in &after {
         if *high > 0 {
-            pipe.hset(
-                keys::OFFSETS,
-                format!("{}:{partition}", config.kafka.topic),
-                high - 1,
-            )
-            .ignore();
+            pipe.hset(keys::OFFSETS, format!("{}:{partition}", config.kafka.topic), high - 1).ignore();
         }
     }
-    pipe.query_async::<()>(&mut redis)
-        .await
-        .context("failed to write the counters")?;
+    pipe.query_async::<()>(&mut redis).await.context("failed to write the counters")?;
     Ok(report)
 }
 

@@ -3,14 +3,8 @@
 /// Whether a `Content-Type` value is JSON: `application/json` (any parameters, any case) or any
 /// `application/*+json`.
 pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The JSON error body of the contract: `{"error": message, "field": field}` (`field` omitted when
@@ -30,31 +24,19 @@ mod tests {
 
     #[test]
     fn json_media_types() {
-        for yes in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "APPLICATION/JSON",
-            "application/vnd.api+json",
-        ] {
+        for yes in
+            ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.api+json"]
+        {
             assert!(is_json_media_type(yes), "{yes}");
         }
-        for no in [
-            "",
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "text/json",
-            "application/jsonp",
-        ] {
+        for no in ["", "text/plain", "application/x-www-form-urlencoded", "text/json", "application/jsonp"] {
             assert!(!is_json_media_type(no), "{no}");
         }
     }
 
     #[test]
     fn error_bodies_omit_a_missing_field() {
-        assert_eq!(
-            error_body("bad", Some("year")),
-            r#"{"error":"bad","field":"year"}"#
-        );
+        assert_eq!(error_body("bad", Some("year")), r#"{"error":"bad","field":"year"}"#);
         assert_eq!(error_body("bad", None), r#"{"error":"bad"}"#);
     }
 }

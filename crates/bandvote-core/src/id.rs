@@ -22,33 +22,18 @@ impl VoteId {
     pub fn from_client_key(key: &str) -> Result<Self, IdError> {
         let valid = !key.is_empty()
             && key.len() <= MAX_KEY_CHARS
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if valid {
-            Ok(Self {
-                value: key.to_owned(),
-                client_supplied: true,
-            })
-        } else {
-            Err(IdError)
-        }
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if valid { Ok(Self { value: key.to_owned(), client_supplied: true }) } else { Err(IdError) }
     }
 
     /// A fresh, time-ordered id (UUIDv7) for a vote sent without a key.
     pub fn generate() -> Self {
-        Self {
-            value: uuid::Uuid::now_v7().to_string(),
-            client_supplied: false,
-        }
+        Self { value: uuid::Uuid::now_v7().to_string(), client_supplied: false }
     }
 
     /// Rebuilds an id carried by a message; `client_supplied` says whether it came from a key.
     pub fn from_parts(value: String, client_supplied: bool) -> Self {
-        Self {
-            value,
-            client_supplied,
-        }
+        Self { value, client_supplied }
     }
 
     /// The id as text.
@@ -83,14 +68,7 @@ mod tests {
 
     #[test]
     fn rejects_other_keys() {
-        for key in [
-            "",
-            "has space",
-            "slash/",
-            "ñ",
-            "a\0b",
-            &"k".repeat(MAX_KEY_CHARS + 1),
-        ] {
+        for key in ["", "has space", "slash/", "ñ", "a\0b", &"k".repeat(MAX_KEY_CHARS + 1)] {
             assert_eq!(VoteId::from_client_key(key), Err(IdError), "{key:?}");
         }
     }

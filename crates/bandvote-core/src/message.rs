@@ -115,12 +115,7 @@ impl VoteMessage {
 
     /// The vote this message carries.
     pub fn vote(&self) -> Vote {
-        Vote {
-            name: self.name.clone(),
-            album: self.album.clone(),
-            year: self.year.clone(),
-            rank: self.rank.clone(),
-        }
+        Vote { name: self.name.clone(), album: self.album.clone(), year: self.year.clone(), rank: self.rank.clone() }
     }
 }
 
@@ -130,22 +125,13 @@ mod tests {
 
     #[test]
     fn round_trips_through_json_with_version_one() {
-        let vote =
-            Vote::from_strings("Bohemia Suburbana", "Mis palabras", "1997", "9.5").expect("valid");
+        let vote = Vote::from_strings("Bohemia Suburbana", "Mis palabras", "1997", "9.5").expect("valid");
         let id = VoteId::from_client_key("k-1").expect("valid");
-        let message = VoteMessage::new(
-            &id,
-            vote,
-            IngestPath::Grpc,
-            "2026-11-26T16:04:05.123Z".into(),
-        );
+        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into());
         let json: serde_json::Value = serde_json::from_slice(&message.to_json()).expect("json");
         assert_eq!(json["v"], 1);
         assert_eq!(json["path"], "grpc");
-        assert_eq!(
-            VoteMessage::decode(&message.to_json()).expect("decodes"),
-            message
-        );
+        assert_eq!(VoteMessage::decode(&message.to_json()).expect("decodes"), message);
     }
 
     #[test]
@@ -153,14 +139,8 @@ mod tests {
         assert!(VoteMessage::decode(b"not json").is_err());
         assert!(VoteMessage::decode(br#"{"hello":"world"}"#).is_err());
         let v2 = br#"{"v":2,"id":"a","name":"n","album":"a","year":"1997","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z"}"#;
-        assert!(matches!(
-            VoteMessage::decode(v2),
-            Err(MessageError::Version(2))
-        ));
+        assert!(matches!(VoteMessage::decode(v2), Err(MessageError::Version(2))));
         let bad_year = br#"{"v":1,"id":"a","name":"n","album":"a","year":"97","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z"}"#;
-        assert!(matches!(
-            VoteMessage::decode(bad_year),
-            Err(MessageError::Vote(_))
-        ));
+        assert!(matches!(VoteMessage::decode(bad_year), Err(MessageError::Vote(_))));
     }
 }

@@ -14,9 +14,7 @@ pub fn now() -> String {
 
 /// Parses any RFC 3339 timestamp into UTC.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

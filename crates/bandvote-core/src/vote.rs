@@ -36,17 +36,11 @@ pub struct VoteError {
 
 impl VoteError {
     fn field(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field),
-            message: message.into(),
-        }
+        Self { field: Some(field), message: message.into() }
     }
 
     fn body(message: impl Into<String>) -> Self {
-        Self {
-            field: None,
-            message: message.into(),
-        }
+        Self { field: None, message: message.into() }
     }
 }
 
@@ -54,12 +48,10 @@ impl Vote {
     /// Parses a request body (JSON) into a validated vote. Unknown fields are ignored.
     pub fn parse_json(body: &[u8]) -> Result<Self, VoteError> {
         if body.len() > MAX_BODY_BYTES {
-            return Err(VoteError::body(format!(
-                "body is larger than {MAX_BODY_BYTES} bytes"
-            )));
+            return Err(VoteError::body(format!("body is larger than {MAX_BODY_BYTES} bytes")));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| VoteError::body(format!("body is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| VoteError::body(format!("body is not valid JSON: {e}")))?;
         match value {
             Value::Object(fields) => Self::from_fields(&fields),
             _ => Err(VoteError::body("body must be a JSON object")),
@@ -77,12 +69,7 @@ impl Vote {
     }
 
     /// Validates fields that arrived as plain strings (the gRPC message, the queue message).
-    pub fn from_strings(
-        name: &str,
-        album: &str,
-        year: &str,
-        rank: &str,
-    ) -> Result<Self, VoteError> {
+    pub fn from_strings(name: &str, album: &str, year: &str, rank: &str) -> Result<Self, VoteError> {
         let mut fields = Map::new();
         fields.insert("name".into(), Value::from(name));
         fields.insert("album".into(), Value::from(album));
@@ -111,22 +98,13 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
         Some(_) => return Err(VoteError::field(field, format!("{field} must be a string"))),
     };
     if value.is_empty() {
-        return Err(VoteError::field(
-            field,
-            format!("{field} must not be empty"),
-        ));
+        return Err(VoteError::field(field, format!("{field} must not be empty")));
     }
     if value.chars().count() > MAX_TEXT_CHARS {
-        return Err(VoteError::field(
-            field,
-            format!("{field} must be at most {MAX_TEXT_CHARS} characters"),
-        ));
+        return Err(VoteError::field(field, format!("{field} must be at most {MAX_TEXT_CHARS} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(VoteError::field(
-            field,
-            format!("{field} must not contain control characters"),
-        ));
+        return Err(VoteError::field(field, format!("{field} must not contain control characters")));
     }
     Ok(value.to_owned())
 }
@@ -141,19 +119,11 @@ fn year(value: Option<&Value>) -> Result<String, VoteError> {
             None => return Err(VoteError::field("year", MESSAGE)),
         },
         Some(_) => {
-            return Err(VoteError::field(
-                "year",
-                "year must be a string or an integer",
-            ));
+            return Err(VoteError::field("year", "year must be a string or an integer"));
         }
     };
-    let is_year =
-        text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
-    if is_year {
-        Ok(text)
-    } else {
-        Err(VoteError::field("year", MESSAGE))
-    }
+    let is_year = text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    if is_year { Ok(text) } else { Err(VoteError::field("year", MESSAGE)) }
 }
 
 fn rank(value: Option<&Value>) -> Result<String, VoteError> {
@@ -163,22 +133,14 @@ fn rank(value: Option<&Value>) -> Result<String, VoteError> {
         Some(Value::String(s)) => s.trim().to_owned(),
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => {
-            return Err(VoteError::field(
-                "rank",
-                "rank must be a string or a number",
-            ));
+            return Err(VoteError::field("rank", "rank must be a string or a number"));
         }
     };
     // `f64::from_str` also takes "inf", "NaN" and a leading '+': keep to plain decimal notation.
     let plain = !text.is_empty()
         && text.len() <= MAX_RANK_CHARS
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+'))
-        && text
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_digit() || b == b'-');
+        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+'))
+        && text.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'-');
     match text.parse::<f64>() {
         Ok(rank) if plain && rank.is_finite() && rank >= 0.0 => Ok(text),
         _ => Err(VoteError::field("rank", MESSAGE)),
@@ -199,10 +161,8 @@ mod tests {
 
     #[test]
     fn accepts_the_original_payload_unchanged() {
-        let vote = parse(
-            r#"{"name":"Bohemia Suburbana","album":"Mis palabras","year":"1997","rank":"9.5"}"#,
-        )
-        .expect("valid vote");
+        let vote = parse(r#"{"name":"Bohemia Suburbana","album":"Mis palabras","year":"1997","rank":"9.5"}"#)
+            .expect("valid vote");
         assert_eq!(vote.name, "Bohemia Suburbana");
         assert_eq!(vote.album, "Mis palabras");
         assert_eq!(vote.year, "1997");
@@ -212,10 +172,8 @@ mod tests {
 
     #[test]
     fn trims_text_and_normalises_numbers_to_strings() {
-        let vote = parse(
-            r#"{"name":"  Alux Nahual ","album":"\tEl Viaje ","year":2011,"rank":8.6,"extra":[1]}"#,
-        )
-        .expect("valid vote");
+        let vote = parse(r#"{"name":"  Alux Nahual ","album":"\tEl Viaje ","year":2011,"rank":8.6,"extra":[1]}"#)
+            .expect("valid vote");
         assert_eq!(vote.name, "Alux Nahual");
         assert_eq!(vote.album, "El Viaje");
         assert_eq!(vote.year, "2011");
@@ -224,9 +182,8 @@ mod tests {
 
     #[test]
     fn keeps_non_ascii_names() {
-        let vote =
-            parse(r#"{"name":"Los Álamos — ñandú 🎸","album":"Canción","year":"2001","rank":"0"}"#)
-                .expect("valid vote");
+        let vote = parse(r#"{"name":"Los Álamos — ñandú 🎸","album":"Canción","year":"2001","rank":"0"}"#)
+            .expect("valid vote");
         assert_eq!(vote.name, "Los Álamos — ñandú 🎸");
     }
 
@@ -237,28 +194,14 @@ mod tests {
         assert_eq!(field_of(&format!(r#"{{"name":5,{ok}}}"#)), Some("name"));
         assert_eq!(field_of(&format!(r#"{{{ok}}}"#)), Some("name"));
         let long = "x".repeat(MAX_TEXT_CHARS + 1);
-        assert_eq!(
-            field_of(&format!(r#"{{"name":"{long}",{ok}}}"#)),
-            Some("name")
-        );
+        assert_eq!(field_of(&format!(r#"{{"name":"{long}",{ok}}}"#)), Some("name"));
         let at_limit = "é".repeat(MAX_TEXT_CHARS);
         assert!(parse(&format!(r#"{{"name":"{at_limit}",{ok}}}"#)).is_ok());
-        for year in [
-            r#""999""#,
-            r#""10000""#,
-            r#""19a7""#,
-            "1997.5",
-            "-1997",
-            r#""0997""#,
-            "true",
-            "null",
-        ] {
+        for year in [r#""999""#, r#""10000""#, r#""19a7""#, "1997.5", "-1997", r#""0997""#, "true", "null"] {
             let body = format!(r#"{{"name":"n","album":"a","year":{year},"rank":"1"}}"#);
             assert_eq!(field_of(&body), Some("year"), "year {year}");
         }
-        for rank in [
-            r#""-1""#, r#""NaN""#, r#""inf""#, r#""""#, r#""abc""#, "-0.5", "[]", r#""+1""#,
-        ] {
+        for rank in [r#""-1""#, r#""NaN""#, r#""inf""#, r#""""#, r#""abc""#, "-0.5", "[]", r#""+1""#] {
             let body = format!(r#"{{"name":"n","album":"a","year":"1997","rank":{rank}}}"#);
             assert_eq!(field_of(&body), Some("rank"), "rank {rank}");
         }
@@ -277,11 +220,6 @@ mod tests {
     #[test]
     fn from_strings_applies_the_same_rules() {
         assert!(Vote::from_strings("a", "b", "1997", "9.5").is_ok());
-        assert_eq!(
-            Vote::from_strings("a", "b", "97", "9.5")
-                .expect_err("bad")
-                .field,
-            Some("year")
-        );
+        assert_eq!(Vote::from_strings("a", "b", "97", "9.5").expect_err("bad").field, Some("year"));
     }
 }

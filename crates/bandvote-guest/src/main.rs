@@ -27,23 +27,13 @@ async fn handle(request: Request<Body>) -> Response<Body> {
         return error(StatusCode::NOT_FOUND, "no such route", None);
     }
     if request.method() != Method::POST {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this route",
-            None,
-        );
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None);
     }
     let headers = request.headers();
-    let is_json = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(bandvote_core::http::is_json_media_type);
+    let is_json =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(bandvote_core::http::is_json_media_type);
     if !is_json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content-type must be application/json",
-            None,
-        );
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json", None);
     }
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -55,21 +45,14 @@ async fn handle(request: Request<Body>) -> Response<Body> {
             }
         },
     };
-    let body = match Limited::new(request.into_body().into_boxed_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(request.into_body().into_boxed_body(), MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             let message = format!("body must be at most {MAX_BODY_BYTES} bytes");
             return error(StatusCode::PAYLOAD_TOO_LARGE, &message, None);
         }
         Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "could not read the request body",
-                None,
-            );
+            return error(StatusCode::BAD_REQUEST, "could not read the request body", None);
         }
     };
     let vote = match Vote::parse_json(&body) {
@@ -81,8 +64,7 @@ async fn handle(request: Request<Body>) -> Response<Body> {
 
 /// Sends the validated vote to the HTTP producer and relays its status and body.
 async fn forward(vote: &Vote, key: Option<&VoteId>) -> Response<Body> {
-    let upstream =
-        std::env::var("BANDVOTE_UPSTREAM").unwrap_or_else(|_| "http://127.0.0.1:8001".into());
+    let upstream = std::env::var("BANDVOTE_UPSTREAM").unwrap_or_else(|_| "http://127.0.0.1:8001".into());
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
     let mut builder = Request::builder()
         .method(Method::POST)
@@ -105,36 +87,23 @@ async fn forward(vote: &Vote, key: Option<&VoteId>) -> Response<Body> {
         Ok(bytes) => bytes.to_vec(),
         Err(_) => return unavailable(),
     };
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
+    let mut response = Response::builder().status(status).header("content-type", "application/json");
     if let Some(retry_after) = retry_after {
         response = response.header("retry-after", retry_after);
     }
-    response
-        .body(Body::from(body))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    response.body(Body::from(body)).unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 fn unavailable() -> Response<Body> {
-    let mut response = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the vote queue is unavailable, retry later",
-        None,
-    );
-    response
-        .headers_mut()
-        .insert("retry-after", wstd::http::HeaderValue::from_static("1"));
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the vote queue is unavailable, retry later", None);
+    response.headers_mut().insert("retry-after", wstd::http::HeaderValue::from_static("1"));
     response
 }
 
 fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response<Body> {
     let mut response = Response::new(Body::from(error_body(message, field)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        "content-type",
-        wstd::http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert("content-type", wstd::http::HeaderValue::from_static("application/json"));
     response
 }
 

@@ -10,18 +10,12 @@ use axum::{Router, body::Bytes, http::StatusCode, response::IntoResponse, routin
 
 async fn post_vote(body: Bytes) -> impl IntoResponse {
     let _ = body.len();
-    (
-        StatusCode::ACCEPTED,
-        [("content-type", "application/json")],
-        r#"{"id":"bare","path":"bare"}"#,
-    )
+    (StatusCode::ACCEPTED, [("content-type", "application/json")], r#"{"id":"bare","path":"bare"}"#)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3900".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3900".into());
     let router = Router::new().route("/{*path}", post(post_vote));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("bare baseline listening on {addr}");

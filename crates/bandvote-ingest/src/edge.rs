@@ -22,41 +22,25 @@ pub struct AcceptedVote {
 
 /// Reads and validates a vote request: `415` unless the body is JSON, `413` over 16 KiB, `400` for
 /// a malformed body, an invalid field or an invalid `Idempotency-Key`.
-pub async fn read_vote(
-    path: IngestPath,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<AcceptedVote, ApiError> {
+pub async fn read_vote(path: IngestPath, headers: &HeaderMap, body: Body) -> Result<AcceptedVote, ApiError> {
     let result = read(headers, body).await;
     if let Err((reason, _)) = &result {
-        metrics::counter!(names::VOTES_REJECTED, "path" => path.as_str(), "reason" => *reason)
-            .increment(1);
+        metrics::counter!(names::VOTES_REJECTED, "path" => path.as_str(), "reason" => *reason).increment(1);
     }
     result.map_err(|(_, error)| error)
 }
 
 async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static str, ApiError)> {
     if !is_json(headers) {
-        let error = ApiError::client(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content-type must be application/json",
-            None,
-        );
+        let error = ApiError::client(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json", None);
         return Err(("media_type", error));
     }
     let id = match headers.get(IDEMPOTENCY_KEY) {
         None => VoteId::generate(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|key| VoteId::from_client_key(key).ok())
-            .ok_or_else(|| {
-                let message = bandvote_core::IdError.to_string();
-                (
-                    "key",
-                    ApiError::bad_request(message, Some("Idempotency-Key")),
-                )
-            })?,
+        Some(value) => value.to_str().ok().and_then(|key| VoteId::from_client_key(key).ok()).ok_or_else(|| {
+            let message = bandvote_core::IdError.to_string();
+            ("key", ApiError::bad_request(message, Some("Idempotency-Key")))
+        })?,
     };
     if declared_length(headers).is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(("too_large", too_large()));
@@ -68,39 +52,23 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static
         }
         // The client broke off, or sent a malformed chunked body.
         Err(_) => {
-            return Err((
-                "invalid",
-                ApiError::bad_request("could not read the request body", None),
-            ));
+            return Err(("invalid", ApiError::bad_request("could not read the request body", None)));
         }
     };
-    let vote = Vote::parse_json(&bytes)
-        .map_err(|e| ("invalid", ApiError::bad_request(e.message, e.field)))?;
+    let vote = Vote::parse_json(&bytes).map_err(|e| ("invalid", ApiError::bad_request(e.message, e.field)))?;
     Ok(AcceptedVote { id, vote })
 }
 
 fn too_large() -> ApiError {
-    ApiError::client(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("body must be at most {MAX_BODY_BYTES} bytes"),
-        None,
-    )
+    ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, format!("body must be at most {MAX_BODY_BYTES} bytes"), None)
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(bandvote_core::http::is_json_media_type)
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(bandvote_core::http::is_json_media_type)
 }
 
 #[cfg(test)]
@@ -117,25 +85,14 @@ mod tests {
 
     const VOTE: &str = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
 
-    async fn status_of(
-        pairs: &[(&'static str, &str)],
-        body: impl Into<Body>,
-    ) -> Result<AcceptedVote, StatusCode> {
-        read_vote(IngestPath::Grpc, &headers(pairs), body.into())
-            .await
-            .map_err(|e| e.status())
+    async fn status_of(pairs: &[(&'static str, &str)], body: impl Into<Body>) -> Result<AcceptedVote, StatusCode> {
+        read_vote(IngestPath::Grpc, &headers(pairs), body.into()).await.map_err(|e| e.status())
     }
 
     #[tokio::test]
     async fn accepts_json_with_or_without_charset() {
-        for ct in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "Application/JSON",
-        ] {
-            let vote = status_of(&[("content-type", ct)], VOTE)
-                .await
-                .expect("accepted");
+        for ct in ["application/json", "application/json; charset=utf-8", "Application/JSON"] {
+            let vote = status_of(&[("content-type", ct)], VOTE).await.expect("accepted");
             assert!(!vote.id.is_client_supplied());
         }
     }
@@ -143,49 +100,29 @@ mod tests {
     #[tokio::test]
     async fn refuses_other_media_types() {
         assert_eq!(
-            status_of(&[("content-type", "text/plain")], VOTE)
-                .await
-                .err(),
+            status_of(&[("content-type", "text/plain")], VOTE).await.err(),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
-        assert_eq!(
-            status_of(&[], VOTE).await.err(),
-            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        );
+        assert_eq!(status_of(&[], VOTE).await.err(), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
 
     #[tokio::test]
     async fn refuses_bodies_over_the_limit() {
         let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
         assert_eq!(
-            status_of(&[("content-type", "application/json")], big)
-                .await
-                .err(),
+            status_of(&[("content-type", "application/json")], big).await.err(),
             Some(StatusCode::PAYLOAD_TOO_LARGE)
         );
     }
 
     #[tokio::test]
     async fn takes_the_idempotency_key_as_the_id() {
-        let ok = status_of(
-            &[
-                ("content-type", "application/json"),
-                ("idempotency-key", "vote-42"),
-            ],
-            VOTE,
-        )
-        .await
-        .expect("accepted");
+        let ok = status_of(&[("content-type", "application/json"), ("idempotency-key", "vote-42")], VOTE)
+            .await
+            .expect("accepted");
         assert_eq!(ok.id.as_str(), "vote-42");
         assert!(ok.id.is_client_supplied());
-        let bad = status_of(
-            &[
-                ("content-type", "application/json"),
-                ("idempotency-key", "no spaces"),
-            ],
-            VOTE,
-        )
-        .await;
+        let bad = status_of(&[("content-type", "application/json"), ("idempotency-key", "no spaces")], VOTE).await;
         assert_eq!(bad.err(), Some(StatusCode::BAD_REQUEST));
     }
 }

@@ -77,11 +77,7 @@ impl KafkaConfig {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let dlq = self.dead_letter_topic();
         let topics = [
-            NewTopic::new(
-                &self.topic,
-                self.partitions,
-                TopicReplication::Fixed(self.replication),
-            ),
+            NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(self.replication)),
             NewTopic::new(&dlq, 1, TopicReplication::Fixed(self.replication)),
         ];
         let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
@@ -136,19 +132,14 @@ impl KafkaProducer {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set(
-                "linger.ms",
-                format!("{}", config.linger.as_secs_f64() * 1000.0),
-            )
+            .set("linger.ms", format!("{}", config.linger.as_secs_f64() * 1000.0))
             .set("batch.num.messages", "10000")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
             .create()?;
-        Ok(Self {
-            inner: Arc::new(Inner { producer, config }),
-        })
+        Ok(Self { inner: Arc::new(Inner { producer, config }) })
     }
 
     /// The configuration this producer was built with.
@@ -176,15 +167,12 @@ impl KafkaProducer {
         let result = match tokio::time::timeout(timeout + Duration::from_secs(1), delivery).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(classify(error)),
-            Err(_) => Err(QueueError::Unavailable(
-                "no delivery report within the produce timeout".into(),
-            )),
+            Err(_) => Err(QueueError::Unavailable("no delivery report within the produce timeout".into())),
         };
         match &result {
             Ok(()) => {
                 metrics::counter!(names::MESSAGES_PRODUCED).increment(1);
-                metrics::histogram!(names::PRODUCE_DURATION)
-                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(names::PRODUCE_DURATION).record(started.elapsed().as_secs_f64());
             }
             Err(error) => {
                 let reason = match error {
@@ -229,25 +217,11 @@ fn classify(error: KafkaError) -> QueueError {
 }
 
 impl VoteQueue for KafkaProducer {
-    fn enqueue<'a>(
-        &'a self,
-        message: &'a VoteMessage,
-        client_key: bool,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
+    fn enqueue<'a>(&'a self, message: &'a VoteMessage, client_key: bool) -> BoxFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
-            let headers = client_key.then(|| {
-                OwnedHeaders::new().insert(Header {
-                    key: CLIENT_KEY_HEADER,
-                    value: Some("1"),
-                })
-            });
-            self.send(
-                &self.inner.config.topic,
-                message.id.as_bytes(),
-                &message.to_json(),
-                headers,
-            )
-            .await
+            let headers =
+                client_key.then(|| OwnedHeaders::new().insert(Header { key: CLIENT_KEY_HEADER, value: Some("1") }));
+            self.send(&self.inner.config.topic, message.id.as_bytes(), &message.to_json(), headers).await
         })
     }
 

@@ -29,11 +29,7 @@ pub enum QueueError {
 /// Where accepted votes go. An implementation returns `Ok` only once the vote is durable.
 pub trait VoteQueue: Send + Sync + 'static {
     /// Queues one vote, keyed by its id; `client_key` marks ids that are a client's idempotency key.
-    fn enqueue<'a>(
-        &'a self,
-        message: &'a VoteMessage,
-        client_key: bool,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    fn enqueue<'a>(&'a self, message: &'a VoteMessage, client_key: bool) -> BoxFuture<'a, Result<(), QueueError>>;
 
     /// Whether the queue answers right now (for `/readyz`).
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;

@@ -11,8 +11,7 @@ use serde_json::{Map, Value, json};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A readiness check: `Ok` when the dependency answers, else what is wrong.
-pub type Check =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// Wraps an async closure into a [`Check`].
 pub fn check<F, Fut>(f: F) -> Check
@@ -31,10 +30,7 @@ struct Health {
 
 /// The health and metrics routes, with the named readiness checks of this service.
 pub fn router(checks: Vec<(&'static str, Check)>) -> Router {
-    let state = Health {
-        checks: Arc::new(checks),
-        metrics: crate::metrics::install(),
-    };
+    let state = Health { checks: Arc::new(checks), metrics: crate::metrics::install() };
     Router::new()
         .route("/healthz", get(get_healthz))
         .route("/readyz", get(get_readyz))
@@ -64,18 +60,11 @@ async fn get_readyz(State(health): State<Health>) -> impl IntoResponse {
         };
         details.insert(name.to_owned(), value);
     }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({"status": if ready { "ready" } else { "not ready" }, "checks": details});
     (status, Json(body))
 }
 
 async fn get_metrics(State(health): State<Health>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        health.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], health.metrics.render())
 }

@@ -15,9 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Binds a listener, saying which address failed and why.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to listen on {addr}"))
+    TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, bounded by
@@ -29,11 +27,8 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let stop = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await });
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stop.cancelled().await });
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result.context("server failed"),
@@ -63,17 +58,8 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     /// A client error with a message and, when one field is at fault, its name.
-    pub fn client(
-        status: StatusCode,
-        message: impl Into<String>,
-        field: Option<&'static str>,
-    ) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            field,
-            retry_after: None,
-        }
+    pub fn client(status: StatusCode, message: impl Into<String>, field: Option<&'static str>) -> Self {
+        Self { status, message: message.into(), field, retry_after: None }
     }
 
     /// `400 Bad Request`.
@@ -111,10 +97,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: &self.message,
-            field: self.field,
-        };
+        let body = ErrorBody { error: &self.message, field: self.field };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs().max(1).to_string();
@@ -133,25 +116,17 @@ pub async fn not_found() -> ApiError {
 
 /// A known route with the wrong method: a JSON 405.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::client(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this route",
-        None,
-    )
+    ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None)
 }
 
 /// Adds the JSON 404 and 405 fallbacks to a router.
 pub fn with_fallbacks(router: Router) -> Router {
-    router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
 }
 
 /// The address a listener is bound to, for logs and tests.
 pub fn local_addr(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
-    listener
-        .local_addr()
-        .context("failed to read the bound address")
+    listener.local_addr().context("failed to read the bound address")
 }
 
 /// Returns `Json(value)`, for handlers that answer a serialisable body.

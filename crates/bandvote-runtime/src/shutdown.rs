@@ -18,10 +18,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> JoinHandle<()> {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -41,22 +38,14 @@ async fn wait_for_signal() {
 
 /// Spawns a long-lived task by name. If it fails, the failure is logged and `token` is cancelled so
 /// the rest of the process drains and exits; the handle yields the task's result.
-pub fn spawn_named<F>(
-    name: &'static str,
-    token: CancellationToken,
-    task: F,
-) -> JoinHandle<anyhow::Result<()>>
+pub fn spawn_named<F>(name: &'static str, token: CancellationToken, task: F) -> JoinHandle<anyhow::Result<()>>
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     tokio::spawn(async move {
         let result = task.await;
         if let Err(error) = &result {
-            tracing::error!(
-                task = name,
-                error = format!("{error:#}"),
-                "task failed, shutting down"
-            );
+            tracing::error!(task = name, error = format!("{error:#}"), "task failed, shutting down");
             token.cancel();
         }
         result

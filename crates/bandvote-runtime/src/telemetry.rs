@@ -5,15 +5,12 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber. Called once, from `main`.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rdkafka=warn,mongodb=warn,h2=warn,tower=warn,hyper=warn")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,mongodb=warn,h2=warn,tower=warn,hyper=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     // A second call (tests build several apps in one process) keeps the first subscriber.
     let _ = if json {
-        registry
-            .with(fmt::layer().json().with_current_span(false))
-            .try_init()
+        registry.with(fmt::layer().json().with_current_span(false)).try_init()
     } else {
         registry.with(fmt::layer().with_target(true)).try_init()
     };
@@ -21,10 +18,7 @@ pub fn init(json: bool) {
 
 /// Installs a subscriber whose output the test harness captures (shown only for failing tests).
 pub fn init_for_tests() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_test_writer())
-        .try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
+    let _ = tracing_subscriber::registry().with(filter).with(fmt::layer().with_test_writer()).try_init();
 }

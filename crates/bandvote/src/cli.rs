@@ -12,12 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "bandvote", version, about, long_about = None)]
 pub struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        env = "BANDVOTE_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "BANDVOTE_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// The service to run.
     #[command(subcommand)]
@@ -93,18 +88,10 @@ impl KafkaArgs {
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Redis URL (a database number in the path is honoured).
-    #[arg(
-        long,
-        env = "BANDVOTE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// MongoDB URL.
-    #[arg(
-        long,
-        env = "BANDVOTE_MONGO_URL",
-        default_value = "mongodb://127.0.0.1:27017"
-    )]
+    #[arg(long, env = "BANDVOTE_MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
     pub mongo_url: String,
     /// MongoDB database.
     #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
@@ -121,11 +108,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
     /// The grpc-producer.
-    #[arg(
-        long,
-        env = "BANDVOTE_UPSTREAM",
-        default_value = "http://127.0.0.1:3001"
-    )]
+    #[arg(long, env = "BANDVOTE_UPSTREAM", default_value = "http://127.0.0.1:3001")]
     pub upstream: String,
     /// HTTP/2 connections to the producer, used round-robin.
     #[arg(long, env = "BANDVOTE_UPSTREAM_CONNECTIONS", default_value_t = 2)]
@@ -162,11 +145,7 @@ pub struct ProducerArgs {
 impl ProducerArgs {
     /// The producer's configuration.
     pub fn into_config(self) -> ProducerConfig {
-        ProducerConfig {
-            listen: self.listen,
-            kafka: self.kafka.into_config(),
-            ..ProducerConfig::default()
-        }
+        ProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..ProducerConfig::default() }
     }
 }
 
@@ -198,12 +177,7 @@ pub struct ConsumerArgs {
     #[arg(long, env = "BANDVOTE_BATCH_LINGER_MS", default_value_t = 10)]
     pub batch_linger_ms: u64,
     /// Pipelines to run in this process (scale or measure them apart).
-    #[arg(
-        long,
-        env = "BANDVOTE_PIPELINES",
-        value_delimiter = ',',
-        default_value = "tally,log"
-    )]
+    #[arg(long, env = "BANDVOTE_PIPELINES", value_delimiter = ',', default_value = "tally,log")]
     pub pipelines: Vec<PipelineName>,
 }
 

@@ -26,23 +26,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     bandvote_runtime::shutdown::cancel_on_signal(shutdown.clone());
     match command {
         Command::GrpcGateway(args) => {
-            bandvote_ingest::grpc_gateway::App::build(args.into_config())
-                .await?
-                .run(shutdown)
-                .await
+            bandvote_ingest::grpc_gateway::App::build(args.into_config()).await?.run(shutdown).await
         }
         Command::GrpcProducer(args) => {
-            bandvote_ingest::grpc_producer::App::build(args.into_config())
-                .await?
-                .run(shutdown)
-                .await
+            bandvote_ingest::grpc_producer::App::build(args.into_config()).await?.run(shutdown).await
         }
-        Command::Consumer(args) => {
-            bandvote_consumer::App::build(args.into_config())
-                .await?
-                .run(shutdown)
-                .await
-        }
+        Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Recount(args) => {
             let report = bandvote_consumer::recount::recount(&args.into_config()).await?;
             tracing::info!(

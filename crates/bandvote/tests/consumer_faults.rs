@@ -12,7 +12,8 @@ use std::{
 };
 
 use support::{
-    PATIENCE, TestEnv, TestVote, expected, free_port, metric, mix, post_vote, scrape, wait_for,
+    PATIENCE, SwitchableProxy, TestEnv, TestVote, expected, free_port, metric, mix, post_all, post_vote, scrape,
+    wait_for,
 };
 use tokio::sync::Mutex;
 
@@ -30,13 +31,8 @@ fn stream_votes(
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let (client, url, queue, accepted, stop) = (
-                    client.clone(),
-                    url.clone(),
-                    Arc::clone(&queue),
-                    Arc::clone(&accepted),
-                    Arc::clone(&stop),
-                );
+                let (client, url, queue, accepted, stop) =
+                    (client.clone(), url.clone(), Arc::clone(&queue), Arc::clone(&accepted), Arc::clone(&stop));
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let Some(vote) = queue.lock().await.next() else {
@@ -53,9 +49,7 @@ fn stream_votes(
         for worker in workers {
             worker.await.expect("sender");
         }
-        Arc::try_unwrap(accepted)
-            .expect("senders done")
-            .into_inner()
+        Arc::try_unwrap(accepted).expect("senders done").into_inner()
     })
 }
 
@@ -65,14 +59,9 @@ async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
     let base = env.start_grpc_path().await;
     let port = free_port();
     let mut consumer = env.spawn_consumer_process(port);
-    let sender = stream_votes(
-        format!("{base}/grpc/votes"),
-        mix(3000),
-        8,
-        Arc::new(AtomicBool::new(false)),
-    );
+    let sender = stream_votes(format!("{base}/grpc/votes"), mix(3000), 8, Arc::new(AtomicBool::new(false)));
 
-    for round in 1..=2u64 {
+    for round in 1..=3u64 {
         // Kill while votes are flowing and the consumer is applying batches.
         let seen = env.counts().await.total;
         wait_for("the consumer to count more votes", PATIENCE, || async {
@@ -97,19 +86,11 @@ async fn two_consumer_replicas_split_the_work_and_count_exactly() {
     let env = TestEnv::new().await;
     let base = env.start_grpc_path().await;
     let ports = [free_port(), free_port()];
-    let replicas: Vec<_> = ports
-        .iter()
-        .map(|port| env.spawn_consumer_process(*port))
-        .collect();
+    let replicas: Vec<_> = ports.iter().map(|port| env.spawn_consumer_process(*port)).collect();
 
     // Keep voting until both replicas have counted some votes (each owns some partitions).
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = stream_votes(
-        format!("{base}/grpc/votes"),
-        mix(20_000),
-        8,
-        Arc::clone(&stop),
-    );
+    let sender = stream_votes(format!("{base}/grpc/votes"), mix(20_000), 8, Arc::clone(&stop));
     wait_for("both replicas to count votes", PATIENCE, || async {
         let mut both = true;
         for port in ports {
@@ -128,16 +109,42 @@ async fn two_consumer_replicas_split_the_work_and_count_exactly() {
 
     let mut per_replica = Vec::new();
     for port in ports {
-        per_replica.push(metric(
-            &scrape(port).await,
-            "bandvote_consumer_votes_total",
-            "pipeline=\"tally\"",
-        ) as u64);
+        per_replica.push(metric(&scrape(port).await, "bandvote_consumer_votes_total", "pipeline=\"tally\"") as u64);
     }
-    assert_eq!(
-        per_replica.iter().sum::<u64>(),
-        n,
-        "the replicas' counts add up: {per_replica:?}"
-    );
+    assert_eq!(per_replica.iter().sum::<u64>(), n, "the replicas' counts add up: {per_replica:?}");
     drop(replicas);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_pipeline_loses_nothing_when_killed_while_mongodb_is_down_and_counters_keep_going() {
+    let env = TestEnv::new().await;
+    let base = env.start_grpc_path().await;
+    let url = format!("{base}/grpc/votes");
+    let mongo = SwitchableProxy::start("127.0.0.1:27017").await;
+    let mongo_url = format!("mongodb://127.0.0.1:{}", mongo.port);
+    let port = free_port();
+    let mut consumer = env.spawn_consumer_process_with(port, &mongo_url);
+
+    let first = mix(200);
+    post_all(&url, &first, 8).await;
+    env.wait_for_logs(200).await;
+
+    // MongoDB goes away: the live counters keep counting, the log pipeline retries its batch.
+    mongo.set_up(false);
+    let second = mix(300);
+    post_all(&url, &second, 8).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(env.wait_for_total(500).await, expected(&all), "counting does not wait for the log");
+    wait_for("the log pipeline to fail a write", PATIENCE, || async {
+        (metric(&scrape(port).await, "bandvote_consumer_sink_errors_total", "pipeline=\"log\"") > 0.0).then_some(())
+    })
+    .await;
+
+    // The consumer dies while its batch is unwritten; MongoDB comes back; a new consumer starts.
+    consumer.start_kill().expect("SIGKILL");
+    consumer.wait().await.expect("reaped");
+    mongo.set_up(true);
+    let _consumer = env.spawn_consumer_process_with(port, &mongo_url);
+    assert_eq!(env.wait_for_logs(500).await.len(), 500, "every vote logged once");
+    assert_eq!(env.counts().await, expected(&all), "and counted once");
 }

@@ -17,75 +17,36 @@ async fn known_mix_is_counted_exactly_in_every_redis_key_and_logged_once() {
     env.start_consumer().await;
     let votes = mix(600);
     let ids = post_all(&format!("{base}/grpc/votes"), &votes, 16).await;
-    assert_eq!(
-        ids.iter().collect::<HashSet<_>>().len(),
-        votes.len(),
-        "ids are unique"
-    );
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), votes.len(), "ids are unique");
 
     let counts = env.wait_for_total(votes.len() as u64).await;
     assert_eq!(counts, expected(&votes));
 
     let mut redis = env.redis().await;
-    let offsets: std::collections::HashMap<String, i64> =
-        redis.hgetall("votes:offsets").await.expect("offsets");
+    let offsets: std::collections::HashMap<String, i64> = redis.hgetall("votes:offsets").await.expect("offsets");
     let applied: i64 = offsets.values().map(|last| last + 1).sum();
-    assert_eq!(
-        applied,
-        votes.len() as i64,
-        "offsets cover every message: {offsets:?}"
-    );
-    let timeline: redis::streams::StreamRangeReply =
-        redis.xrange_all("votes:timeline").await.expect("timeline");
-    let n: u64 = timeline
-        .ids
-        .iter()
-        .map(|e| e.get::<u64>("n").expect("n"))
-        .sum();
-    assert_eq!(
-        n,
-        votes.len() as u64,
-        "timeline entries add up to the total"
-    );
-    let last_total = timeline
-        .ids
-        .iter()
-        .filter_map(|e| e.get::<u64>("total"))
-        .max();
+    assert_eq!(applied, votes.len() as i64, "offsets cover every message: {offsets:?}");
+    let timeline: redis::streams::StreamRangeReply = redis.xrange_all("votes:timeline").await.expect("timeline");
+    let n: u64 = timeline.ids.iter().map(|e| e.get::<u64>("n").expect("n")).sum();
+    assert_eq!(n, votes.len() as u64, "timeline entries add up to the total");
+    let last_total = timeline.ids.iter().filter_map(|e| e.get::<u64>("total")).max();
     assert_eq!(last_total, Some(votes.len() as u64));
-    let last: std::collections::HashMap<String, String> =
-        redis.hgetall("votes:last").await.expect("last");
-    let received =
-        bandvote_core::time::parse(&last["received_at"]).expect("received_at is RFC 3339");
+    let last: std::collections::HashMap<String, String> = redis.hgetall("votes:last").await.expect("last");
+    let received = bandvote_core::time::parse(&last["received_at"]).expect("received_at is RFC 3339");
     let counted = bandvote_core::time::parse(&last["counted_at"]).expect("counted_at is RFC 3339");
     assert!(counted >= received, "counted after received: {last:?}");
 
     let docs = env.wait_for_logs(votes.len() as u64).await;
-    let logged: HashSet<String> = docs
-        .iter()
-        .map(|d| d.get_str("_id").expect("_id").to_owned())
-        .collect();
-    assert_eq!(
-        logged,
-        ids.iter().cloned().collect::<HashSet<_>>(),
-        "one document per accepted vote"
-    );
+    let logged: HashSet<String> = docs.iter().map(|d| d.get_str("_id").expect("_id").to_owned()).collect();
+    assert_eq!(logged, ids.iter().cloned().collect::<HashSet<_>>(), "one document per accepted vote");
     let first = &docs[0];
     let data = first.get_document("data").expect("data");
     for field in ["name", "album", "year", "rank"] {
-        assert!(
-            data.get_str(field).is_ok(),
-            "data.{field} is a string in {first}"
-        );
+        assert!(data.get_str(field).is_ok(), "data.{field} is a string in {first}");
     }
     assert_eq!(first.get_str("path").expect("path"), "grpc");
     assert!(first.get_datetime("received_at").is_ok() && first.get_datetime("counted_at").is_ok());
-    let non_ascii = env
-        .mongo()
-        .await
-        .count_documents(doc! {"data.name": "Viernes Verde 🎸"})
-        .await
-        .expect("count");
+    let non_ascii = env.mongo().await.count_documents(doc! {"data.name": "Viernes Verde 🎸"}).await.expect("count");
     assert_eq!(non_ascii, expected(&votes).bands["Viernes Verde 🎸"]);
 }
 
@@ -112,20 +73,10 @@ async fn same_idempotency_key_twice_is_counted_once_and_the_first_body_wins() {
 
     let counts = env.wait_for_total(2).await;
     assert_eq!(counts.bands.get("Alux Nahual"), Some(&2));
-    assert_eq!(
-        counts.bands.get("Bohemia Suburbana"),
-        None,
-        "the retry's different body is not counted"
-    );
+    assert_eq!(counts.bands.get("Bohemia Suburbana"), None, "the retry's different body is not counted");
     let docs = env.wait_for_logs(2).await;
-    let kept = docs
-        .iter()
-        .find(|d| d.get_str("_id") == Ok("show-1:vote.42"))
-        .expect("logged");
-    assert_eq!(
-        kept.get_document("data").expect("data").get_str("name"),
-        Ok("Alux Nahual")
-    );
+    let kept = docs.iter().find(|d| d.get_str("_id") == Ok("show-1:vote.42")).expect("logged");
+    assert_eq!(kept.get_document("data").expect("data").get_str("name"), Ok("Alux Nahual"));
 }
 
 /// Content type, idempotency key, body, expected status, expected field.
@@ -139,113 +90,36 @@ async fn bad_input_gets_its_status_and_error_and_writes_nothing() {
     let client = reqwest::Client::new();
     let url = format!("{base}/grpc/votes");
     let valid = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
-    let huge = format!(
-        r#"{{"name":"{}","album":"a","year":"2000","rank":"1"}}"#,
-        "x".repeat(20_000)
-    );
+    let huge = format!(r#"{{"name":"{}","album":"a","year":"2000","rank":"1"}}"#, "x".repeat(20_000));
     let long_key = "k".repeat(129);
     let cases: Vec<BadInput<'_>> = vec![
         ("application/json", None, "{not json".into(), 400, None),
         ("application/json", None, "[1,2,3]".into(), 400, None),
-        (
-            "application/json",
-            None,
-            r#"{"name":7,"album":"a","year":"2000","rank":"1"}"#.into(),
-            400,
-            Some("name"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"  ","album":"a","year":"2000","rank":"1"}"#.into(),
-            400,
-            Some("name"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"n","year":"2000","rank":"1"}"#.into(),
-            400,
-            Some("album"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"n","album":"a","year":"20000","rank":"1"}"#.into(),
-            400,
-            Some("year"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"n","album":"a","year":true,"rank":"1"}"#.into(),
-            400,
-            Some("year"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"n","album":"a","year":"2000","rank":"-1"}"#.into(),
-            400,
-            Some("rank"),
-        ),
-        (
-            "application/json",
-            None,
-            r#"{"name":"n","album":"a","year":"2000","rank":"NaN"}"#.into(),
-            400,
-            Some("rank"),
-        ),
+        ("application/json", None, r#"{"name":7,"album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
+        ("application/json", None, r#"{"name":"  ","album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
+        ("application/json", None, r#"{"name":"n","year":"2000","rank":"1"}"#.into(), 400, Some("album")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"20000","rank":"1"}"#.into(), 400, Some("year")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":true,"rank":"1"}"#.into(), 400, Some("year")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"-1"}"#.into(), 400, Some("rank")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"NaN"}"#.into(), 400, Some("rank")),
         ("application/json", None, huge, 413, None),
         ("text/plain", None, valid.into(), 415, None),
-        (
-            "application/x-www-form-urlencoded",
-            None,
-            valid.into(),
-            415,
-            None,
-        ),
-        (
-            "application/json",
-            Some("has spaces"),
-            valid.into(),
-            400,
-            Some("Idempotency-Key"),
-        ),
-        (
-            "application/json",
-            Some(&long_key),
-            valid.into(),
-            400,
-            Some("Idempotency-Key"),
-        ),
+        ("application/x-www-form-urlencoded", None, valid.into(), 415, None),
+        ("application/json", Some("has spaces"), valid.into(), 400, Some("Idempotency-Key")),
+        ("application/json", Some(&long_key), valid.into(), 400, Some("Idempotency-Key")),
     ];
     for (content_type, key, body, status, field) in cases {
-        let mut request = client
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body.clone());
+        let mut request = client.post(&url).header("content-type", content_type).body(body.clone());
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
         let response = request.send().await.expect("sent");
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{content_type} {key:?} {body:.80}"
-        );
+        assert_eq!(response.status().as_u16(), status, "{content_type} {key:?} {body:.80}");
         let json: serde_json::Value = response.json().await.expect("error body is JSON");
-        assert!(
-            json["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "error message in {json}"
-        );
+        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "error message in {json}");
         assert_eq!(json["field"].as_str(), field, "field in {json}");
     }
-    let response = client
-        .get(format!("{base}/no/such/route"))
-        .send()
-        .await
-        .expect("sent");
+    let response = client.get(format!("{base}/no/such/route")).send().await.expect("sent");
     assert_eq!(response.status().as_u16(), 404);
     assert!(response.json::<serde_json::Value>().await.expect("json")["error"].is_string());
     let response = client.get(&url).send().await.expect("sent");
@@ -256,11 +130,7 @@ async fn bad_input_gets_its_status_and_error_and_writes_nothing() {
     let (status, _) = post_vote(&client, &url, valid.into(), None).await;
     assert_eq!(status, 202);
     let counts = env.wait_for_total(1).await;
-    assert_eq!(
-        counts.bands.len(),
-        1,
-        "only the valid vote was counted: {counts:?}"
-    );
+    assert_eq!(counts.bands.len(), 1, "only the valid vote was counted: {counts:?}");
     assert_eq!(env.wait_for_logs(1).await.len(), 1);
 }
 
@@ -275,16 +145,9 @@ async fn a_message_that_is_not_a_vote_goes_to_the_dead_letter_topic_and_counting
     // Wait for the topic to exist (created by the services) before writing to it directly.
     env.wait_for_total(20).await;
     let producer = bandvote_queue::KafkaProducer::new(env.kafka()).expect("producer");
-    let poison: [&[u8]; 3] = [
-        b"not json at all",
-        br#"{"v":1,"id":"x","name":"n"}"#,
-        br#"{"v":9,"id":"y"}"#,
-    ];
+    let poison: [&[u8]; 3] = [b"not json at all", br#"{"v":1,"id":"x","name":"n"}"#, br#"{"v":9,"id":"y"}"#];
     for (i, payload) in poison.iter().enumerate() {
-        producer
-            .send(&env.topic, format!("poison-{i}").as_bytes(), payload, None)
-            .await
-            .expect("poison sent");
+        producer.send(&env.topic, format!("poison-{i}").as_bytes(), payload, None).await.expect("poison sent");
     }
     let after = mix(30);
     post_all(&url, &after, 4).await;
@@ -295,11 +158,7 @@ async fn a_message_that_is_not_a_vote_goes_to_the_dead_letter_topic_and_counting
     let dead = read_topic(&format!("{}.dlq", env.topic), poison.len()).await;
     let payloads: HashSet<Vec<u8>> = dead.into_iter().collect();
     for payload in poison {
-        assert!(
-            payloads.contains(payload),
-            "{} is in the dead-letter topic",
-            String::from_utf8_lossy(payload)
-        );
+        assert!(payloads.contains(payload), "{} is in the dead-letter topic", String::from_utf8_lossy(payload));
     }
 }
 
@@ -316,15 +175,12 @@ async fn read_topic(topic: &str, n: usize) -> Vec<Vec<u8>> {
         .create()
         .expect("consumer");
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("partition");
+    list.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
     consumer.assign(&list).expect("assign");
     let mut stream = consumer.stream();
     let mut payloads = Vec::new();
     while payloads.len() < n {
-        let message = tokio::time::timeout(PATIENCE, stream.next())
-            .await
-            .expect("message within patience");
+        let message = tokio::time::timeout(PATIENCE, stream.next()).await.expect("message within patience");
         let message = message.expect("stream open").expect("message");
         payloads.push(message.payload().unwrap_or_default().to_vec());
     }
@@ -342,57 +198,22 @@ async fn producer_and_gateway_report_ready_only_when_their_dependencies_answer()
     })
     .await;
     let () = ready;
-    assert_eq!(
-        client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.is_empty() || metrics.contains("# TYPE") || metrics.contains("bandvote_"),
-        "{metrics:.200}"
-    );
+    assert_eq!(client.get(format!("{base}/healthz")).send().await.expect("healthz").status(), 200);
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.is_empty() || metrics.contains("# TYPE") || metrics.contains("bandvote_"), "{metrics:.200}");
 
     // A gateway whose producer is not there is alive but not ready, and answers votes with 503.
-    let lonely =
-        bandvote_ingest::grpc_gateway::App::build(bandvote_ingest::grpc_gateway::GatewayConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            upstream: "http://127.0.0.1:1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("gateway builds");
+    let lonely = bandvote_ingest::grpc_gateway::App::build(bandvote_ingest::grpc_gateway::GatewayConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream: "http://127.0.0.1:1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("gateway builds");
     let lonely_base = format!("http://{}", lonely.local_addr().expect("addr"));
     tokio::spawn(lonely.run(env.shutdown.clone()));
-    assert_eq!(
-        client
-            .get(format!("{lonely_base}/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .get(format!("{lonely_base}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        503
-    );
+    assert_eq!(client.get(format!("{lonely_base}/healthz")).send().await.expect("healthz").status(), 200);
+    assert_eq!(client.get(format!("{lonely_base}/readyz")).send().await.expect("readyz").status(), 503);
     let started = std::time::Instant::now();
     let response = client
         .post(format!("{lonely_base}/grpc/votes"))
@@ -403,8 +224,5 @@ async fn producer_and_gateway_report_ready_only_when_their_dependencies_answer()
         .expect("sent");
     assert_eq!(response.status().as_u16(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "answered, not hung"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "answered, not hung");
 }

@@ -32,10 +32,7 @@ impl Drop for RestartKafkaOnDrop {
 async fn kafka_stopped_gives_503_within_the_produce_timeout_and_loses_no_accepted_vote() {
     let env = TestEnv::new().await;
     let produce_timeout = Duration::from_secs(3);
-    let kafka = bandvote_queue::KafkaConfig {
-        produce_timeout,
-        ..env.kafka()
-    };
+    let kafka = bandvote_queue::KafkaConfig { produce_timeout, ..env.kafka() };
     let base = env.start_grpc_path_with(kafka).await;
     env.start_consumer().await;
     let url = format!("{base}/grpc/votes");
@@ -56,10 +53,7 @@ async fn kafka_stopped_gives_503_within_the_produce_timeout_and_loses_no_accepte
             .expect("answered");
         let elapsed = started.elapsed();
         assert_eq!(response.status().as_u16(), 503);
-        assert!(
-            response.headers().contains_key("retry-after"),
-            "503 carries Retry-After"
-        );
+        assert!(response.headers().contains_key("retry-after"), "503 carries Retry-After");
         assert!(
             elapsed <= produce_timeout + Duration::from_secs(2),
             "answered within the produce timeout: {elapsed:?}"
@@ -80,10 +74,6 @@ async fn kafka_stopped_gives_503_within_the_produce_timeout_and_loses_no_accepte
     post_all(&url, &after[1..], 8).await;
 
     let all: Vec<_> = before.iter().chain(&after).cloned().collect();
-    assert_eq!(
-        env.wait_for_total(300).await,
-        expected(&all),
-        "every vote answered 202 counted once"
-    );
+    assert_eq!(env.wait_for_total(300).await, expected(&all), "every vote answered 202 counted once");
     assert_eq!(env.wait_for_logs(300).await.len(), 300);
 }

@@ -33,13 +33,8 @@ async fn recount_rebuilds_lost_counters_from_the_log_and_counting_continues_exac
     env.wait_for_logs(400).await;
 
     // Redis loses everything (no AOF, wrong FLUSHALL): the log is the durable record.
-    let _: () = redis::cmd("FLUSHDB")
-        .query_async(&mut env.redis().await)
-        .await
-        .expect("flushdb");
-    let report = recount(&recount_config(&env, false))
-        .await
-        .expect("recount");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut env.redis().await).await.expect("flushdb");
+    let report = recount(&recount_config(&env, false)).await.expect("recount");
     assert_eq!(report.total, 400);
     assert_eq!(env.counts().await, expected(&first));
 
@@ -55,9 +50,7 @@ async fn recount_refuses_while_the_log_is_behind_the_topic() {
     let base = env.start_grpc_path().await;
     // No consumer: the log pipeline has logged nothing of what is in the topic.
     post_all(&format!("{base}/grpc/votes"), &mix(10), 4).await;
-    let error = recount(&recount_config(&env, false))
-        .await
-        .expect_err("refused");
+    let error = recount(&recount_config(&env, false)).await.expect_err("refused");
     assert!(error.to_string().contains("behind"), "{error:#}");
     let counts = env.counts().await;
     assert_eq!(counts.total, 0, "nothing written");

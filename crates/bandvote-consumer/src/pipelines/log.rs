@@ -35,10 +35,8 @@ impl LogPipeline {
                 let started = std::time::Instant::now();
                 match self.log.insert(&votes).await {
                     Ok(inserted) => {
-                        metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "log")
-                            .increment(inserted.inserted);
-                        metrics::counter!(names::CONSUMER_BATCHES, "pipeline" => "log")
-                            .increment(1);
+                        metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "log").increment(inserted.inserted);
+                        metrics::counter!(names::CONSUMER_BATCHES, "pipeline" => "log").increment(1);
                         metrics::histogram!(names::CONSUMER_BATCH_DURATION, "pipeline" => "log")
                             .record(started.elapsed().as_secs_f64());
                         if inserted.duplicates > 0 {
@@ -48,8 +46,7 @@ impl LogPipeline {
                         break;
                     }
                     Err(error) => {
-                        metrics::counter!(names::CONSUMER_SINK_ERRORS, "pipeline" => "log")
-                            .increment(1);
+                        metrics::counter!(names::CONSUMER_SINK_ERRORS, "pipeline" => "log").increment(1);
                         tracing::warn!(%error, "log: mongodb write failed, retrying the batch");
                         if !backoff(&mut delay, Duration::from_secs(5), &shutdown).await {
                             // Not committed: the batch is read again after restart.

@@ -10,11 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Sleeps for `delay` (doubling it up to `max` for the next call) unless shutdown comes first;
 /// returns `false` on shutdown.
-pub(crate) async fn backoff(
-    delay: &mut Duration,
-    max: Duration,
-    shutdown: &CancellationToken,
-) -> bool {
+pub(crate) async fn backoff(delay: &mut Duration, max: Duration, shutdown: &CancellationToken) -> bool {
     let wait = *delay;
     *delay = (*delay * 2).min(max);
     tokio::select! {

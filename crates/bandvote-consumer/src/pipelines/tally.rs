@@ -56,23 +56,16 @@ impl TallyPipeline {
             for record in &batch {
                 partitions.entry(record.partition).or_default().push(record);
             }
-            let outcomes =
-                futures::future::join_all(partitions.into_iter().map(|(partition, records)| {
-                    self.apply_partition(partition, records, &starts, &shutdown)
-                }))
-                .await;
-            let done: Vec<i32> = outcomes
-                .iter()
-                .filter(|(_, o)| matches!(o, Outcome::Done))
-                .map(|(p, _)| *p)
-                .collect();
+            let outcomes = futures::future::join_all(
+                partitions
+                    .into_iter()
+                    .map(|(partition, records)| self.apply_partition(partition, records, &starts, &shutdown)),
+            )
+            .await;
+            let done: Vec<i32> = outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Done)).map(|(p, _)| *p).collect();
             // Kafka's committed offsets are only a hint for where a restarted member begins: Redis
             // holds the tally's real position, checked by every batch.
-            let committable: Vec<Record> = batch
-                .iter()
-                .filter(|r| done.contains(&r.partition))
-                .cloned()
-                .collect();
+            let committable: Vec<Record> = batch.iter().filter(|r| done.contains(&r.partition)).cloned().collect();
             if let Err(error) = self.source.commit(&committable) {
                 tracing::debug!(%error, "tally: kafka commit failed (position is kept in redis)");
             }
@@ -111,13 +104,8 @@ impl TallyPipeline {
             };
             let started = std::time::Instant::now();
             match self.tally.apply(&batch, &bandvote_core::time::now()).await {
-                Ok(Applied::Counted {
-                    counted,
-                    duplicates,
-                    ..
-                }) => {
-                    metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "tally")
-                        .increment(counted);
+                Ok(Applied::Counted { counted, duplicates, .. }) => {
+                    metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "tally").increment(counted);
                     metrics::counter!(names::CONSUMER_BATCHES, "pipeline" => "tally").increment(1);
                     metrics::histogram!(names::CONSUMER_BATCH_DURATION, "pipeline" => "tally")
                         .record(started.elapsed().as_secs_f64());
@@ -156,8 +144,7 @@ impl TallyPipeline {
                     return (partition, Outcome::Rewound);
                 }
                 Err(error) => {
-                    metrics::counter!(names::CONSUMER_SINK_ERRORS, "pipeline" => "tally")
-                        .increment(1);
+                    metrics::counter!(names::CONSUMER_SINK_ERRORS, "pipeline" => "tally").increment(1);
                     tracing::warn!(partition, %error, "tally: redis write failed, retrying the batch");
                     if !backoff(&mut delay, Duration::from_secs(5), shutdown).await {
                         return (partition, Outcome::Stopped);
@@ -167,12 +154,7 @@ impl TallyPipeline {
         }
     }
 
-    async fn partition_start(
-        &self,
-        partition: i32,
-        starts: &Mutex<HashMap<i32, i64>>,
-        refresh: bool,
-    ) -> Option<i64> {
+    async fn partition_start(&self, partition: i32, starts: &Mutex<HashMap<i32, i64>>, refresh: bool) -> Option<i64> {
         if !refresh && let Some(start) = starts.lock().await.get(&partition) {
             return Some(*start);
         }
@@ -190,16 +172,9 @@ impl TallyPipeline {
 }
 
 fn record_freshness(batch: &PartitionBatch<'_>) {
-    let newest = batch
-        .votes
-        .iter()
-        .map(|v| v.message.received_at.as_str())
-        .max();
+    let newest = batch.votes.iter().map(|v| v.message.received_at.as_str()).max();
     if let Some(at) = newest.and_then(bandvote_core::time::parse) {
-        let lag = chrono::Utc::now()
-            .signed_duration_since(at)
-            .num_milliseconds()
-            .max(0);
+        let lag = chrono::Utc::now().signed_duration_since(at).num_milliseconds().max(0);
         metrics::gauge!(names::CONSUMER_FRESHNESS).set(lag as f64 / 1000.0);
     }
 }

@@ -53,18 +53,12 @@ pub struct Record {
 
 impl Record {
     fn from_message(message: &BorrowedMessage<'_>) -> Self {
-        let client_key = message
-            .headers()
-            .is_some_and(|headers| headers.iter().any(|h| h.key == CLIENT_KEY_HEADER));
+        let client_key = message.headers().is_some_and(|headers| headers.iter().any(|h| h.key == CLIENT_KEY_HEADER));
         let value = message.payload();
         let payload = match value.map(VoteMessage::decode) {
             Some(Ok(vote)) => {
                 let album_key = bandvote_core::vote::album_key(&vote.name, &vote.album);
-                Payload::Vote(Vote {
-                    message: vote,
-                    client_key,
-                    album_key,
-                })
+                Payload::Vote(Vote { message: vote, client_key, album_key })
             }
             Some(Err(error)) => Payload::Invalid {
                 reason: error.to_string(),
@@ -77,11 +71,7 @@ impl Record {
                 value: None,
             },
         };
-        Self {
-            partition: message.partition(),
-            offset: message.offset(),
-            payload,
-        }
+        Self { partition: message.partition(), offset: message.offset(), payload }
     }
 
     /// The vote, if the message is one.
@@ -124,21 +114,14 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                (session_ms / 3).max(300).to_string(),
-            )
+            .set("heartbeat.interval.ms", (session_ms / 3).max(300).to_string())
             .set("max.poll.interval.ms", "60000")
             .set("fetch.wait.max.ms", "50")
             .set("queued.min.messages", "20000")
             .set("enable.partition.eof", "false")
             .create()?;
         consumer.subscribe(&[&kafka.topic])?;
-        Ok(Self {
-            consumer: Arc::new(consumer),
-            topic: kafka.topic.clone(),
-            config,
-        })
+        Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config })
     }
 
     /// The topic read.
@@ -195,12 +178,7 @@ impl KafkaSource {
     /// Moves the read position of `partition` to `offset`; messages already fetched past it are
     /// dropped by the client.
     pub fn seek(&self, partition: i32, offset: i64) -> Result<(), KafkaError> {
-        self.consumer.seek(
-            &self.topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(5),
-        )
+        self.consumer.seek(&self.topic, partition, Offset::Offset(offset), Duration::from_secs(5))
     }
 
     /// Commits, per partition, the offset after the last record of `records`.
@@ -225,9 +203,7 @@ impl KafkaSource {
         let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-                .map(|(low, _)| low)
+            consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)).map(|(low, _)| low)
         })
         .await
         .unwrap_or(Err(KafkaError::Canceled))
@@ -242,11 +218,7 @@ impl KafkaSource {
             let positions = consumer.position()?;
             let mut lag = 0;
             for element in assignment.elements_for_topic(&topic) {
-                let (_, high) = consumer.fetch_watermarks(
-                    &topic,
-                    element.partition(),
-                    Duration::from_secs(2),
-                )?;
+                let (_, high) = consumer.fetch_watermarks(&topic, element.partition(), Duration::from_secs(2))?;
                 let position = positions
                     .find_partition(&topic, element.partition())
                     .and_then(|p| p.offset().to_raw())
@@ -266,10 +238,7 @@ impl KafkaSource {
         let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                .map(drop)
-                .map_err(|e| format!("kafka: {e}"))
+            consumer.fetch_metadata(Some(&topic), Duration::from_secs(2)).map(drop).map_err(|e| format!("kafka: {e}"))
         })
         .await
         .unwrap_or_else(|e| Err(format!("kafka check failed: {e}")))

@@ -19,9 +19,7 @@ use bandvote_runtime::{health, http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 pub use routes::post_grpc_vote;
 
@@ -72,9 +70,7 @@ impl GatewayState {
             .keep_alive_timeout(Duration::from_secs(20))
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(8 << 20));
-        let channels: Vec<Channel> = (0..config.connections.max(1))
-            .map(|_| endpoint.connect_lazy())
-            .collect();
+        let channels: Vec<Channel> = (0..config.connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
         Ok(Self {
             channels: channels.into(),
             next: Arc::new(AtomicUsize::new(0)),
@@ -89,9 +85,7 @@ impl GatewayState {
 
     async fn check_upstream(&self) -> Result<(), String> {
         let mut client = HealthClient::new(self.channels[0].clone());
-        let request = HealthCheckRequest {
-            service: String::new(),
-        };
+        let request = HealthCheckRequest { service: String::new() };
         match client.check(request).await {
             Ok(answer) if answer.get_ref().status() == ServingStatus::Serving => Ok(()),
             Ok(answer) => Err(format!("grpc-producer is {:?}", answer.get_ref().status())),
@@ -102,9 +96,7 @@ impl GatewayState {
 
 /// The gateway's routes: `POST /grpc/votes`.
 pub fn router(state: GatewayState) -> Router {
-    Router::new()
-        .route("/grpc/votes", axum::routing::post(post_grpc_vote))
-        .with_state(state)
+    Router::new().route("/grpc/votes", axum::routing::post(post_grpc_vote)).with_state(state)
 }
 
 /// A built gateway, bound and ready to run.
@@ -128,11 +120,7 @@ impl App {
         )];
         let router = http::with_fallbacks(router(state).merge(health::router(checks)));
         let listener = http::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router,
-            grace: config.grace,
-        })
+        Ok(Self { listener, router, grace: config.grace })
     }
 
     /// The bound address.

@@ -47,28 +47,20 @@ pub async fn post_grpc_vote(
     let mut client = state.client();
     let call = tokio::spawn(async move { client.submit_vote(request).await });
     let result = match tokio::time::timeout(state.request_timeout, call).await {
-        Ok(Ok(Ok(reply))) => Ok(json(
-            StatusCode::ACCEPTED,
-            json!({"id": reply.into_inner().id, "path": "grpc"}),
-        )),
+        Ok(Ok(Ok(reply))) => Ok(json(StatusCode::ACCEPTED, json!({"id": reply.into_inner().id, "path": "grpc"}))),
         Ok(Ok(Err(status))) => Err(status_to_error(&status)),
         Ok(Err(join)) => Err(ApiError::internal(format!("grpc call task failed: {join}"))),
-        Err(_) => Err(ApiError::unavailable(
-            "grpc-producer did not answer in time",
-            RETRY_AFTER,
-        )),
+        Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", RETRY_AFTER)),
     };
     match &result {
         Ok(_) => {
             metrics::counter!(names::VOTES_ACCEPTED, "path" => "grpc").increment(1);
-            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "grpc")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "grpc").record(started.elapsed().as_secs_f64());
         }
         Err(error) if error.status().is_server_error() => {
             metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "grpc").increment(1);
         }
-        Err(_) => metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "invalid")
-            .increment(1),
+        Err(_) => metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "invalid").increment(1),
     }
     result
 }
@@ -78,11 +70,7 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 fn status_to_error(status: &tonic::Status) -> ApiError {
     match status.code() {
         Code::InvalidArgument => ApiError::bad_request(status.message(), field_of(status)),
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Cancelled
-        | Code::ResourceExhausted
-        | Code::Aborted => {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
             ApiError::unavailable(format!("grpc-producer: {}", status.message()), RETRY_AFTER)
         }
         _ => ApiError::internal(format!("grpc-producer: {status}")),

@@ -51,22 +51,15 @@ impl VoteServer {
 
 fn invalid(message: impl Into<String>, field: &'static str) -> Status {
     let mut status = Status::invalid_argument(message);
-    status
-        .metadata_mut()
-        .insert("field", MetadataValue::from_static(field));
+    status.metadata_mut().insert("field", MetadataValue::from_static(field));
     status
 }
 
 #[tonic::async_trait]
 impl VoteService for VoteServer {
-    async fn submit_vote(
-        &self,
-        request: Request<SubmitVoteRequest>,
-    ) -> Result<Response<SubmitVoteResponse>, Status> {
+    async fn submit_vote(&self, request: Request<SubmitVoteRequest>) -> Result<Response<SubmitVoteResponse>, Status> {
         let request = request.into_inner();
-        let proto = request
-            .vote
-            .ok_or_else(|| Status::invalid_argument("vote is required"))?;
+        let proto = request.vote.ok_or_else(|| Status::invalid_argument("vote is required"))?;
         // The gateway validated already; the producer does not trust its callers.
         let vote = Vote::from_strings(&proto.name, &proto.album, &proto.year, &proto.rank)
             .map_err(|e| invalid(e.message, e.field.unwrap_or("vote")))?;
@@ -105,14 +98,10 @@ impl App {
         let producer = KafkaProducer::new(config.kafka.clone())?;
         let queue: Arc<dyn VoteQueue> = Arc::new(producer.clone());
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<VoteServiceServer<VoteServer>>()
-            .await;
-        let grpc = tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(
-            Arc::clone(&queue),
-        )))
-        .add_service(health_service)
-        .into_axum_router();
+        reporter.set_serving::<VoteServiceServer<VoteServer>>().await;
+        let grpc = tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(Arc::clone(&queue))))
+            .add_service(health_service)
+            .into_axum_router();
         let probe = producer.clone();
         let checks = vec![(
             "kafka",
@@ -124,12 +113,7 @@ impl App {
         // Plain HTTP paths first; everything else is gRPC.
         let router = health::router(checks).fallback_service(grpc);
         let listener = http::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router,
-            producer,
-            grace: config.grace,
-        })
+        Ok(Self { listener, router, producer, grace: config.grace })
     }
 
     /// The bound address.
@@ -142,8 +126,7 @@ impl App {
         tracing::info!(addr = %self.local_addr()?, "grpc-producer listening");
         let kafka = self.producer.config().clone();
         let topics_shutdown = shutdown.clone();
-        let topics =
-            tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
+        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
         let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
         topics.abort();
         self.producer.flush().await;

@@ -51,9 +51,7 @@ impl Default for HttpProducerConfig {
 
 /// The producer's routes over any queue: `POST /votes`.
 pub fn router(queue: Arc<dyn VoteQueue>) -> Router {
-    Router::new()
-        .route("/votes", axum::routing::post(post_vote))
-        .with_state(queue)
+    Router::new().route("/votes", axum::routing::post(post_vote)).with_state(queue)
 }
 
 /// Validates a vote (the guest did too; the producer trusts no caller) and queues it.
@@ -64,24 +62,12 @@ pub async fn post_vote(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let accepted = edge::read_vote(IngestPath::Wasm, &headers, body).await?;
-    let message = VoteMessage::new(
-        &accepted.id,
-        accepted.vote,
-        IngestPath::Wasm,
-        bandvote_core::time::now(),
-    );
-    match queue
-        .enqueue(&message, accepted.id.is_client_supplied())
-        .await
-    {
+    let message = VoteMessage::new(&accepted.id, accepted.vote, IngestPath::Wasm, bandvote_core::time::now());
+    match queue.enqueue(&message, accepted.id.is_client_supplied()).await {
         Ok(()) => {
             metrics::counter!(names::VOTES_ACCEPTED, "path" => "wasm").increment(1);
-            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "wasm")
-                .record(started.elapsed().as_secs_f64());
-            Ok(json(
-                StatusCode::ACCEPTED,
-                json!({"id": message.id, "path": "wasm"}),
-            ))
+            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "wasm").record(started.elapsed().as_secs_f64());
+            Ok(json(StatusCode::ACCEPTED, json!({"id": message.id, "path": "wasm"})))
         }
         Err(QueueError::Unavailable(cause)) => {
             metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "wasm").increment(1);
@@ -111,15 +97,9 @@ impl App {
                 async move { probe.check_topic().await }
             }),
         )];
-        let router =
-            http::with_fallbacks(router(Arc::new(producer.clone())).merge(health::router(checks)));
+        let router = http::with_fallbacks(router(Arc::new(producer.clone())).merge(health::router(checks)));
         let listener = http::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router,
-            producer,
-            grace: config.grace,
-        })
+        Ok(Self { listener, router, producer, grace: config.grace })
     }
 
     /// The bound address.
@@ -132,8 +112,7 @@ impl App {
         tracing::info!(addr = %self.local_addr()?, "http-producer listening");
         let kafka = self.producer.config().clone();
         let topics_shutdown = shutdown.clone();
-        let topics =
-            tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
+        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
         let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
         topics.abort();
         self.producer.flush().await;

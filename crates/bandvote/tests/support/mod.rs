@@ -38,10 +38,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -68,8 +65,7 @@ impl TestEnv {
             .expect("redis is not running: start it with `scripts/services up`");
         let mut redis_db = 0;
         for attempt in 0..1000u32 {
-            let candidate =
-                1 + (u32::from_str_radix(&short[..6], 16).unwrap_or(attempt) + attempt * 7) % 255;
+            let candidate = 1 + (u32::from_str_radix(&short[..6], 16).unwrap_or(attempt) + attempt * 7) % 255;
             let taken: bool = redis::cmd("SET")
                 .arg(format!("bandvote-test-lock:{candidate}"))
                 .arg(&id)
@@ -93,10 +89,7 @@ impl TestEnv {
             id,
             shutdown: CancellationToken::new(),
         };
-        let _: () = redis::cmd("FLUSHDB")
-            .query_async(&mut env.redis().await)
-            .await
-            .expect("flushdb");
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut env.redis().await).await.expect("flushdb");
         env
     }
 
@@ -113,11 +106,7 @@ impl TestEnv {
     }
 
     pub fn kafka(&self) -> KafkaConfig {
-        KafkaConfig {
-            brokers: KAFKA.into(),
-            topic: self.topic.clone(),
-            ..KafkaConfig::default()
-        }
+        KafkaConfig { brokers: KAFKA.into(), topic: self.topic.clone(), ..KafkaConfig::default() }
     }
 
     pub fn consumer_config(&self) -> ConsumerConfig {
@@ -163,38 +152,25 @@ impl TestEnv {
 
     /// Starts a consumer in this process.
     pub async fn start_consumer(&self) {
-        let app = bandvote_consumer::App::build(self.consumer_config())
-            .await
-            .expect("consumer builds");
+        let app = bandvote_consumer::App::build(self.consumer_config()).await.expect("consumer builds");
         tokio::spawn(app.run(self.shutdown.clone()));
     }
 
     /// Starts `bandvote consumer` as a child process (so that it can be killed with SIGKILL),
     /// listening on `port` for health and metrics.
     pub fn spawn_consumer_process(&self, port: u16) -> tokio::process::Child {
+        self.spawn_consumer_process_with(port, MONGO)
+    }
+
+    /// As [`Self::spawn_consumer_process`], with the log written through `mongo_url`.
+    pub fn spawn_consumer_process_with(&self, port: u16, mongo_url: &str) -> tokio::process::Child {
         let config = self.consumer_config();
         let listen = format!("127.0.0.1:{port}");
         tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
-            .args([
-                "consumer",
-                "--listen",
-                &listen,
-                "--session-timeout-ms",
-                "3000",
-            ])
+            .args(["consumer", "--listen", &listen, "--session-timeout-ms", "3000"])
             .args(["--kafka-brokers", KAFKA, "--kafka-topic", &self.topic])
-            .args([
-                "--redis-url",
-                &config.redis_url,
-                "--mongo-db",
-                &config.mongo_db,
-            ])
-            .args([
-                "--tally-group",
-                &config.tally_group,
-                "--log-group",
-                &config.log_group,
-            ])
+            .args(["--redis-url", &config.redis_url, "--mongo-url", mongo_url, "--mongo-db", &config.mongo_db])
+            .args(["--tally-group", &config.tally_group, "--log-group", &config.log_group])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -203,36 +179,23 @@ impl TestEnv {
     }
 
     pub async fn mongo(&self) -> mongodb::Collection<Document> {
-        mongodb::Client::with_uri_str(MONGO)
-            .await
-            .expect("mongo client")
-            .database(&self.mongo_db)
-            .collection("logs")
+        mongodb::Client::with_uri_str(MONGO).await.expect("mongo client").database(&self.mongo_db).collection("logs")
     }
 
     /// The counters as the contract's Redis keys hold them.
     pub async fn counts(&self) -> Counts {
         let mut redis = self.redis().await;
         let bands: BTreeMap<String, u64> = redis.hgetall("votes:band").await.expect("votes:band");
-        let albums: BTreeMap<String, u64> =
-            redis.hgetall("votes:album").await.expect("votes:album");
+        let albums: BTreeMap<String, u64> = redis.hgetall("votes:album").await.expect("votes:album");
         let total: Option<u64> = redis.get("votes:total").await.expect("votes:total");
-        Counts {
-            bands,
-            albums,
-            total: total.unwrap_or(0),
-        }
+        Counts { bands, albums, total: total.unwrap_or(0) }
     }
 
     /// Waits until `votes:total` reaches `total`, then lets a moment pass for any over-count to show.
     pub async fn wait_for_total(&self, total: u64) -> Counts {
         wait_for(&format!("votes:total = {total}"), PATIENCE, || async {
             let counts = self.counts().await;
-            assert!(
-                counts.total <= total,
-                "over-counted: {} > {total}",
-                counts.total
-            );
+            assert!(counts.total <= total, "over-counted: {} > {total}", counts.total);
             (counts.total == total).then_some(())
         })
         .await;
@@ -303,77 +266,30 @@ impl TestVote {
 /// A known mix: the original's two bands and albums, plus non-ASCII names.
 pub fn mix(n: usize) -> Vec<TestVote> {
     const KINDS: [TestVote; 6] = [
-        TestVote {
-            name: "Bohemia Suburbana",
-            album: "Mis palabras",
-            year: "1997",
-            rank: "9.5",
-        },
-        TestVote {
-            name: "Bohemia Suburbana",
-            album: "Imaginaria Sonora",
-            year: "2015",
-            rank: "5.2",
-        },
-        TestVote {
-            name: "Alux Nahual",
-            album: "Rock chapin",
-            year: "2014",
-            rank: "6.4",
-        },
-        TestVote {
-            name: "Alux Nahual",
-            album: "El Viaje",
-            year: "2011",
-            rank: "8.6",
-        },
-        TestVote {
-            name: "Ranferí Aguilar",
-            album: "Canción de cuna — ñ",
-            year: "2003",
-            rank: "7",
-        },
-        TestVote {
-            name: "Viernes Verde 🎸",
-            album: "Güiro y marimba",
-            year: "2019",
-            rank: "10",
-        },
+        TestVote { name: "Bohemia Suburbana", album: "Mis palabras", year: "1997", rank: "9.5" },
+        TestVote { name: "Bohemia Suburbana", album: "Imaginaria Sonora", year: "2015", rank: "5.2" },
+        TestVote { name: "Alux Nahual", album: "Rock chapin", year: "2014", rank: "6.4" },
+        TestVote { name: "Alux Nahual", album: "El Viaje", year: "2011", rank: "8.6" },
+        TestVote { name: "Ranferí Aguilar", album: "Canción de cuna — ñ", year: "2003", rank: "7" },
+        TestVote { name: "Viernes Verde 🎸", album: "Güiro y marimba", year: "2019", rank: "10" },
     ];
-    (0..n)
-        .map(|i| KINDS[(i * 7 + i / 3) % KINDS.len()].clone())
-        .collect()
+    (0..n).map(|i| KINDS[(i * 7 + i / 3) % KINDS.len()].clone()).collect()
 }
 
 /// The counts a list of votes should produce.
 pub fn expected(votes: &[TestVote]) -> Counts {
-    let mut counts = Counts {
-        bands: BTreeMap::new(),
-        albums: BTreeMap::new(),
-        total: 0,
-    };
+    let mut counts = Counts { bands: BTreeMap::new(), albums: BTreeMap::new(), total: 0 };
     for vote in votes {
         *counts.bands.entry(vote.name.to_owned()).or_default() += 1;
-        *counts
-            .albums
-            .entry(format!("{} / {}", vote.name, vote.album))
-            .or_default() += 1;
+        *counts.albums.entry(format!("{} / {}", vote.name, vote.album)).or_default() += 1;
         counts.total += 1;
     }
     counts
 }
 
 /// Posts one vote; returns the status and the JSON body.
-pub async fn post_vote(
-    client: &reqwest::Client,
-    url: &str,
-    body: String,
-    key: Option<&str>,
-) -> (u16, Value) {
-    let mut request = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body);
+pub async fn post_vote(client: &reqwest::Client, url: &str, body: String, key: Option<&str>) -> (u16, Value) {
+    let mut request = client.post(url).header("content-type", "application/json").body(body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
@@ -408,11 +324,7 @@ pub fn repo_root() -> PathBuf {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The value of a counter in a Prometheus page, summed over the series whose labels contain `labels`.
@@ -429,5 +341,43 @@ pub async fn scrape(port: u16) -> String {
     match reqwest::get(url).await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
+    }
+}
+
+/// A TCP proxy in front of a server that a test can take down and bring back: while it is down,
+/// open connections are cut and new ones are closed at once, as if the server had crashed.
+pub struct SwitchableProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl SwitchableProxy {
+    pub async fn start(target: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue; // dropped: the connection is closed
+                }
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                        _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
     }
 }

@@ -45,11 +45,7 @@ impl MongoLog {
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
         let index = IndexModel::builder()
             .keys(doc! {"received_at": -1})
-            .options(
-                IndexOptions::builder()
-                    .name("received_at_desc".to_owned())
-                    .build(),
-            )
+            .options(IndexOptions::builder().name("received_at_desc".to_owned()).build())
             .build();
         self.logs.create_index(index).await.map(drop)
     }
@@ -62,37 +58,26 @@ impl MongoLog {
     /// Inserts the votes, unordered; duplicates of already logged votes are ignored.
     pub async fn insert(&self, votes: &[&Vote]) -> mongodb::error::Result<Inserted> {
         if votes.is_empty() {
-            return Ok(Inserted {
-                inserted: 0,
-                duplicates: 0,
-            });
+            return Ok(Inserted { inserted: 0, duplicates: 0 });
         }
         let counted_at = DateTime::now();
         let docs = votes.iter().map(|vote| to_document(vote, counted_at));
         let total = votes.len() as u64;
         match self.logs.insert_many(docs).ordered(false).await {
-            Ok(result) => Ok(Inserted {
-                inserted: result.inserted_ids.len() as u64,
-                duplicates: 0,
-            }),
+            Ok(result) => Ok(Inserted { inserted: result.inserted_ids.len() as u64, duplicates: 0 }),
             Err(error) => match *error.kind {
                 ErrorKind::InsertMany(ref failure)
                     if failure.write_concern_error.is_none()
-                        && failure.write_errors.as_ref().is_some_and(|errors| {
-                            errors.iter().all(|e| e.code == DUPLICATE_KEY)
-                        }) =>
+                        && failure
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY)) =>
                 {
                     let duplicates = failure.write_errors.as_ref().map_or(0, |e| e.len() as u64);
-                    Ok(Inserted {
-                        inserted: total - duplicates,
-                        duplicates,
-                    })
+                    Ok(Inserted { inserted: total - duplicates, duplicates })
                 }
                 ErrorKind::Write(WriteFailure::WriteError(ref e)) if e.code == DUPLICATE_KEY => {
-                    Ok(Inserted {
-                        inserted: 0,
-                        duplicates: total,
-                    })
+                    Ok(Inserted { inserted: 0, duplicates: total })
                 }
                 _ => Err(error),
             },
@@ -114,24 +99,17 @@ impl MongoLog {
 /// A client that gives up on an unreachable server within seconds, not the driver's 30 s.
 pub async fn connect_client(url: &str) -> mongodb::error::Result<Client> {
     let mut options = ClientOptions::parse(url).await?;
-    options
-        .server_selection_timeout
-        .get_or_insert(Duration::from_secs(5));
-    options
-        .connect_timeout
-        .get_or_insert(Duration::from_secs(3));
-    options
-        .app_name
-        .get_or_insert_with(|| "bandvote".to_owned());
+    options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+    options.connect_timeout.get_or_insert(Duration::from_secs(3));
+    options.app_name.get_or_insert_with(|| "bandvote".to_owned());
     Client::with_options(options)
 }
 
 /// The log document of a vote: `{_id, data: {name, album, year, rank}, path, received_at, counted_at}`.
 pub fn to_document(vote: &Vote, counted_at: DateTime) -> Document {
     let message = &vote.message;
-    let received_at = bandvote_core::time::parse(&message.received_at).map_or(counted_at, |at| {
-        DateTime::from_millis(at.timestamp_millis())
-    });
+    let received_at = bandvote_core::time::parse(&message.received_at)
+        .map_or(counted_at, |at| DateTime::from_millis(at.timestamp_millis()));
     doc! {
         "_id": &message.id,
         "data": {"name": &message.name, "album": &message.album, "year": &message.year, "rank": &message.rank},

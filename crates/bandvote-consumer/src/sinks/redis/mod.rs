@@ -78,11 +78,7 @@ impl RedisTally {
             .set_response_timeout(Some(std::time::Duration::from_secs(5)))
             .set_number_of_retries(2);
         let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self {
-            connection,
-            script: Script::new(include_str!("tally.lua")),
-            seen_ttl_secs,
-        })
+        Ok(Self { connection, script: Script::new(include_str!("tally.lua")), seen_ttl_secs })
     }
 
     /// The connection, for readers of the same keys.
@@ -91,11 +87,7 @@ impl RedisTally {
     }
 
     /// Applies one partition batch atomically (see `tally.lua`).
-    pub async fn apply(
-        &self,
-        batch: &PartitionBatch<'_>,
-        counted_at: &str,
-    ) -> redis::RedisResult<Applied> {
+    pub async fn apply(&self, batch: &PartitionBatch<'_>, counted_at: &str) -> redis::RedisResult<Applied> {
         let mut groups: HashMap<(&str, String), u64> = HashMap::new();
         let mut newest_unkeyed = "";
         let mut keyed = Vec::new();
@@ -103,9 +95,7 @@ impl RedisTally {
             if vote.client_key {
                 keyed.push(*vote);
             } else {
-                *groups
-                    .entry((vote.message.name.as_str(), vote.album_key.clone()))
-                    .or_default() += 1;
+                *groups.entry((vote.message.name.as_str(), vote.album_key.clone())).or_default() += 1;
                 if vote.message.received_at.as_str() > newest_unkeyed {
                     newest_unkeyed = &vote.message.received_at;
                 }
@@ -139,9 +129,7 @@ impl RedisTally {
                 duplicates: u64::try_from(*duplicates).unwrap_or(0),
                 total: u64::try_from(*total).unwrap_or(0),
             }),
-            [0, stored] => Ok(Applied::Refused {
-                stored: (*stored >= 0).then_some(*stored),
-            }),
+            [0, stored] => Ok(Applied::Refused { stored: (*stored >= 0).then_some(*stored) }),
             other => Err(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "unexpected reply from the tally script",
@@ -153,10 +141,6 @@ impl RedisTally {
     /// `PING`, for readiness.
     pub async fn ping(&self) -> Result<(), String> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map(drop)
-            .map_err(|e| format!("redis: {e}"))
+        redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(|e| format!("redis: {e}"))
     }
 }
