@@ -114,14 +114,14 @@ mod misbehave {
 
     pub fn route(path: &str) -> Option<Response<Body>> {
         match path {
-            "/misbehave/trap" => panic!("trapping on purpose"),
-            "/misbehave/spin" => {
+            "/wasm/misbehave/trap" => panic!("trapping on purpose"),
+            "/wasm/misbehave/spin" => {
                 let mut n: u64 = 0;
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
-            "/misbehave/allocate" => {
+            "/wasm/misbehave/allocate" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
                     hoard.push(vec![1; 1 << 20]);

@@ -11,6 +11,8 @@ pub const VOTES_ACCEPTED: &str = "bandvote_votes_accepted_total";
 pub const VOTES_REJECTED: &str = "bandvote_votes_rejected_total";
 /// Votes answered 5xx because the queue or the next hop was unavailable, by `path`.
 pub const VOTES_UNAVAILABLE: &str = "bandvote_votes_unavailable_total";
+/// Requests the WebAssembly guest failed (trap, memory or time limit): each answered 500.
+pub const WASM_GUEST_FAILURES: &str = "bandvote_wasm_guest_failures_total";
 /// Latency of vote requests at the gateway, from request to answer, by `path`.
 pub const VOTE_REQUEST_DURATION: &str = "bandvote_vote_request_duration_seconds";
 /// Messages the producer handed to Kafka and saw acknowledged.

@@ -3,8 +3,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
-use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig};
+use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig, http_producer::HttpProducerConfig};
 use bandvote_queue::KafkaConfig;
+use bandvote_wasm::WasmGatewayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// bandvote: a real-time voting system for a live music contest.
@@ -42,6 +43,10 @@ pub enum Command {
     GrpcGateway(GatewayArgs),
     /// gRPC server that writes votes to Kafka and answers once Kafka acknowledged them.
     GrpcProducer(ProducerArgs),
+    /// HTTP gateway of the wasm path: POST /wasm/votes, each handled by a fresh WebAssembly guest.
+    WasmGateway(WasmGatewayArgs),
+    /// HTTP server that writes votes (POST /votes, from the wasm guest) to Kafka.
+    HttpProducer(HttpProducerArgs),
     /// Reads the votes topic and counts every vote exactly once in Redis and logs it in MongoDB.
     Consumer(ConsumerArgs),
     /// Rebuilds the Redis counters from the MongoDB log.
@@ -146,6 +151,62 @@ impl ProducerArgs {
     /// The producer's configuration.
     pub fn into_config(self) -> ProducerConfig {
         ProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..ProducerConfig::default() }
+    }
+}
+
+/// Flags of `wasm-gateway`.
+#[derive(Debug, Args)]
+pub struct WasmGatewayArgs {
+    /// Listener for POST /wasm/votes, /healthz, /readyz and /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The http-producer: the only address the guest may reach.
+    #[arg(long, env = "BANDVOTE_UPSTREAM", default_value = "http://127.0.0.1:8001")]
+    pub upstream: String,
+    /// Run this component file instead of the embedded guest.
+    #[arg(long, env = "BANDVOTE_COMPONENT")]
+    pub component: Option<std::path::PathBuf>,
+    /// Largest linear memory of one guest instance, in MiB.
+    #[arg(long, env = "BANDVOTE_GUEST_MEMORY_MIB", default_value_t = 32)]
+    pub guest_memory_mib: usize,
+    /// Milliseconds a guest may take for one request.
+    #[arg(long, env = "BANDVOTE_GUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub guest_timeout_ms: u64,
+    /// Guest instances that may exist at once.
+    #[arg(long, env = "BANDVOTE_GUEST_INSTANCES", default_value_t = 1000)]
+    pub guest_instances: u32,
+}
+
+impl WasmGatewayArgs {
+    /// The wasm gateway's configuration.
+    pub fn into_config(self) -> WasmGatewayConfig {
+        WasmGatewayConfig {
+            listen: self.listen,
+            upstream: self.upstream,
+            component: self.component,
+            max_memory_bytes: self.guest_memory_mib.max(1) << 20,
+            request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
+            max_instances: self.guest_instances.max(1),
+            ..WasmGatewayConfig::default()
+        }
+    }
+}
+
+/// Flags of `http-producer`.
+#[derive(Debug, Args)]
+pub struct HttpProducerArgs {
+    /// Listener for POST /votes, /healthz, /readyz and /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:8001")]
+    pub listen: SocketAddr,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+impl HttpProducerArgs {
+    /// The HTTP producer's configuration.
+    pub fn into_config(self) -> HttpProducerConfig {
+        HttpProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..HttpProducerConfig::default() }
     }
 }
 

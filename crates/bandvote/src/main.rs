@@ -31,6 +31,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::GrpcProducer(args) => {
             bandvote_ingest::grpc_producer::App::build(args.into_config()).await?.run(shutdown).await
         }
+        Command::WasmGateway(args) => bandvote_wasm::App::build(args.into_config()).await?.run(shutdown).await,
+        Command::HttpProducer(args) => {
+            bandvote_ingest::http_producer::App::build(args.into_config()).await?.run(shutdown).await
+        }
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Recount(args) => {
             let report = bandvote_consumer::recount::recount(&args.into_config()).await?;

@@ -8,7 +8,9 @@ use std::{collections::HashSet, time::Duration};
 use futures::StreamExt;
 use mongodb::bson::doc;
 use redis::AsyncCommands;
-use support::{PATIENCE, TestEnv, expected, mix, post_all, post_vote, wait_for};
+use support::{
+    PATIENCE, TestEnv, assert_bad_input_is_refused_and_nothing_written, expected, mix, post_all, post_vote, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn known_mix_is_counted_exactly_in_every_redis_key_and_logged_once() {
@@ -79,59 +81,12 @@ async fn same_idempotency_key_twice_is_counted_once_and_the_first_body_wins() {
     assert_eq!(kept.get_document("data").expect("data").get_str("name"), Ok("Alux Nahual"));
 }
 
-/// Content type, idempotency key, body, expected status, expected field.
-type BadInput<'a> = (&'a str, Option<&'a str>, String, u16, Option<&'a str>);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_its_status_and_error_and_writes_nothing() {
     let env = TestEnv::new().await;
     let base = env.start_grpc_path().await;
     env.start_consumer().await;
-    let client = reqwest::Client::new();
-    let url = format!("{base}/grpc/votes");
-    let valid = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
-    let huge = format!(r#"{{"name":"{}","album":"a","year":"2000","rank":"1"}}"#, "x".repeat(20_000));
-    let long_key = "k".repeat(129);
-    let cases: Vec<BadInput<'_>> = vec![
-        ("application/json", None, "{not json".into(), 400, None),
-        ("application/json", None, "[1,2,3]".into(), 400, None),
-        ("application/json", None, r#"{"name":7,"album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
-        ("application/json", None, r#"{"name":"  ","album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
-        ("application/json", None, r#"{"name":"n","year":"2000","rank":"1"}"#.into(), 400, Some("album")),
-        ("application/json", None, r#"{"name":"n","album":"a","year":"20000","rank":"1"}"#.into(), 400, Some("year")),
-        ("application/json", None, r#"{"name":"n","album":"a","year":true,"rank":"1"}"#.into(), 400, Some("year")),
-        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"-1"}"#.into(), 400, Some("rank")),
-        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"NaN"}"#.into(), 400, Some("rank")),
-        ("application/json", None, huge, 413, None),
-        ("text/plain", None, valid.into(), 415, None),
-        ("application/x-www-form-urlencoded", None, valid.into(), 415, None),
-        ("application/json", Some("has spaces"), valid.into(), 400, Some("Idempotency-Key")),
-        ("application/json", Some(&long_key), valid.into(), 400, Some("Idempotency-Key")),
-    ];
-    for (content_type, key, body, status, field) in cases {
-        let mut request = client.post(&url).header("content-type", content_type).body(body.clone());
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await.expect("sent");
-        assert_eq!(response.status().as_u16(), status, "{content_type} {key:?} {body:.80}");
-        let json: serde_json::Value = response.json().await.expect("error body is JSON");
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "error message in {json}");
-        assert_eq!(json["field"].as_str(), field, "field in {json}");
-    }
-    let response = client.get(format!("{base}/no/such/route")).send().await.expect("sent");
-    assert_eq!(response.status().as_u16(), 404);
-    assert!(response.json::<serde_json::Value>().await.expect("json")["error"].is_string());
-    let response = client.get(&url).send().await.expect("sent");
-    assert_eq!(response.status().as_u16(), 405);
-    assert!(response.json::<serde_json::Value>().await.expect("json")["error"].is_string());
-
-    // One valid vote afterwards: once it is counted, everything before it has been consumed.
-    let (status, _) = post_vote(&client, &url, valid.into(), None).await;
-    assert_eq!(status, 202);
-    let counts = env.wait_for_total(1).await;
-    assert_eq!(counts.bands.len(), 1, "only the valid vote was counted: {counts:?}");
-    assert_eq!(env.wait_for_logs(1).await.len(), 1);
+    assert_bad_input_is_refused_and_nothing_written(&env, &base, "grpc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,11 +2,7 @@
 //! wasm path), written to the queue with the same producer and guarantees as the gRPC producer:
 //! `202 {"id", "path": "wasm"}` only after the queue acknowledged the vote, `503` when it did not.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -20,7 +16,6 @@ use bandvote_queue::{KafkaConfig, KafkaProducer, QueueError, VoteQueue};
 use bandvote_runtime::{
     health,
     http::{self, ApiError, json},
-    metrics as names,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -60,19 +55,12 @@ pub async fn post_vote(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
+    // Accepted votes and latency are counted at the edge (the wasm gateway), not here.
     let accepted = edge::read_vote(IngestPath::Wasm, &headers, body).await?;
     let message = VoteMessage::new(&accepted.id, accepted.vote, IngestPath::Wasm, bandvote_core::time::now());
     match queue.enqueue(&message, accepted.id.is_client_supplied()).await {
-        Ok(()) => {
-            metrics::counter!(names::VOTES_ACCEPTED, "path" => "wasm").increment(1);
-            metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "wasm").record(started.elapsed().as_secs_f64());
-            Ok(json(StatusCode::ACCEPTED, json!({"id": message.id, "path": "wasm"})))
-        }
-        Err(QueueError::Unavailable(cause)) => {
-            metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "wasm").increment(1);
-            Err(ApiError::unavailable(cause, Duration::from_secs(1)))
-        }
+        Ok(()) => Ok(json(StatusCode::ACCEPTED, json!({"id": message.id, "path": "wasm"}))),
+        Err(QueueError::Unavailable(cause)) => Err(ApiError::unavailable(cause, Duration::from_secs(1))),
         Err(QueueError::Refused(cause)) => Err(ApiError::internal(cause)),
     }
 }

@@ -13,9 +13,10 @@ use std::{
 };
 
 use bandvote_consumer::ConsumerConfig;
-use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig};
+use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig, http_producer::HttpProducerConfig};
 use bandvote_queue::KafkaConfig;
 use bandvote_runtime::shutdown::CancellationToken;
+use bandvote_wasm::WasmGatewayConfig;
 use mongodb::bson::{Document, doc};
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -145,6 +146,44 @@ impl TestEnv {
         })
         .await
         .expect("gateway builds");
+        let base = format!("http://{}", gateway.local_addr().expect("addr"));
+        tokio::spawn(gateway.run(self.shutdown.clone()));
+        base
+    }
+
+    /// Starts an http-producer and a wasm-gateway in this process; returns the gateway's base URL.
+    pub async fn start_wasm_path(&self) -> String {
+        self.start_wasm_gateway(None).await.0
+    }
+
+    /// Starts an http-producer and a wasm-gateway running `component` (the embedded guest if
+    /// `None`); returns the gateway's base URL and the producer's address.
+    pub async fn start_wasm_gateway(&self, component: Option<PathBuf>) -> (String, SocketAddr) {
+        let producer = bandvote_ingest::http_producer::App::build(HttpProducerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: self.kafka(),
+            ..HttpProducerConfig::default()
+        })
+        .await
+        .expect("http-producer builds");
+        let producer_addr = producer.local_addr().expect("addr");
+        tokio::spawn(producer.run(self.shutdown.clone()));
+        let base = self.start_wasm_gateway_for(&format!("http://{producer_addr}"), component).await;
+        (base, producer_addr)
+    }
+
+    /// Starts a wasm-gateway whose guest forwards to `upstream`.
+    pub async fn start_wasm_gateway_for(&self, upstream: &str, component: Option<PathBuf>) -> String {
+        let gateway = bandvote_wasm::App::build(WasmGatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream: upstream.to_owned(),
+            component,
+            request_timeout: Duration::from_secs(3),
+            max_instances: 64,
+            ..WasmGatewayConfig::default()
+        })
+        .await
+        .expect("wasm-gateway builds");
         let base = format!("http://{}", gateway.local_addr().expect("addr"));
         tokio::spawn(gateway.run(self.shutdown.clone()));
         base
@@ -309,6 +348,8 @@ pub async fn post_all(url: &str, votes: &[TestVote], concurrency: usize) -> Vec<
             async move {
                 let (status, body) = post_vote(&client, url, vote.body(), None).await;
                 assert_eq!(status, 202, "vote {vote:?} answered {status} {body}");
+                let path = if url.contains("/wasm/") { "wasm" } else { "grpc" };
+                assert_eq!(body["path"], path, "{body}");
                 body["id"].as_str().expect("id").to_owned()
             }
         })
@@ -380,4 +421,57 @@ impl SwitchableProxy {
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
+}
+
+/// Content type, idempotency key, body, expected status, expected field.
+type BadInput<'a> = (&'a str, Option<&'a str>, String, u16, Option<&'a str>);
+
+/// Sends every kind of bad vote to `{base}/{path}/votes` and checks each status and JSON error;
+/// then one valid vote, and checks that only it was counted and logged.
+pub async fn assert_bad_input_is_refused_and_nothing_written(env: &TestEnv, base: &str, path: &str) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/{path}/votes");
+    let valid = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
+    let huge = format!(r#"{{"name":"{}","album":"a","year":"2000","rank":"1"}}"#, "x".repeat(20_000));
+    let long_key = "k".repeat(129);
+    let cases: Vec<BadInput<'_>> = vec![
+        ("application/json", None, "{not json".into(), 400, None),
+        ("application/json", None, "[1,2,3]".into(), 400, None),
+        ("application/json", None, r#"{"name":7,"album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
+        ("application/json", None, r#"{"name":"  ","album":"a","year":"2000","rank":"1"}"#.into(), 400, Some("name")),
+        ("application/json", None, r#"{"name":"n","year":"2000","rank":"1"}"#.into(), 400, Some("album")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"20000","rank":"1"}"#.into(), 400, Some("year")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":true,"rank":"1"}"#.into(), 400, Some("year")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"-1"}"#.into(), 400, Some("rank")),
+        ("application/json", None, r#"{"name":"n","album":"a","year":"2000","rank":"NaN"}"#.into(), 400, Some("rank")),
+        ("application/json", None, huge, 413, None),
+        ("text/plain", None, valid.into(), 415, None),
+        ("application/x-www-form-urlencoded", None, valid.into(), 415, None),
+        ("application/json", Some("has spaces"), valid.into(), 400, Some("Idempotency-Key")),
+        ("application/json", Some(&long_key), valid.into(), 400, Some("Idempotency-Key")),
+    ];
+    for (content_type, key, body, status, field) in cases {
+        let mut request = client.post(&url).header("content-type", content_type).body(body.clone());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status().as_u16(), status, "{path}: {content_type} {key:?} {body:.80}");
+        let json: Value = response.json().await.expect("error body is JSON");
+        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "error message in {json}");
+        assert_eq!(json["field"].as_str(), field, "field in {json}");
+    }
+    let response = client.get(format!("{base}/{path}/no/such/route")).send().await.expect("sent");
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.json::<Value>().await.expect("json")["error"].is_string());
+    let response = client.get(&url).send().await.expect("sent");
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(response.json::<Value>().await.expect("json")["error"].is_string());
+
+    // One valid vote afterwards: once it is counted, everything before it has been consumed.
+    let (status, _) = post_vote(&client, &url, valid.into(), None).await;
+    assert_eq!(status, 202);
+    let counts = env.wait_for_total(1).await;
+    assert_eq!(counts.bands.len(), 1, "only the valid vote was counted: {counts:?}");
+    assert_eq!(env.wait_for_logs(1).await.len(), 1);
 }

@@ -1,0 +1,224 @@
+//! The wasmtime host: one engine and one pre-instantiated component for the process, a fresh
+//! instance (in its own `Store`) per request.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use axum::{
+    body::Body,
+    http::{StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use bandvote_runtime::metrics as names;
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    component::{Component, Linker, ResourceTable},
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    WasiHttpCtx, WasiHttpCtxView, WasiHttpView,
+    p2::bindings::{ProxyPre, http::types::Scheme},
+};
+
+use crate::{
+    WasmGatewayConfig,
+    outgoing::{self, UpstreamOnly},
+};
+
+/// How often the epoch advances; a guest's deadline is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What one guest instance sees: its WASI context (with `BANDVOTE_UPSTREAM` in its environment),
+/// its HTTP context and the hooks that keep it to its upstream.
+pub struct GuestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: UpstreamOnly,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// The engine, the pre-instantiated component and the pooled upstream client.
+pub struct Host {
+    engine: Engine,
+    pre: ProxyPre<GuestState>,
+    upstream: String,
+    hooks: UpstreamOnly,
+    deadline_ticks: u64,
+    request_timeout: Duration,
+}
+
+impl Host {
+    /// Compiles `component` once (pooling allocator, epoch interruption) and links the `wasi:http`
+    /// proxy world.
+    pub fn new(config: &WasmGatewayConfig, component: &[u8]) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances)
+            .max_memory_size(config.max_memory_bytes);
+        let mut engine_config = Config::new();
+        engine_config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            // Linear memories are reserved up to the limit, not the 4 GiB default.
+            .memory_reservation(config.max_memory_bytes as u64)
+            .memory_reservation_for_growth(0);
+        let engine = Engine::new(&engine_config).map_err(|e| anyhow!("failed to create the wasm engine: {e:?}"))?;
+        let component =
+            Component::new(&engine, component).map_err(|e| anyhow!("failed to compile the guest component: {e:?}"))?;
+        let mut linker = Linker::new(&engine);
+        // WASI (the guest reads its upstream from its environment) plus wasi:http, as
+        // `wasmtime serve -Scli` links them.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("failed to link WASI: {e:?}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow!("failed to link wasi:http: {e:?}"))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(ProxyPre::new)
+            .map_err(|e| anyhow!("the component is not a wasi:http proxy: {e:?}"))?;
+        let uri: Uri = config.upstream.parse().with_context(|| format!("invalid upstream URL {}", config.upstream))?;
+        let authority = uri.authority().context("the upstream URL has no host")?.to_string();
+        let ticks = config.request_timeout.as_millis() / EPOCH_TICK.as_millis();
+        Ok(Self {
+            engine,
+            pre,
+            upstream: config.upstream.trim_end_matches('/').to_owned(),
+            hooks: UpstreamOnly { client: outgoing::client(), authority },
+            deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// Advances the engine's epoch every tick until `shutdown`, so that guest deadlines fire.
+    pub fn start_epoch_ticker(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(EPOCH_TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = interval.tick() => engine.increment_epoch(),
+                }
+            }
+        })
+    }
+
+    fn store(&self) -> Store<GuestState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.env("BANDVOTE_UPSTREAM", &self.upstream);
+        let state = GuestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: self.hooks.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs one request through a fresh guest instance. A guest that traps, runs out of memory or
+    /// time yields `500` for this request only.
+    pub async fn handle(&self, request: axum::extract::Request) -> Response {
+        let started = Instant::now();
+        let response = match self.run_guest(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                metrics::counter!(names::WASM_GUEST_FAILURES).increment(1);
+                tracing::warn!(error = format!("{error:#}"), "guest failed");
+                let body = bandvote_core::http::error_body("internal error", None);
+                (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/json")], body).into_response()
+            }
+        };
+        record(response.status(), started);
+        response
+    }
+
+    async fn run_guest(&self, request: axum::extract::Request) -> anyhow::Result<Response> {
+        let mut store = self.store();
+        let (mut parts, body) = request.into_parts();
+        // The guest sees an absolute URI, as a proxy would.
+        if parts.uri.authority().is_none() {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("http://localhost{path}").parse().context("request URI")?;
+        }
+        let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
+        let request = hyper::Request::from_parts(parts, body);
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| anyhow!("failed to hand the request to the guest: {e:?}"))?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let outparam =
+            store.data_mut().http().new_response_outparam(sender).map_err(|e| anyhow!("response outparam: {e:?}"))?;
+        let pre = self.pre.clone();
+        let guest = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await.map_err(|e| anyhow!("instantiation failed: {e:?}"))?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+                .map_err(|e| anyhow!("guest trapped: {e:?}"))
+        });
+        match tokio::time::timeout(self.request_timeout, receiver).await {
+            Ok(Ok(Ok(response))) => {
+                let (parts, body) = response.into_parts();
+                let body = body.map_err(|e| std::io::Error::other(format!("{e:?}")));
+                Ok(Response::from_parts(parts, Body::new(body)))
+            }
+            Ok(Ok(Err(code))) => Err(anyhow!("guest answered with an error: {code:?}")),
+            // The guest dropped its response without setting it: its task says why.
+            Ok(Err(_)) => match guest.await {
+                Ok(Err(error)) => Err(error),
+                Ok(Ok(())) => Err(anyhow!("guest returned without a response")),
+                Err(join) => Err(anyhow!("guest task failed: {join}")),
+            },
+            Err(_) => {
+                guest.abort();
+                Err(anyhow!("guest gave no response within {:?}", self.request_timeout))
+            }
+        }
+    }
+
+    /// Whether the upstream answers its `/healthz`, for readiness.
+    pub async fn check_upstream(&self) -> Result<(), String> {
+        let uri: Uri = format!("{}/healthz", self.upstream).parse().map_err(|e| format!("upstream URL: {e}"))?;
+        let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        let request = hyper::Request::get(uri).body(body).map_err(|e| e.to_string())?;
+        match self.hooks.client.request(request).await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("http-producer answered {}", response.status())),
+            Err(error) => Err(format!("http-producer: {error}")),
+        }
+    }
+}
+
+fn record(status: StatusCode, started: Instant) {
+    if status == StatusCode::ACCEPTED {
+        metrics::counter!(names::VOTES_ACCEPTED, "path" => "wasm").increment(1);
+        metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "wasm").record(started.elapsed().as_secs_f64());
+    } else if status.is_client_error() {
+        metrics::counter!(names::VOTES_REJECTED, "path" => "wasm", "reason" => "invalid").increment(1);
+    } else if status.is_server_error() {
+        metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "wasm").increment(1);
+    }
+}
