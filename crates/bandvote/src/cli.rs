@@ -39,6 +39,8 @@ impl LogFormat {
 /// One subcommand per service.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Every service in one process behind one listener (/grpc/votes, /wasm/votes, /healthz, ...).
+    Up(UpArgs),
     /// HTTP gateway of the gRPC path: POST /grpc/votes, forwarded over gRPC to grpc-producer.
     GrpcGateway(GatewayArgs),
     /// gRPC server that writes votes to Kafka and answers once Kafka acknowledged them.
@@ -151,6 +153,35 @@ impl ProducerArgs {
     /// The producer's configuration.
     pub fn into_config(self) -> ProducerConfig {
         ProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..ProducerConfig::default() }
+    }
+}
+
+/// Flags of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The one public listener.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Redis and MongoDB.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+}
+
+impl UpArgs {
+    /// What `up` runs.
+    pub fn into_config(self) -> crate::up::UpConfig {
+        let consumer = ConsumerConfig {
+            kafka: self.kafka.into_config(),
+            redis_url: self.stores.redis_url,
+            mongo_url: self.stores.mongo_url,
+            mongo_db: self.stores.mongo_db,
+            idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
+            ..ConsumerConfig::default()
+        };
+        crate::up::UpConfig { listen: self.listen, consumer }
     }
 }
 

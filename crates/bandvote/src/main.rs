@@ -2,6 +2,7 @@
 //! telemetry, builds the service's configuration and runs it until SIGTERM or SIGINT.
 
 mod cli;
+mod up;
 
 use clap::Parser;
 
@@ -25,6 +26,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = bandvote_runtime::shutdown::CancellationToken::new();
     bandvote_runtime::shutdown::cancel_on_signal(shutdown.clone());
     match command {
+        Command::Up(args) => up::run(args.into_config(), shutdown).await,
         Command::GrpcGateway(args) => {
             bandvote_ingest::grpc_gateway::App::build(args.into_config()).await?.run(shutdown).await
         }
