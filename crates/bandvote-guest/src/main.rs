@@ -20,7 +20,7 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
 
 async fn handle(request: Request<Body>) -> Response<Body> {
     #[cfg(feature = "misbehave")]
-    if let Some(response) = misbehave::route(request.uri().path()) {
+    if let Some(response) = misbehave::route(&request).await {
         return response;
     }
     if request.uri().path() != ROUTE {
@@ -110,10 +110,10 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response<Bod
 /// Routes that misbehave on purpose, so the host's limits can be tested on a real component.
 #[cfg(feature = "misbehave")]
 mod misbehave {
-    use wstd::http::{Body, Response};
+    use wstd::http::{Body, Client, Request, Response, StatusCode};
 
-    pub fn route(path: &str) -> Option<Response<Body>> {
-        match path {
+    pub async fn route(request: &Request<Body>) -> Option<Response<Body>> {
+        match request.uri().path() {
             "/wasm/misbehave/trap" => panic!("trapping on purpose"),
             "/wasm/misbehave/spin" => {
                 let mut n: u64 = 0;
@@ -127,6 +127,19 @@ mod misbehave {
                     hoard.push(vec![1; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            // Tries to reach the URL in the query, bypassing the upstream: 200 if it got an
+            // answer, 403 if the host refused.
+            "/wasm/misbehave/escape" => {
+                let target = request.uri().query().unwrap_or_default().to_owned();
+                let outgoing = Request::get(target).body(Body::empty()).ok()?;
+                let status = match Client::new().send(outgoing).await {
+                    Ok(_) => StatusCode::OK,
+                    Err(_) => StatusCode::FORBIDDEN,
+                };
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = status;
+                Some(response)
             }
             _ => None,
         }

@@ -13,6 +13,8 @@ pub const VOTES_REJECTED: &str = "bandvote_votes_rejected_total";
 pub const VOTES_UNAVAILABLE: &str = "bandvote_votes_unavailable_total";
 /// Requests the WebAssembly guest failed (trap, memory or time limit): each answered 500.
 pub const WASM_GUEST_FAILURES: &str = "bandvote_wasm_guest_failures_total";
+/// Time to instantiate the WebAssembly guest for one request (pooling allocator, pre-instantiated).
+pub const WASM_INSTANTIATE_DURATION: &str = "bandvote_wasm_instantiate_seconds";
 /// Latency of vote requests at the gateway, from request to answer, by `path`.
 pub const VOTE_REQUEST_DURATION: &str = "bandvote_vote_request_duration_seconds";
 /// Messages the producer handed to Kafka and saw acknowledged.
@@ -47,7 +49,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let buckets = [
+                0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .expect("histogram buckets are valid")

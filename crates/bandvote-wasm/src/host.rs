@@ -182,7 +182,9 @@ impl Host {
             store.data_mut().http().new_response_outparam(sender).map_err(|e| anyhow!("response outparam: {e:?}"))?;
         let pre = self.pre.clone();
         let guest = tokio::spawn(async move {
+            let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await.map_err(|e| anyhow!("instantiation failed: {e:?}"))?;
+            metrics::histogram!(names::WASM_INSTANTIATE_DURATION).record(started.elapsed().as_secs_f64());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)

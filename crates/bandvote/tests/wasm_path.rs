@@ -122,3 +122,29 @@ async fn a_guest_that_traps_or_exceeds_its_limits_fails_that_request_only() {
     }
     assert_eq!(env.wait_for_total(3).await.total, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guest_can_reach_its_upstream_and_nothing_else() {
+    let env = TestEnv::new().await;
+    // A server the guest must not reach, counting every request it gets.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "reached" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let forbidden = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let component = tokio::task::spawn_blocking(misbehaving_guest).await.expect("built");
+    let (base, producer) = env.start_wasm_gateway(Some(component)).await;
+    let client = reqwest::Client::new();
+    let escape = |target: String| client.get(format!("{base}/wasm/misbehave/escape?{target}")).send();
+    let status = escape(format!("http://{forbidden}/")).await.expect("answered").status();
+    assert_eq!(status.as_u16(), 403, "the host refused the request");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the other server");
+    // The same request to the upstream goes through.
+    let status = escape(format!("http://{producer}/healthz")).await.expect("answered").status();
+    assert_eq!(status.as_u16(), 200);
+}
