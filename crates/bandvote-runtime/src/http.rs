@@ -78,6 +78,18 @@ impl ApiError {
         }
     }
 
+    /// `503 Service Unavailable` naming the dependency that did not answer (for read APIs, where
+    /// saying which store is down helps and reveals nothing).
+    pub fn unavailable_because(cause: impl std::fmt::Display, retry_after: Duration) -> Self {
+        tracing::warn!(cause = %cause, "answering 503");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("unavailable: {cause}"),
+            field: None,
+            retry_after: Some(retry_after),
+        }
+    }
+
     /// `500 Internal Server Error`; `cause` is logged with its chain, not answered.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use bandvote_api::ApiConfig;
 use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
 use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig, http_producer::HttpProducerConfig};
 use bandvote_queue::KafkaConfig;
@@ -51,6 +52,8 @@ pub enum Command {
     HttpProducer(HttpProducerArgs),
     /// Reads the votes topic and counts every vote exactly once in Redis and logs it in MongoDB.
     Consumer(ConsumerArgs),
+    /// REST and SSE API: /api/results, /api/logs, /api/stream, /api/openapi.json.
+    Api(ApiArgs),
     /// Rebuilds the Redis counters from the MongoDB log.
     Recount(RecountArgs),
 }
@@ -302,6 +305,34 @@ impl ConsumerArgs {
                 log: self.pipelines.contains(&PipelineName::Log),
             },
             ..ConsumerConfig::default()
+        }
+    }
+}
+
+/// Flags of `api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Listener for /api/..., /healthz, /readyz and /metrics.
+    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Redis and MongoDB.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// Origins allowed to call the API from a browser (comma-separated); none by default.
+    #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+impl ApiArgs {
+    /// The API's configuration.
+    pub fn into_config(self) -> ApiConfig {
+        ApiConfig {
+            listen: self.listen,
+            redis_url: self.stores.redis_url,
+            mongo_url: self.stores.mongo_url,
+            mongo_db: self.stores.mongo_db,
+            cors_origins: self.cors_origins,
+            ..ApiConfig::default()
         }
     }
 }

@@ -37,6 +37,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::HttpProducer(args) => {
             bandvote_ingest::http_producer::App::build(args.into_config()).await?.run(shutdown).await
         }
+        Command::Api(args) => bandvote_api::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Recount(args) => {
             let report = bandvote_consumer::recount::recount(&args.into_config()).await?;

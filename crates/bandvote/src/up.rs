@@ -1,10 +1,11 @@
-//! `bandvote up`: every service in one process, behind one listener, with the same public paths
+//! `bandvote up`: every service in one process (the API included), behind one listener, with the same public paths
 //! as every other deployment. The gRPC and wasm hops stay real (a loopback gRPC channel, a real
 //! WebAssembly guest), so the two ingest paths can still be compared.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use bandvote_api::{ApiConfig, ApiState};
 use bandvote_consumer::ConsumerConfig;
 use bandvote_ingest::{
     grpc_gateway::{self, GatewayConfig, GatewayState},
@@ -54,8 +55,18 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         ("http-producer", upstream_check(http_upstream)),
         ("consumer", upstream_check(format!("http://{}", consumer.local_addr()?))),
     ];
+    let api_config = ApiConfig {
+        redis_url: config.consumer.redis_url.clone(),
+        mongo_url: config.consumer.mongo_url.clone(),
+        mongo_db: config.consumer.mongo_db.clone(),
+        ..ApiConfig::default()
+    };
+    let api = ApiState::new(&api_config, shutdown.child_token()).await.context("failed to prepare the api")?;
     let router = http::with_fallbacks(
-        grpc_gateway::router(gateway).merge(bandvote_wasm::router(Arc::clone(&host))).merge(health::router(checks)),
+        grpc_gateway::router(gateway)
+            .merge(bandvote_wasm::router(Arc::clone(&host)))
+            .merge(bandvote_api::router(api.clone(), &[]))
+            .merge(health::router(checks)),
     );
 
     let public = http::local_addr(&listener)?;
@@ -73,6 +84,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         "             -d '{{\"name\":\"Bohemia Suburbana\",\"album\":\"Mis palabras\",\"year\":\"1997\",\"rank\":\"9.5\"}}'"
     );
     eprintln!("           (or /wasm/votes for the WebAssembly path)");
+    eprintln!(
+        "  results: http://{public}/api/results   log: http://{public}/api/logs   live: http://{public}/api/stream"
+    );
     eprintln!("  health:  http://{public}/readyz    metrics: http://{public}/metrics");
     eprintln!("  Ctrl-C drains and stops.");
 
@@ -82,9 +96,11 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         spawn_named("consumer", shutdown.clone(), consumer.run(shutdown.clone())),
     ];
     let ticker = host.start_epoch_ticker(shutdown.clone());
+    let reader = api.start_stream();
     let served = http::serve(listener, router, shutdown.clone(), GatewayConfig::default().grace).await;
     shutdown.cancel();
     ticker.abort();
+    reader.abort();
     for task in futures::future::join_all(tasks).await {
         task.context("a service panicked")??;
     }

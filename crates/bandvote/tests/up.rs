@@ -43,6 +43,13 @@ async fn up_serves_both_paths_on_one_port_and_counts_exactly() {
     let all: Vec<_> = grpc_votes.iter().chain(&wasm_votes).cloned().collect();
     assert_eq!(env.wait_for_total(320).await, expected(&all));
     assert_eq!(env.wait_for_logs(320).await.len(), 320);
+    // The API is on the same port.
+    let results: serde_json::Value =
+        client.get(format!("{base}/api/results")).send().await.expect("results").json().await.expect("json");
+    assert_eq!(results["total"], 320);
+    let logs: serde_json::Value =
+        client.get(format!("{base}/api/logs?limit=3")).send().await.expect("logs").json().await.expect("json");
+    assert_eq!(logs.as_array().map(Vec::len), Some(3));
 
     // SIGTERM drains and exits cleanly.
     let pid = process.id().expect("pid");

@@ -189,6 +189,25 @@ impl TestEnv {
         base
     }
 
+    /// Starts the API in this process on this test's Redis database and Mongo database.
+    pub async fn start_api(&self) -> String {
+        self.start_api_with(bandvote_api::ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            redis_url: self.redis_url(),
+            mongo_url: MONGO.into(),
+            mongo_db: self.mongo_db.clone(),
+            ..bandvote_api::ApiConfig::default()
+        })
+        .await
+    }
+
+    pub async fn start_api_with(&self, config: bandvote_api::ApiConfig) -> String {
+        let api = bandvote_api::App::build(config).await.expect("api builds");
+        let base = format!("http://{}", api.local_addr().expect("addr"));
+        tokio::spawn(api.run(self.shutdown.clone()));
+        base
+    }
+
     /// Starts a consumer in this process.
     pub async fn start_consumer(&self) {
         let app = bandvote_consumer::App::build(self.consumer_config()).await.expect("consumer builds");

@@ -1,0 +1,141 @@
+//! `bandvote api`: what the web app and anyone else reads.
+//! - [`store`]: the live counters (Redis, read in one consistent snapshot) and the vote log (MongoDB);
+//! - [`stream`]: ONE shared reader that turns changes into events, fanned out to every SSE client;
+//! - [`routes`]: `GET /api/results`, `GET /api/logs`, `GET /api/stream`, `GET /api/openapi.json`.
+
+pub mod routes;
+pub mod store;
+pub mod stream;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, http::HeaderValue};
+use bandvote_runtime::{health, http};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{store::Store, stream::Events};
+
+/// Configuration of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Listener. Default `0.0.0.0:8000`.
+    pub listen: SocketAddr,
+    /// Redis URL (a database number is honoured). Default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// MongoDB URL. Default `mongodb://127.0.0.1:27017`.
+    pub mongo_url: String,
+    /// MongoDB database. Default `bandvote`.
+    pub mongo_db: String,
+    /// Origins allowed to call the API from a browser; none by default.
+    pub cors_origins: Vec<String>,
+    /// Longest drain on shutdown. Default 10 s.
+    pub grace: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            mongo_url: "mongodb://127.0.0.1:27017".into(),
+            mongo_db: "bandvote".into(),
+            cors_origins: Vec::new(),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of the API's handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Where results and logs are read.
+    pub store: Arc<Store>,
+    /// The shared event stream.
+    pub events: Events,
+    /// Cancelled on shutdown; open streams end with it.
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// Connects (lazily) to Redis and MongoDB and starts nothing yet.
+    pub async fn new(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let store = Arc::new(Store::new(&config.redis_url, &config.mongo_url, &config.mongo_db).await?);
+        Ok(Self { events: Events::new(), store, shutdown })
+    }
+
+    /// Starts the one reader behind `/api/stream`; it stops with `shutdown`.
+    pub fn start_stream(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(stream::run_reader(Arc::clone(&self.store), self.events.clone(), self.shutdown.clone()))
+    }
+}
+
+/// The API's routes, with CORS for the configured origins only.
+pub fn router(state: ApiState, cors_origins: &[String]) -> Router {
+    let router = routes::router(state);
+    let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    if origins.is_empty() {
+        router
+    } else {
+        router.layer(CorsLayer::new().allow_origin(AllowOrigin::list(origins)).allow_methods([axum::http::Method::GET]))
+    }
+}
+
+/// A built API, bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: ApiState,
+    grace: Duration,
+}
+
+impl App {
+    /// Prepares the stores (connections are made on first use) and binds the listener.
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let state = ApiState::new(&config, CancellationToken::new()).await?;
+        let (redis, mongo) = (Arc::clone(&state.store), Arc::clone(&state.store));
+        let checks = vec![
+            (
+                "redis",
+                health::check(move || {
+                    let store = Arc::clone(&redis);
+                    async move { store.ping_redis().await }
+                }),
+            ),
+            (
+                "mongodb",
+                health::check(move || {
+                    let store = Arc::clone(&mongo);
+                    async move { store.ping_mongo().await }
+                }),
+            ),
+        ];
+        let router = http::with_fallbacks(router(state.clone(), &config.cors_origins).merge(health::router(checks)));
+        let listener = http::bind(config.listen).await?;
+        Ok(Self { listener, router, state, grace: config.grace })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        http::local_addr(&self.listener)
+    }
+
+    /// Serves until `shutdown`; open streams end at once, then in-flight requests drain.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, "api listening");
+        let inner = self.state.shutdown.clone();
+        let relay = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                inner.cancel();
+            }
+        });
+        let reader = self.state.start_stream();
+        let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
+        relay.abort();
+        reader.abort();
+        served
+    }
+}

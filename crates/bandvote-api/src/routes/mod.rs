@@ -1,0 +1,31 @@
+//! The API's routes, one module per resource.
+
+mod logs;
+mod openapi;
+mod results;
+mod stream;
+
+use axum::{Router, routing::get};
+
+use crate::{ApiState, store::Unavailable};
+
+pub use logs::get_logs;
+pub use openapi::get_openapi;
+pub use results::get_results;
+pub use stream::get_stream;
+
+/// `/api/results`, `/api/logs`, `/api/stream`, `/api/openapi.json`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/results", get(get_results))
+        .route("/api/logs", get(get_logs))
+        .route("/api/stream", get(get_stream))
+        .route("/api/openapi.json", get(get_openapi))
+        .with_state(state)
+}
+
+impl From<Unavailable> for bandvote_runtime::http::ApiError {
+    fn from(error: Unavailable) -> Self {
+        bandvote_runtime::http::ApiError::unavailable_because(error.0, std::time::Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,151 @@
+//! The API against real Redis and MongoDB-wire servers, filled by a real run of the pipeline.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+use support::{PATIENCE, TestEnv, expected, free_port, mix, post_all, post_vote};
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("answered");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_and_logs_reflect_exactly_the_votes_sent() {
+    let env = TestEnv::new().await;
+    let votes_base = env.start_grpc_path().await;
+    env.start_consumer().await;
+    let api = env.start_api().await;
+    let votes = mix(60);
+    post_all(&format!("{votes_base}/grpc/votes"), &votes, 8).await;
+    env.wait_for_total(60).await;
+    env.wait_for_logs(60).await;
+
+    let (status, results) = get_json(&format!("{api}/api/results")).await;
+    assert_eq!(status, 200);
+    let want = expected(&votes);
+    assert_eq!(results["total"], 60);
+    let bands: BTreeMap<String, u64> = serde_json::from_value(results["bands"].clone()).expect("bands");
+    let albums: BTreeMap<String, u64> = serde_json::from_value(results["albums"].clone()).expect("albums");
+    assert_eq!((bands, albums), (want.bands, want.albums));
+    let updated_at = results["updated_at"].as_str().expect("updated_at");
+    assert!(updated_at.ends_with('Z') && updated_at.len() == "2026-11-26T16:04:05.123Z".len(), "{updated_at}");
+    assert!(results["freshness_ms"].as_i64().is_some_and(|ms| ms >= 0));
+
+    let (status, logs) = get_json(&format!("{api}/api/logs")).await;
+    assert_eq!(status, 200);
+    let logs = logs.as_array().expect("array");
+    assert_eq!(logs.len(), 20, "default limit");
+    let times: Vec<&str> = logs.iter().map(|l| l["received_at"].as_str().expect("received_at")).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    for entry in logs {
+        assert!(entry["id"].is_string() && entry["path"] == "grpc");
+        for field in ["name", "album", "year", "rank"] {
+            assert!(entry["data"][field].is_string(), "{entry}");
+        }
+    }
+    assert_eq!(get_json(&format!("{api}/api/logs?limit=5")).await.1.as_array().map(Vec::len), Some(5));
+    assert_eq!(get_json(&format!("{api}/api/logs?limit=1000")).await.1.as_array().map(Vec::len), Some(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_limit_is_a_400_naming_the_field() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    for limit in ["0", "1001", "-3", "ten", "1.5", ""] {
+        let (status, body) = get_json(&format!("{api}/api/logs?limit={limit}")).await;
+        assert_eq!((status, body["field"].as_str()), (400, Some("limit")), "limit={limit}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_contest_shows_zero_and_no_fake_timestamps() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let (status, results) = get_json(&format!("{api}/api/results")).await;
+    assert_eq!(status, 200);
+    assert_eq!(results["total"], 0);
+    assert_eq!(results["bands"], serde_json::json!({}));
+    assert!(results["updated_at"].is_null() && results["freshness_ms"].is_null(), "{results}");
+    assert_eq!(get_json(&format!("{api}/api/logs")).await, (200, serde_json::json!([])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_down_give_a_clear_503_not_a_hang() {
+    let env = TestEnv::new().await;
+    let api = env
+        .start_api_with(bandvote_api::ApiConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            redis_url: format!("redis://127.0.0.1:{}", free_port()),
+            mongo_url: format!("mongodb://127.0.0.1:{}", free_port()),
+            ..Default::default()
+        })
+        .await;
+    for path in ["/api/results", "/api/logs", "/readyz"] {
+        let started = std::time::Instant::now();
+        let (status, body) = get_json(&format!("{api}{path}")).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{path} answered within 10 s");
+    }
+    let (_, body) = get_json(&format!("{api}/api/results")).await;
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("redis")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stream_sends_results_first_then_each_new_vote_and_the_new_counts() {
+    let env = TestEnv::new().await;
+    let votes_base = env.start_grpc_path().await;
+    env.start_consumer().await;
+    let api = env.start_api().await;
+    let response = reqwest::get(format!("{api}/api/stream")).await.expect("stream opens");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut response = response;
+    let mut buffer = String::new();
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut next_event = async || -> (String, Value) {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let name = block.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_owned);
+                let data = block.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned);
+                if let (Some(name), Some(data)) = (name, data) {
+                    return (name, serde_json::from_str(&data).expect("event data is JSON"));
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout(PATIENCE, response.chunk()).await.expect("an event in time");
+            buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk").expect("stream open")));
+        }
+    };
+    let (name, first) = next_event().await;
+    assert_eq!((name.as_str(), &first["total"]), ("results", &serde_json::json!(0)));
+
+    let client = reqwest::Client::new();
+    for key in ["s-1", "s-2", "s-3"] {
+        let (status, _) = post_vote(&client, &format!("{votes_base}/grpc/votes"), mix(1)[0].body(), Some(key)).await;
+        assert_eq!(status, 202);
+    }
+    while !(events.iter().filter(|(n, _)| n == "log").count() == 3
+        && events.iter().any(|(n, d)| n == "results" && d["total"] == 3))
+    {
+        events.push(next_event().await);
+    }
+    let logged: Vec<&str> = events.iter().filter(|(n, _)| n == "log").filter_map(|(_, d)| d["id"].as_str()).collect();
+    let mut logged = logged.clone();
+    logged.sort_unstable();
+    assert_eq!(logged, ["s-1", "s-2", "s-3"], "each vote once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_describes_every_route() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let (status, document) = get_json(&format!("{api}/api/openapi.json")).await;
+    assert_eq!(status, 200);
+    for path in ["/api/results", "/api/logs", "/api/stream", "/api/openapi.json"] {
+        assert!(document["paths"][path]["get"].is_object(), "{path} is described");
+    }
+}
