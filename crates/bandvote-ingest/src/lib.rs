@@ -10,3 +10,4 @@ pub mod edge;
 pub mod grpc_gateway;
 pub mod grpc_producer;
 pub mod http_producer;
+mod producing;

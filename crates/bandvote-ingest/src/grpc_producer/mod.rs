@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
+use crate::producing;
+
 /// Configuration of the gRPC producer.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -102,14 +104,7 @@ impl App {
         let grpc = tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(Arc::clone(&queue))))
             .add_service(health_service)
             .into_axum_router();
-        let probe = producer.clone();
-        let checks = vec![(
-            "kafka",
-            health::check(move || {
-                let probe = probe.clone();
-                async move { probe.check_topic().await }
-            }),
-        )];
+        let checks = producing::kafka_checks(&producer);
         // Plain HTTP paths first; everything else is gRPC.
         let router = health::router(checks).fallback_service(grpc);
         let listener = http::bind(config.listen).await?;
@@ -123,13 +118,6 @@ impl App {
 
     /// Serves until `shutdown`; then drains in-flight calls and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr()?, "grpc-producer listening");
-        let kafka = self.producer.config().clone();
-        let topics_shutdown = shutdown.clone();
-        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
-        let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
-        topics.abort();
-        self.producer.flush().await;
-        served
+        producing::serve("grpc-producer", self.listener, self.router, &self.producer, shutdown, self.grace).await
     }
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge;
+use crate::{edge, producing};
 
 /// Configuration of the HTTP producer.
 #[derive(Debug, Clone)]
@@ -77,14 +77,7 @@ impl App {
     /// Binds the listener and builds the Kafka producer (topics are created in the background).
     pub async fn build(config: HttpProducerConfig) -> anyhow::Result<Self> {
         let producer = KafkaProducer::new(config.kafka.clone())?;
-        let probe = producer.clone();
-        let checks = vec![(
-            "kafka",
-            health::check(move || {
-                let probe = probe.clone();
-                async move { probe.check_topic().await }
-            }),
-        )];
+        let checks = producing::kafka_checks(&producer);
         let router = http::with_fallbacks(router(Arc::new(producer.clone())).merge(health::router(checks)));
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, router, producer, grace: config.grace })
@@ -97,13 +90,6 @@ impl App {
 
     /// Serves until `shutdown`; then drains in-flight votes and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr()?, "http-producer listening");
-        let kafka = self.producer.config().clone();
-        let topics_shutdown = shutdown.clone();
-        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
-        let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
-        topics.abort();
-        self.producer.flush().await;
-        served
+        producing::serve("http-producer", self.listener, self.router, &self.producer, shutdown, self.grace).await
     }
 }
