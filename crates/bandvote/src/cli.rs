@@ -56,6 +56,8 @@ pub enum Command {
     Api(ApiArgs),
     /// Rebuilds the Redis counters from the MongoDB log.
     Recount(RecountArgs),
+    /// Open-model load generator: votes at a fixed arrival rate, latency from intended send time.
+    Load(LoadArgs),
 }
 
 /// Kafka connection flags.
@@ -369,11 +371,111 @@ impl RecountArgs {
     }
 }
 
+/// Which vote endpoint `load` sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadPath {
+    /// POST /grpc/votes.
+    Grpc,
+    /// POST /wasm/votes.
+    Wasm,
+    /// Both, interleaved vote by vote.
+    Both,
+}
+
+/// Flags of `load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Base URL of the system (its public listener).
+    #[arg(long, env = "BANDVOTE_LOAD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Vote path to load.
+    #[arg(long, env = "BANDVOTE_LOAD_PATH", default_value = "grpc")]
+    pub path: LoadPath,
+    /// Send to this exact URL instead of a vote path of --url (e.g. a bare baseline server).
+    #[arg(long, env = "BANDVOTE_LOAD_TARGET_URL", conflicts_with = "path")]
+    pub target_url: Option<String>,
+    /// Arrival rate in votes/s; several (comma-separated) make a stepped run, one step each.
+    #[arg(long, env = "BANDVOTE_LOAD_RATE", value_delimiter = ',', default_value = "1000")]
+    pub rate: Vec<f64>,
+    /// How long each rate step lasts (e.g. 10s, 500ms, 2m).
+    #[arg(long, env = "BANDVOTE_LOAD_DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many votes (default: a traffic file's length, else rate × duration).
+    #[arg(long, env = "BANDVOTE_LOAD_COUNT")]
+    pub count: Option<u64>,
+    /// JSON array of votes, sent in order (default: the original contest's albums, weighted at random).
+    #[arg(long, env = "BANDVOTE_LOAD_TRAFFIC")]
+    pub traffic: Option<std::path::PathBuf>,
+    /// Seed of the random mix.
+    #[arg(long, env = "BANDVOTE_LOAD_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Requests in flight at most; votes due beyond it wait (and their wait counts as latency).
+    #[arg(long, env = "BANDVOTE_LOAD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Time allowed for one request (e.g. 10s).
+    #[arg(long, env = "BANDVOTE_LOAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Retries of a vote answered 5xx or not at all, with the same Idempotency-Key.
+    #[arg(long, env = "BANDVOTE_LOAD_RETRIES", default_value_t = 0)]
+    pub retries: u32,
+    /// Send an Idempotency-Key with every vote (implied by --retries).
+    #[arg(long, env = "BANDVOTE_LOAD_KEYS")]
+    pub keys: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an HTML report with latency-over-time and throughput charts to this file.
+    #[arg(long, env = "BANDVOTE_LOAD_REPORT")]
+    pub report: Option<std::path::PathBuf>,
+    /// After the run, wait until the API's counts include every accepted vote and compare them.
+    #[arg(long, env = "BANDVOTE_LOAD_VERIFY")]
+    pub verify: bool,
+    /// Base URL of the API that --verify reads (default: --url).
+    #[arg(long, env = "BANDVOTE_LOAD_API")]
+    pub api: Option<String>,
+    /// How long --verify waits for the counts (e.g. 60s).
+    #[arg(long, env = "BANDVOTE_LOAD_VERIFY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub verify_timeout: Duration,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?} (e.g. 10s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
-    use super::Cli;
+    use std::time::Duration;
+
+    use super::{Cli, parse_duration};
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 
     #[test]
     fn command_line_is_consistent() {

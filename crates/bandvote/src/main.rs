@@ -2,6 +2,7 @@
 //! telemetry, builds the service's configuration and runs it until SIGTERM or SIGINT.
 
 mod cli;
+mod load;
 mod up;
 
 use clap::Parser;
@@ -39,6 +40,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Api(args) => bandvote_api::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
+        Command::Load(args) => load::run(args, shutdown).await,
         Command::Recount(args) => {
             let report = bandvote_consumer::recount::recount(&args.into_config()).await?;
             tracing::info!(

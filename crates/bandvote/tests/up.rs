@@ -4,19 +4,7 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use support::{KAFKA, PATIENCE, TestEnv, expected, free_port, mix, post_all, wait_for};
-
-fn up(env: &TestEnv, port: u16) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"));
-    command
-        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--kafka-brokers", KAFKA, "--kafka-topic", &env.topic])
-        .args(["--redis-url", &env.redis_url(), "--mongo-db", &env.mongo_db])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
+use support::{PATIENCE, TestEnv, expected, free_port, mix, post_all, up, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_serves_both_paths_on_one_port_and_counts_exactly() {

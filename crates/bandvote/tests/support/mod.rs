@@ -378,6 +378,33 @@ pub async fn post_all(url: &str, votes: &[TestVote], concurrency: usize) -> Vec<
 }
 
 /// The repository root (for `scripts/services`).
+/// `bandvote up` on `port` against this test's topic, Redis database and MongoDB database.
+pub fn up(env: &TestEnv, port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"));
+    command
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kafka-brokers", KAFKA, "--kafka-topic", &env.topic])
+        .args(["--redis-url", &env.redis_url(), "--mongo-db", &env.mongo_db])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `bandvote up` on a free port and waits until it is ready; returns it and its base URL.
+pub async fn start_up(env: &TestEnv) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let process = up(env, port).spawn().expect("bandvote up starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_for("up to be ready", PATIENCE, || async {
+        let answer = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
+    (process, base)
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
