@@ -1,7 +1,8 @@
 //! `bandvote api`: what the web app and anyone else reads.
 //! - [`store`]: the live counters (Redis, read in one consistent snapshot) and the vote log (MongoDB);
 //! - [`stream`]: ONE shared reader that turns changes into events, fanned out to every SSE client;
-//! - [`routes`]: `GET /api/results`, `GET /api/logs`, `GET /api/stream`, `GET /api/openapi.json`.
+//! - [`routes`]: `GET /api/results`, `GET /api/logs`, `GET /api/stream`, `GET /api/openapi.json`,
+//!   `GET /api/config`, and the embedded web app at `/`.
 
 pub mod routes;
 pub mod store;
@@ -32,6 +33,9 @@ pub struct ApiConfig {
     pub cors_origins: Vec<String>,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Where the web app posts votes: `Some("")` for this origin (`up`), a base URL for another host,
+    /// `None` to hide the vote form (the API alone has no vote endpoints).
+    pub vote_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +47,7 @@ impl Default for ApiConfig {
             mongo_db: "bandvote".into(),
             cors_origins: Vec::new(),
             grace: Duration::from_secs(10),
+            vote_url: None,
         }
     }
 }
@@ -56,13 +61,15 @@ pub struct ApiState {
     pub events: Events,
     /// Cancelled on shutdown; open streams end with it.
     pub shutdown: CancellationToken,
+    /// Where the web app posts votes (see [`ApiConfig::vote_url`]).
+    pub vote_url: Option<String>,
 }
 
 impl ApiState {
     /// Connects (lazily) to Redis and MongoDB and starts nothing yet.
     pub async fn new(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let store = Arc::new(Store::new(&config.redis_url, &config.mongo_url, &config.mongo_db).await?);
-        Ok(Self { events: Events::new(), store, shutdown })
+        Ok(Self { events: Events::new(), store, shutdown, vote_url: config.vote_url.clone() })
     }
 
     /// Starts the one reader behind `/api/stream`; it stops with `shutdown`.

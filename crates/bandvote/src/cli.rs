@@ -323,6 +323,10 @@ pub struct ApiArgs {
     /// Origins allowed to call the API from a browser (comma-separated); none by default.
     #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Base URL the web app posts votes to (its /grpc/votes and /wasm/votes); "" for this origin.
+    /// Without it the web app shows no vote form.
+    #[arg(long, env = "BANDVOTE_VOTE_URL")]
+    pub vote_url: Option<String>,
 }
 
 impl ApiArgs {
@@ -334,6 +338,7 @@ impl ApiArgs {
             mongo_url: self.stores.mongo_url,
             mongo_db: self.stores.mongo_db,
             cors_origins: self.cors_origins,
+            vote_url: self.vote_url,
             ..ApiConfig::default()
         }
     }

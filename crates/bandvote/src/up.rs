@@ -59,6 +59,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         redis_url: config.consumer.redis_url.clone(),
         mongo_url: config.consumer.mongo_url.clone(),
         mongo_db: config.consumer.mongo_db.clone(),
+        // The vote paths are on this same listener.
+        vote_url: Some(String::new()),
         ..ApiConfig::default()
     };
     let api = ApiState::new(&api_config, shutdown.child_token()).await.context("failed to prepare the api")?;

@@ -145,7 +145,51 @@ async fn openapi_describes_every_route() {
     let api = env.start_api().await;
     let (status, document) = get_json(&format!("{api}/api/openapi.json")).await;
     assert_eq!(status, 200);
-    for path in ["/api/results", "/api/logs", "/api/stream", "/api/openapi.json"] {
+    for path in ["/api/results", "/api/logs", "/api/stream", "/api/openapi.json", "/api/config", "/"] {
         assert!(document["paths"][path]["get"].is_object(), "{path} is described");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_app_is_embedded_and_served_from_this_origin_only() {
+    let env = TestEnv::new().await;
+    let api = env.start_api().await;
+    let page = reqwest::get(format!("{api}/")).await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    assert!(policy.starts_with("default-src 'self'; connect-src 'self';"), "{policy}");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<div id=\"app\">"), "{html}");
+    // Every script and stylesheet the page names is embedded and served with its type, and none
+    // of them is on another host.
+    let assets: Vec<&str> = html.split('"').filter(|s| s.starts_with("/assets/")).collect();
+    assert!(assets.iter().any(|a| a.ends_with(".js")) && assets.iter().any(|a| a.ends_with(".css")), "{html}");
+    assert!(!html.contains("http://") && !html.contains("https://"), "no absolute URLs: {html}");
+    for asset in assets {
+        let answer = reqwest::get(format!("{api}{asset}")).await.expect("asset");
+        assert_eq!(answer.status(), 200, "{asset}");
+        assert!(answer.headers()["cache-control"].to_str().expect("ascii").contains("immutable"), "{asset}");
+        let kind = answer.headers()["content-type"].to_str().expect("ascii").to_owned();
+        assert!(kind.starts_with("text/javascript") || kind.starts_with("text/css"), "{asset}: {kind}");
+    }
+    // The API alone has no vote endpoints: its web app shows no vote form unless told where to vote.
+    assert_eq!(get_json(&format!("{api}/api/config")).await, (200, serde_json::json!({"vote_url": null})));
+    let elsewhere = env
+        .start_api_with(bandvote_api::ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            redis_url: env.redis_url(),
+            mongo_db: env.mongo_db.clone(),
+            vote_url: Some("https://votes.example.org".into()),
+            ..bandvote_api::ApiConfig::default()
+        })
+        .await;
+    let (_, config) = get_json(&format!("{elsewhere}/api/config")).await;
+    assert_eq!(config["vote_url"], "https://votes.example.org");
+    let page = reqwest::get(format!("{elsewhere}/")).await.expect("GET /");
+    let policy = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    assert!(policy.contains("connect-src 'self' https://votes.example.org;"), "{policy}");
+    // Unknown paths are still JSON 404s.
+    let (status, body) = get_json(&format!("{api}/nope")).await;
+    assert_eq!((status, body["error"].is_string()), (404, true));
 }

@@ -4,6 +4,7 @@ mod logs;
 mod openapi;
 mod results;
 mod stream;
+mod web;
 
 use axum::{Router, routing::get};
 
@@ -13,15 +14,18 @@ pub use logs::get_logs;
 pub use openapi::get_openapi;
 pub use results::get_results;
 pub use stream::get_stream;
+pub use web::ASSETS;
 
-/// `/api/results`, `/api/logs`, `/api/stream`, `/api/openapi.json`.
+/// `/api/results`, `/api/logs`, `/api/stream`, `/api/openapi.json`, `/api/config` and the web app.
 pub fn router(state: ApiState) -> Router {
+    let web = web::router(state.clone());
     Router::new()
         .route("/api/results", get(get_results))
         .route("/api/logs", get(get_logs))
         .route("/api/stream", get(get_stream))
         .route("/api/openapi.json", get(get_openapi))
         .with_state(state)
+        .merge(web)
 }
 
 impl From<Unavailable> for bandvote_runtime::http::ApiError {

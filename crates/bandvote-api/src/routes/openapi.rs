@@ -39,7 +39,14 @@ pub fn document() -> Value {
                 "summary": "Server-Sent Events: `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote; `status` when a store stops or resumes answering",
                 "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}}}
             }},
-            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/api/config": {"get": {
+                "summary": "What the web app needs to know: where it posts votes (`\"\"` = this origin, null = no vote form)",
+                "responses": {"200": {"description": "the web app's configuration", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["vote_url"], "properties": {"vote_url": {"type": ["string", "null"]}}
+                }}}}}
+            }},
+            "/": {"get": {"summary": "The web app (embedded static files)", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
         },
         "components": {"schemas": {
             "Results": {"type": "object", "required": ["total", "bands", "albums", "updated_at", "freshness_ms"], "properties": {

@@ -1,0 +1,97 @@
+// The API contract of DESIGN.md, as the web app reads it.
+
+export interface Results {
+  total: number
+  bands: Record<string, number>
+  albums: Record<string, number>
+  /** When the newest counted vote was counted (RFC 3339), or null before the first vote. */
+  updated_at: string | null
+  /** How long after it was received that vote was counted, in ms, or null. */
+  freshness_ms: number | null
+}
+
+export interface VoteData {
+  name: string
+  album: string
+  year: string
+  rank: string
+}
+
+export interface LogEntry {
+  id: string
+  data: VoteData
+  path: string
+  received_at: string
+}
+
+export interface WebConfig {
+  /** Base URL that votes are posted to: "" for this origin, null when voting is off. */
+  vote_url: string | null
+}
+
+export class ApiError extends Error {
+  readonly status: number
+  readonly field?: string
+  constructor(status: number, message: string, field?: string) {
+    super(message)
+    this.status = status
+    this.field = field
+  }
+}
+
+/** GETs JSON; a non-2xx answer becomes an ApiError carrying the server's message. */
+export async function getJson<T>(url: string): Promise<T> {
+  const response = await fetch(url, { headers: { accept: 'application/json' } })
+  if (!response.ok) {
+    throw await errorOf(response)
+  }
+  return (await response.json()) as T
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  try {
+    const body = await response.json()
+    return new ApiError(response.status, body.error ?? response.statusText, body.field)
+  } catch {
+    return new ApiError(response.status, `${response.status} ${response.statusText}`)
+  }
+}
+
+export interface Accepted {
+  id: string
+  path: string
+}
+
+/** A fresh Idempotency-Key, so that the browser's own retry of this request is counted once. */
+function voteKey(): string {
+  if (typeof crypto.randomUUID === 'function') {
+    return crypto.randomUUID()
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(16))
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+/** Posts one vote through `/grpc/votes` or `/wasm/votes` of `base`. */
+export async function postVote(base: string, path: 'grpc' | 'wasm', vote: VoteData): Promise<Accepted> {
+  let response: Response
+  try {
+    response = await fetch(`${base.replace(/\/$/, '')}/${path}/votes`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': voteKey() },
+      body: JSON.stringify(vote),
+    })
+  } catch {
+    throw new ApiError(0, 'the vote service cannot be reached; check your connection and try again')
+  }
+  if (response.status !== 202) {
+    throw await errorOf(response)
+  }
+  return (await response.json()) as Accepted
+}
+
+/** `date - time - band album year rank`, as the original's console printed it (UTC). */
+export function formatLog(entry: LogEntry): string {
+  const at = entry.received_at
+  const { name, album, year, rank } = entry.data
+  return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${name} ${album} ${year} ${rank}`
+}
