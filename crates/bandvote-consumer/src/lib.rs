@@ -106,6 +106,7 @@ pub struct App {
 impl App {
     /// Connects to Redis and MongoDB, joins both consumer groups and binds the listener.
     pub async fn build(config: ConsumerConfig) -> anyhow::Result<Self> {
+        bandvote_runtime::metrics::announce_consumer();
         let tally = RedisTally::connect(&config.redis_url, config.idempotency_ttl.as_secs().max(1))
             .await
             .with_context(|| format!("failed to connect to redis at {}", redact(&config.redis_url)))?;
@@ -216,10 +217,12 @@ impl App {
 }
 
 async fn report_lag(sources: Vec<(&'static str, Arc<KafkaSource>)>, shutdown: CancellationToken) {
+    // Every 2 s, starting now (the gauge exists as soon as a partition is assigned).
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tick.tick() => {}
         }
         for (pipeline, source) in &sources {
             if let Ok(lag) = source.lag().await {

@@ -65,3 +65,35 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Creates, at zero, the series a vote gateway exports, so that dashboards and `rate()` see zeros
+/// from the start rather than "no data" until the first error.
+pub fn announce_gateway(path: &'static str) {
+    install();
+    metrics::counter!(VOTES_ACCEPTED, "path" => path).increment(0);
+    metrics::counter!(VOTES_UNAVAILABLE, "path" => path).increment(0);
+    metrics::counter!(VOTES_REJECTED, "path" => path, "reason" => "invalid").increment(0);
+    if path == "wasm" {
+        metrics::counter!(WASM_GUEST_FAILURES).increment(0);
+    }
+}
+
+/// Creates, at zero, the series a producer exports.
+pub fn announce_producer() {
+    install();
+    metrics::counter!(MESSAGES_PRODUCED).increment(0);
+    for reason in ["unavailable", "refused"] {
+        metrics::counter!(PRODUCE_ERRORS, "reason" => reason).increment(0);
+    }
+}
+
+/// Creates, at zero, the series the consumer exports.
+pub fn announce_consumer() {
+    install();
+    for pipeline in ["tally", "log"] {
+        metrics::counter!(CONSUMER_VOTES, "pipeline" => pipeline).increment(0);
+        metrics::counter!(CONSUMER_SINK_ERRORS, "pipeline" => pipeline).increment(0);
+    }
+    metrics::counter!(CONSUMER_DEAD_LETTERS).increment(0);
+    metrics::counter!(CONSUMER_REFUSALS).increment(0);
+}

@@ -60,6 +60,7 @@ impl Default for WasmGatewayConfig {
 
 /// The wasm gateway's routes: everything under `/wasm/` goes to the guest.
 pub fn router(host: Arc<Host>) -> Router {
+    bandvote_runtime::metrics::announce_gateway("wasm");
     Router::new()
         .route("/wasm", axum::routing::any(handle))
         .route("/wasm/{*rest}", axum::routing::any(handle))

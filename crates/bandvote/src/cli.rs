@@ -314,9 +314,10 @@ impl ConsumerArgs {
 /// Flags of `api`.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// Listener for /api/..., /healthz, /readyz and /metrics.
-    #[arg(long, env = "BANDVOTE_LISTEN", default_value = "0.0.0.0:8000")]
-    pub listen: SocketAddr,
+    /// Listener for /, /api/..., /healthz, /readyz and /metrics [default: 0.0.0.0:$PORT when PORT is
+    /// set, as on Cloud Run, else 0.0.0.0:8000].
+    #[arg(long, env = "BANDVOTE_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Redis and MongoDB.
     #[command(flatten)]
     pub stores: StoreArgs,
@@ -332,8 +333,9 @@ pub struct ApiArgs {
 impl ApiArgs {
     /// The API's configuration.
     pub fn into_config(self) -> ApiConfig {
+        let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8000);
         ApiConfig {
-            listen: self.listen,
+            listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port))),
             redis_url: self.stores.redis_url,
             mongo_url: self.stores.mongo_url,
             mongo_db: self.stores.mongo_db,

@@ -193,3 +193,24 @@ async fn the_web_app_is_embedded_and_served_from_this_origin_only() {
     let (status, body) = get_json(&format!("{api}/nope")).await;
     assert_eq!((status, body["error"].is_string()), (404, true));
 }
+
+/// On Cloud Run the platform sets PORT: without --listen, `bandvote api` listens on 0.0.0.0:$PORT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_listens_on_port_from_the_environment_like_cloud_run() {
+    let env = TestEnv::new().await;
+    let port = free_port();
+    let _api = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["api", "--redis-url", &env.redis_url(), "--mongo-db", &env.mongo_db])
+        .env("PORT", port.to_string())
+        .env_remove("BANDVOTE_LISTEN")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bandvote api starts");
+    let (status, body) = support::wait_for("the api on $PORT", PATIENCE, || async {
+        let answer = reqwest::get(format!("http://127.0.0.1:{port}/api/results")).await.ok()?;
+        Some((answer.status().as_u16(), answer.json::<Value>().await.ok()?))
+    })
+    .await;
+    assert_eq!((status, body["total"].as_u64()), (200, Some(0)));
+}

@@ -96,6 +96,7 @@ impl GatewayState {
 
 /// The gateway's routes: `POST /grpc/votes`.
 pub fn router(state: GatewayState) -> Router {
+    bandvote_runtime::metrics::announce_gateway("grpc");
     Router::new().route("/grpc/votes", axum::routing::post(post_grpc_vote)).with_state(state)
 }
 

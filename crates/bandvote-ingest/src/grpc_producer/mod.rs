@@ -97,6 +97,7 @@ impl App {
     /// Binds the listener and builds the Kafka producer (topics are created in the background by
     /// [`App::run`], so the service starts, and answers 503, even while Kafka is down).
     pub async fn build(config: ProducerConfig) -> anyhow::Result<Self> {
+        bandvote_runtime::metrics::announce_producer();
         let producer = KafkaProducer::new(config.kafka.clone())?;
         let queue: Arc<dyn VoteQueue> = Arc::new(producer.clone());
         let (reporter, health_service) = tonic_health::server::health_reporter();

@@ -76,6 +76,7 @@ pub struct App {
 impl App {
     /// Binds the listener and builds the Kafka producer (topics are created in the background).
     pub async fn build(config: HttpProducerConfig) -> anyhow::Result<Self> {
+        bandvote_runtime::metrics::announce_producer();
         let producer = KafkaProducer::new(config.kafka.clone())?;
         let checks = producing::kafka_checks(&producer);
         let router = http::with_fallbacks(router(Arc::new(producer.clone())).merge(health::router(checks)));
