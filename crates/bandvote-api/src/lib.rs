@@ -36,6 +36,8 @@ pub struct ApiConfig {
     /// Where the web app posts votes: `Some("")` for this origin (`up`), a base URL for another host,
     /// `None` to hide the vote form (the API alone has no vote endpoints).
     pub vote_url: Option<String>,
+    /// Pieces read from `bandvote up`'s embedded database instead of Redis or MongoDB.
+    pub embedded: Option<store::EmbeddedReads>,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +50,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             grace: Duration::from_secs(10),
             vote_url: None,
+            embedded: None,
         }
     }
 }
@@ -68,7 +71,10 @@ pub struct ApiState {
 impl ApiState {
     /// Connects (lazily) to Redis and MongoDB and starts nothing yet.
     pub async fn new(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let store = Arc::new(Store::new(&config.redis_url, &config.mongo_url, &config.mongo_db).await?);
+        let store = Arc::new(
+            Store::with_embedded(&config.redis_url, &config.mongo_url, &config.mongo_db, config.embedded.as_ref())
+                .await?,
+        );
         Ok(Self { events: Events::new(), store, shutdown, vote_url: config.vote_url.clone() })
     }
 
@@ -89,6 +95,29 @@ pub fn router(state: ApiState, cors_origins: &[String]) -> Router {
     }
 }
 
+/// Readiness checks of the API's two stores.
+pub fn store_checks(store: &Arc<Store>) -> Vec<(&'static str, health::Check)> {
+    let (counters_name, logs_name) = store.names();
+    let (counters, logs) = (Arc::clone(store), Arc::clone(store));
+    let mut checks = vec![(
+        counters_name,
+        health::check(move || {
+            let store = Arc::clone(&counters);
+            async move { store.ping_counters().await }
+        }),
+    )];
+    if logs_name != counters_name {
+        checks.push((
+            logs_name,
+            health::check(move || {
+                let store = Arc::clone(&logs);
+                async move { store.ping_logs().await }
+            }),
+        ));
+    }
+    checks
+}
+
 /// A built API, bound and ready to run.
 pub struct App {
     listener: TcpListener,
@@ -101,23 +130,7 @@ impl App {
     /// Prepares the stores (connections are made on first use) and binds the listener.
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let state = ApiState::new(&config, CancellationToken::new()).await?;
-        let (redis, mongo) = (Arc::clone(&state.store), Arc::clone(&state.store));
-        let checks = vec![
-            (
-                "redis",
-                health::check(move || {
-                    let store = Arc::clone(&redis);
-                    async move { store.ping_redis().await }
-                }),
-            ),
-            (
-                "mongodb",
-                health::check(move || {
-                    let store = Arc::clone(&mongo);
-                    async move { store.ping_mongo().await }
-                }),
-            ),
-        ];
+        let checks = store_checks(&state.store);
         let router = http::with_fallbacks(router(state.clone(), &config.cors_origins).merge(health::router(checks)));
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, router, state, grace: config.grace })

@@ -1,6 +1,9 @@
-//! Reading the contract's stores: the Redis counters and the MongoDB vote log.
+//! Reading the contract's stores: the counters (Redis, or `bandvote up`'s embedded database) and
+//! the vote log (MongoDB, or the embedded database).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bandvote_embedded::Storage;
 
 use futures::TryStreamExt;
 use mongodb::{
@@ -48,30 +51,81 @@ pub struct LogEntry {
     pub received_at: String,
 }
 
-/// Connections to Redis (made on first use, then kept and re-established) and MongoDB.
+/// Which pieces `bandvote up` reads from its embedded database instead of a server.
+#[derive(Debug, Clone)]
+pub struct EmbeddedReads {
+    /// The embedded database.
+    pub storage: Arc<Storage>,
+    /// Read the counters from it (else from Redis).
+    pub counters: bool,
+    /// Read the log from it (else from MongoDB).
+    pub logs: bool,
+}
+
+// One per process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Counters {
+    Redis { client: redis::Client, connection: OnceCell<ConnectionManager> },
+    Embedded(Arc<Storage>),
+}
+
+enum Logs {
+    Mongo(Collection<Document>),
+    Embedded(Arc<Storage>),
+}
+
+/// Where results and logs are read: Redis (connected on first use, then kept and re-established)
+/// or the embedded database, and MongoDB or the embedded database.
 pub struct Store {
-    redis_client: redis::Client,
-    redis: OnceCell<ConnectionManager>,
-    logs: Collection<Document>,
+    counters: Counters,
+    logs: Logs,
 }
 
 impl Store {
     /// Prepares both connections; nothing is contacted yet, so the API starts even if they are down.
     pub async fn new(redis_url: &str, mongo_url: &str, mongo_db: &str) -> anyhow::Result<Self> {
-        let redis_client = redis::Client::open(redis_url)?;
-        let mut options = ClientOptions::parse(mongo_url).await?;
-        options.server_selection_timeout = Some(READ_TIMEOUT);
-        options.connect_timeout = Some(Duration::from_secs(2));
-        let logs = mongodb::Client::with_options(options)?.database(mongo_db).collection("logs");
-        Ok(Self { redis_client, redis: OnceCell::new(), logs })
+        Self::with_embedded(redis_url, mongo_url, mongo_db, None).await
     }
 
-    async fn redis(&self) -> Result<ConnectionManager, Unavailable> {
-        let connect = self.redis.get_or_try_init(|| async {
+    /// Like [`Store::new`], with some pieces read from the embedded database.
+    pub async fn with_embedded(
+        redis_url: &str,
+        mongo_url: &str,
+        mongo_db: &str,
+        embedded: Option<&EmbeddedReads>,
+    ) -> anyhow::Result<Self> {
+        let counters = match embedded {
+            Some(e) if e.counters => Counters::Embedded(Arc::clone(&e.storage)),
+            _ => Counters::Redis { client: redis::Client::open(redis_url)?, connection: OnceCell::new() },
+        };
+        let logs = match embedded {
+            Some(e) if e.logs => Logs::Embedded(Arc::clone(&e.storage)),
+            _ => {
+                let mut options = ClientOptions::parse(mongo_url).await?;
+                options.server_selection_timeout = Some(READ_TIMEOUT);
+                options.connect_timeout = Some(Duration::from_secs(2));
+                Logs::Mongo(mongodb::Client::with_options(options)?.database(mongo_db).collection("logs"))
+            }
+        };
+        Ok(Self { counters, logs })
+    }
+
+    /// The names of the two stores, for readiness: `redis` or `storage`, `mongodb` or `storage`.
+    pub fn names(&self) -> (&'static str, &'static str) {
+        let counters = if matches!(self.counters, Counters::Redis { .. }) { "redis" } else { "storage" };
+        let logs = if matches!(self.logs, Logs::Mongo(_)) { "mongodb" } else { "storage" };
+        (counters, logs)
+    }
+
+    async fn redis(
+        client: &redis::Client,
+        cell: &OnceCell<ConnectionManager>,
+    ) -> Result<ConnectionManager, Unavailable> {
+        let connect = cell.get_or_try_init(|| async {
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(READ_TIMEOUT));
-            ConnectionManager::new_with_config(self.redis_client.clone(), config).await
+            ConnectionManager::new_with_config(client.clone(), config).await
         });
         match tokio::time::timeout(READ_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection.clone()),
@@ -82,22 +136,31 @@ impl Store {
 
     /// The counters, read in one transaction so that they agree with each other.
     pub async fn results(&self) -> Result<Results, Unavailable> {
-        let mut redis = self.redis().await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hgetall("votes:band")
-            .hgetall("votes:album")
-            .get("votes:total")
-            .cmd("HMGET")
-            .arg("votes:last")
-            .arg("received_at")
-            .arg("counted_at");
-        type Snapshot = (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>, (Option<String>, Option<String>));
-        let read = tokio::time::timeout(READ_TIMEOUT, pipe.query_async::<Snapshot>(&mut redis)).await;
-        let (bands, albums, total, (received, counted)) = match read {
-            Ok(Ok(snapshot)) => snapshot,
-            Ok(Err(error)) => return Err(Unavailable(format!("redis: {error}"))),
-            Err(_) => return Err(Unavailable("redis: no answer".into())),
+        let (bands, albums, total, received, counted) = match &self.counters {
+            Counters::Embedded(storage) => {
+                let c = storage.counters().await.map_err(|e| Unavailable(e.to_string()))?;
+                (c.bands, c.albums, Some(c.total), c.received_at, c.counted_at)
+            }
+            Counters::Redis { client, connection } => {
+                let mut redis = Self::redis(client, connection).await?;
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hgetall("votes:band")
+                    .hgetall("votes:album")
+                    .get("votes:total")
+                    .cmd("HMGET")
+                    .arg("votes:last")
+                    .arg("received_at")
+                    .arg("counted_at");
+                type Snapshot =
+                    (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>, (Option<String>, Option<String>));
+                let read = tokio::time::timeout(READ_TIMEOUT, pipe.query_async::<Snapshot>(&mut redis)).await;
+                match read {
+                    Ok(Ok((bands, albums, total, (received, counted)))) => (bands, albums, total, received, counted),
+                    Ok(Err(error)) => return Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => return Err(Unavailable("redis: no answer".into())),
+                }
+            }
         };
         let parse = |t: &Option<String>| t.as_deref().and_then(bandvote_core::time::parse);
         let freshness_ms = match (parse(&received), parse(&counted)) {
@@ -109,42 +172,86 @@ impl Store {
 
     /// The newest `limit` votes of the log, newest first.
     pub async fn latest_logs(&self, limit: i64) -> Result<Vec<LogEntry>, Unavailable> {
-        self.find(doc! {}, doc! {"received_at": -1}, limit).await
-    }
-
-    /// Votes logged at or after `since` (oldest first), at most `limit`.
-    pub async fn logs_since(&self, since: mongodb::bson::DateTime, limit: i64) -> Result<Vec<LogEntry>, Unavailable> {
-        self.find(doc! {"received_at": {"$gte": since}}, doc! {"received_at": 1}, limit).await
-    }
-
-    async fn find(&self, filter: Document, sort: Document, limit: i64) -> Result<Vec<LogEntry>, Unavailable> {
-        let read = async {
-            let cursor = self.logs.find(filter).sort(sort).limit(limit).await?;
-            cursor.try_collect::<Vec<Document>>().await
-        };
-        match tokio::time::timeout(READ_TIMEOUT, read).await {
-            Ok(Ok(docs)) => Ok(docs.iter().filter_map(to_entry).collect()),
-            Ok(Err(error)) => Err(Unavailable(format!("mongodb: {error}"))),
-            Err(_) => Err(Unavailable("mongodb: no answer".into())),
+        match &self.logs {
+            Logs::Mongo(logs) => find(logs, doc! {}, doc! {"received_at": -1}, limit).await,
+            Logs::Embedded(storage) => embedded(storage.latest_logs(limit.max(0) as u64).await),
         }
     }
 
-    /// For readiness.
-    pub async fn ping_redis(&self) -> Result<(), String> {
-        let mut redis = self.redis().await.map_err(|e| e.0)?;
-        redis::cmd("PING").query_async::<String>(&mut redis).await.map(drop).map_err(|e| format!("redis: {e}"))
-    }
-
-    /// For readiness.
-    pub async fn ping_mongo(&self) -> Result<(), String> {
-        let admin = self.logs.client().database("admin");
-        let ping = admin.run_command(doc! {"ping": 1});
-        match tokio::time::timeout(READ_TIMEOUT, ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("mongodb: {error}")),
-            Err(_) => Err("mongodb: no answer".into()),
+    /// Votes logged at or after `since_ms` (Unix ms; oldest first), at most `limit`.
+    pub async fn logs_since(&self, since_ms: i64, limit: i64) -> Result<Vec<LogEntry>, Unavailable> {
+        match &self.logs {
+            Logs::Mongo(logs) => {
+                let since = mongodb::bson::DateTime::from_millis(since_ms);
+                find(logs, doc! {"received_at": {"$gte": since}}, doc! {"received_at": 1}, limit).await
+            }
+            Logs::Embedded(storage) => embedded(storage.logs_since(since_ms, limit.max(0) as u64).await),
         }
     }
+
+    /// For readiness: the counters' store answers.
+    pub async fn ping_counters(&self) -> Result<(), String> {
+        match &self.counters {
+            Counters::Embedded(storage) => storage.ping().await,
+            Counters::Redis { client, connection } => {
+                let mut redis = Self::redis(client, connection).await.map_err(|e| e.0)?;
+                redis::cmd("PING").query_async::<String>(&mut redis).await.map(drop).map_err(|e| format!("redis: {e}"))
+            }
+        }
+    }
+
+    /// For readiness: the log's store answers.
+    pub async fn ping_logs(&self) -> Result<(), String> {
+        match &self.logs {
+            Logs::Embedded(storage) => storage.ping().await,
+            Logs::Mongo(logs) => {
+                let admin = logs.client().database("admin");
+                let ping = admin.run_command(doc! {"ping": 1});
+                match tokio::time::timeout(READ_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(format!("mongodb: {error}")),
+                    Err(_) => Err("mongodb: no answer".into()),
+                }
+            }
+        }
+    }
+}
+
+async fn find(
+    logs: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    limit: i64,
+) -> Result<Vec<LogEntry>, Unavailable> {
+    let read = async {
+        let cursor = logs.find(filter).sort(sort).limit(limit).await?;
+        cursor.try_collect::<Vec<Document>>().await
+    };
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(docs)) => Ok(docs.iter().filter_map(to_entry).collect()),
+        Ok(Err(error)) => Err(Unavailable(format!("mongodb: {error}"))),
+        Err(_) => Err(Unavailable("mongodb: no answer".into())),
+    }
+}
+
+fn embedded(
+    read: Result<Vec<bandvote_embedded::Logged>, bandvote_embedded::StorageError>,
+) -> Result<Vec<LogEntry>, Unavailable> {
+    let logged = read.map_err(|e| Unavailable(e.to_string()))?;
+    Ok(logged
+        .into_iter()
+        .map(|l| LogEntry {
+            id: l.id,
+            data: BTreeMap::from([
+                ("name".to_owned(), l.name),
+                ("album".to_owned(), l.album),
+                ("year".to_owned(), l.year),
+                ("rank".to_owned(), l.rank),
+            ]),
+            path: l.path,
+            received_at: l.received_at,
+        })
+        .collect())
 }
 
 fn to_entry(doc: &Document) -> Option<LogEntry> {

@@ -64,7 +64,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
     let mut last_results: Option<Results> = None;
     // Log entries are read from the newest seen `received_at` on (inclusive), skipping the ids
     // already sent at that exact millisecond.
-    let mut since = mongodb::bson::DateTime::now();
+    let mut since = chrono::Utc::now().timestamp_millis();
     let mut sent_at_since: HashSet<String> = HashSet::new();
     let mut healthy = true;
     let mut ticker = tokio::time::interval(INTERVAL);
@@ -76,7 +76,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
         }
         if events.listeners() == 0 {
             last_results = None;
-            since = mongodb::bson::DateTime::now();
+            since = chrono::Utc::now().timestamp_millis();
             sent_at_since.clear();
             continue;
         }
@@ -99,7 +99,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
                     continue;
                 }
                 if let Some(at) = bandvote_core::time::parse(&entry.received_at) {
-                    let at = mongodb::bson::DateTime::from_millis(at.timestamp_millis());
+                    let at = at.timestamp_millis();
                     if at > since {
                         since = at;
                         sent_at_since.clear();

@@ -3,9 +3,11 @@
 //! - [`sources::kafka`]: consumer-group members reading the topic in batches;
 //! - [`sinks::redis`]: the atomic tally script; [`sinks::mongodb`]: the vote log;
 //! - [`pipelines`]: the tally and log loops; [`dead_letter`]: messages that are not votes;
-//! - [`recount`]: rebuilding the Redis counters from the MongoDB log.
+//! - [`recount`]: rebuilding the Redis counters from the MongoDB log;
+//! - [`embedded`]: the same pipelines over `bandvote up`'s embedded queue.
 
 pub mod dead_letter;
+pub mod embedded;
 pub mod pipelines;
 pub mod recount;
 pub mod sinks;

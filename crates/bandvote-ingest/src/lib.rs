@@ -11,3 +11,5 @@ pub mod grpc_gateway;
 pub mod grpc_producer;
 pub mod http_producer;
 mod producing;
+
+pub use producing::queue_checks;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use axum::Router;
-use bandvote_queue::{KafkaProducer, VoteQueue};
+use std::sync::Arc;
+
+use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
 use bandvote_runtime::{health, http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,22 +22,37 @@ pub(crate) fn kafka_checks(producer: &KafkaProducer) -> Vec<(&'static str, healt
     )]
 }
 
-/// Serves `router` until `shutdown` while creating the topics in the background (so the service
-/// starts, and answers 503, even while Kafka is down); then drains and flushes the producer.
+/// The readiness check of a producer writing to another queue (the embedded one).
+pub fn queue_checks(queue: &Arc<dyn VoteQueue>) -> Vec<(&'static str, health::Check)> {
+    let probe = Arc::clone(queue);
+    vec![(
+        "queue",
+        health::check(move || {
+            let probe = Arc::clone(&probe);
+            async move { probe.check().await }
+        }),
+    )]
+}
+
+/// Serves `router` until `shutdown` while creating Kafka's topics in the background, when the queue
+/// is Kafka (so the service starts, and answers 503, even while Kafka is down); then drains and
+/// flushes the queue.
 pub(crate) async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
-    producer: &KafkaProducer,
+    queue: &Arc<dyn VoteQueue>,
+    kafka: Option<KafkaConfig>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %http::local_addr(&listener)?, "{name} listening");
-    let kafka = producer.config().clone();
     let topics_shutdown = shutdown.clone();
-    let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
+    let topics = kafka.map(|kafka| tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await }));
     let served = http::serve(listener, router, shutdown, grace).await;
-    topics.abort();
-    producer.flush().await;
+    if let Some(topics) = topics {
+        topics.abort();
+    }
+    queue.flush().await;
     served
 }

@@ -164,29 +164,50 @@ impl ProducerArgs {
 /// Flags of `up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The one public listener.
+    /// The one public listener (the web app, /grpc/votes, /wasm/votes, /api/..., /metrics).
     #[arg(long, env = "BANDVOTE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Kafka.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Redis and MongoDB.
-    #[command(flatten)]
-    pub stores: StoreArgs,
+    /// Directory of the embedded storage (queue, counters and log in one SQLite database), used for
+    /// every piece not switched to a server below.
+    #[arg(long, env = "BANDVOTE_DATA_DIR", default_value = "./bandvote-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Queue votes in Kafka at these brokers instead of the embedded queue (needs --redis-url and
+    /// --mongo-url too: the Kafka consumer counts into Redis and logs into MongoDB).
+    #[arg(long, env = "BANDVOTE_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The Kafka votes topic (with --kafka-brokers).
+    #[arg(long, env = "BANDVOTE_KAFKA_TOPIC", default_value = "votes")]
+    pub kafka_topic: String,
+    /// Count votes in Redis at this URL instead of the embedded counters.
+    #[arg(long, env = "BANDVOTE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Log votes in MongoDB at this URL instead of the embedded log.
+    #[arg(long, env = "BANDVOTE_MONGO_URL")]
+    pub mongo_url: Option<String>,
+    /// MongoDB database (with --mongo-url).
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    pub mongo_db: String,
+    /// Hours a client's Idempotency-Key is remembered.
+    #[arg(long, env = "BANDVOTE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u64,
 }
 
 impl UpArgs {
     /// What `up` runs.
     pub fn into_config(self) -> crate::up::UpConfig {
-        let consumer = ConsumerConfig {
-            kafka: self.kafka.into_config(),
-            redis_url: self.stores.redis_url,
-            mongo_url: self.stores.mongo_url,
-            mongo_db: self.stores.mongo_db,
-            idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
-            ..ConsumerConfig::default()
-        };
-        crate::up::UpConfig { listen: self.listen, consumer }
+        crate::up::UpConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            kafka: self.kafka_brokers.map(|brokers| KafkaConfig {
+                brokers,
+                topic: self.kafka_topic,
+                ..KafkaConfig::default()
+            }),
+            redis_url: self.redis_url,
+            mongo_url: self.mongo_url,
+            mongo_db: self.mongo_db,
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600),
+        }
     }
 }
 

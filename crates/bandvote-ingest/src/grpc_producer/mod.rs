@@ -89,7 +89,8 @@ impl VoteService for VoteServer {
 pub struct App {
     listener: TcpListener,
     router: Router,
-    producer: KafkaProducer,
+    queue: Arc<dyn VoteQueue>,
+    kafka: Option<KafkaConfig>,
     grace: Duration,
 }
 
@@ -97,19 +98,30 @@ impl App {
     /// Binds the listener and builds the Kafka producer (topics are created in the background by
     /// [`App::run`], so the service starts, and answers 503, even while Kafka is down).
     pub async fn build(config: ProducerConfig) -> anyhow::Result<Self> {
-        bandvote_runtime::metrics::announce_producer();
         let producer = KafkaProducer::new(config.kafka.clone())?;
-        let queue: Arc<dyn VoteQueue> = Arc::new(producer.clone());
+        let checks = producing::kafka_checks(&producer);
+        Self::with_queue(config.listen, Arc::new(producer), Some(config.kafka), checks, config.grace).await
+    }
+
+    /// Binds the listener for a producer writing to `queue` (`kafka`: its settings when it is Kafka,
+    /// for topic creation).
+    pub async fn with_queue(
+        listen: SocketAddr,
+        queue: Arc<dyn VoteQueue>,
+        kafka: Option<KafkaConfig>,
+        checks: Vec<(&'static str, health::Check)>,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
+        bandvote_runtime::metrics::announce_producer();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         reporter.set_serving::<VoteServiceServer<VoteServer>>().await;
         let grpc = tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(Arc::clone(&queue))))
             .add_service(health_service)
             .into_axum_router();
-        let checks = producing::kafka_checks(&producer);
         // Plain HTTP paths first; everything else is gRPC.
         let router = health::router(checks).fallback_service(grpc);
-        let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, producer, grace: config.grace })
+        let listener = http::bind(listen).await?;
+        Ok(Self { listener, router, queue, kafka, grace })
     }
 
     /// The bound address.
@@ -119,6 +131,7 @@ impl App {
 
     /// Serves until `shutdown`; then drains in-flight calls and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        producing::serve("grpc-producer", self.listener, self.router, &self.producer, shutdown, self.grace).await
+        producing::serve("grpc-producer", self.listener, self.router, &self.queue, self.kafka, shutdown, self.grace)
+            .await
     }
 }

@@ -69,19 +69,31 @@ pub async fn post_vote(
 pub struct App {
     listener: TcpListener,
     router: Router,
-    producer: KafkaProducer,
+    queue: Arc<dyn VoteQueue>,
+    kafka: Option<KafkaConfig>,
     grace: Duration,
 }
 
 impl App {
     /// Binds the listener and builds the Kafka producer (topics are created in the background).
     pub async fn build(config: HttpProducerConfig) -> anyhow::Result<Self> {
-        bandvote_runtime::metrics::announce_producer();
         let producer = KafkaProducer::new(config.kafka.clone())?;
         let checks = producing::kafka_checks(&producer);
-        let router = http::with_fallbacks(router(Arc::new(producer.clone())).merge(health::router(checks)));
-        let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, producer, grace: config.grace })
+        Self::with_queue(config.listen, Arc::new(producer), Some(config.kafka), checks, config.grace).await
+    }
+
+    /// Binds the listener for a producer writing to `queue` (`kafka`: its settings when it is Kafka).
+    pub async fn with_queue(
+        listen: SocketAddr,
+        queue: Arc<dyn VoteQueue>,
+        kafka: Option<KafkaConfig>,
+        checks: Vec<(&'static str, health::Check)>,
+        grace: Duration,
+    ) -> anyhow::Result<Self> {
+        bandvote_runtime::metrics::announce_producer();
+        let router = http::with_fallbacks(router(Arc::clone(&queue)).merge(health::router(checks)));
+        let listener = http::bind(listen).await?;
+        Ok(Self { listener, router, queue, kafka, grace })
     }
 
     /// The bound address.
@@ -91,6 +103,7 @@ impl App {
 
     /// Serves until `shutdown`; then drains in-flight votes and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        producing::serve("http-producer", self.listener, self.router, &self.producer, shutdown, self.grace).await
+        producing::serve("http-producer", self.listener, self.router, &self.queue, self.kafka, shutdown, self.grace)
+            .await
     }
 }

@@ -384,7 +384,7 @@ pub fn up(env: &TestEnv, port: u16) -> tokio::process::Command {
     command
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--kafka-brokers", KAFKA, "--kafka-topic", &env.topic])
-        .args(["--redis-url", &env.redis_url(), "--mongo-db", &env.mongo_db])
+        .args(["--redis-url", &env.redis_url(), "--mongo-url", MONGO, "--mongo-db", &env.mongo_db])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);

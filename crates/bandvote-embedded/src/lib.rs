@@ -1,0 +1,517 @@
+//! Embedded storage for `bandvote up`: the vote queue, the live counters and the vote log in one
+//! SQLite database (`bandvote.db`) in a data directory, so the whole system runs with no server.
+//!
+//! The same guarantees as the distributed deployment, from SQLite's transactions:
+//! - a vote is answered `202` only after the transaction that appended it to the queue committed
+//!   (WAL, `synchronous=FULL`: on disk); appends are grouped into one transaction per burst;
+//! - the queue's sequence numbers have no gaps (one writer assigns them), so a pipeline's position
+//!   is one number; the counters (and the log) are updated in the same transaction that stores
+//!   their pipeline's new position, so after a crash each batch is either wholly applied or not at
+//!   all, and is read again from the stored position;
+//! - a client's idempotency key is counted once (`seen`, 24 h), and the log's primary key is the
+//!   vote id.
+//!
+//! The database file is locked for the process that opened it: a second `bandvote up` on the same
+//! data directory fails at once with a clear message.
+
+mod schema;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bandvote_core::VoteMessage;
+use bandvote_queue::{BoxFuture, QueueError, VoteQueue};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "bandvote.db";
+/// The lock file inside the data directory.
+const LOCK_FILE: &str = "bandvote.lock";
+
+/// Pipelines whose position is stored in the database.
+pub mod pipelines {
+    /// The counters.
+    pub const TALLY: &str = "tally";
+    /// The log.
+    pub const LOG: &str = "log";
+}
+
+/// Why the storage could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The data directory cannot be created, written or locked.
+    #[error("data directory {dir}: {message}")]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong, for a person.
+        message: String,
+    },
+    /// The database is damaged or is not a bandvote database.
+    #[error("data directory {dir}: {message}")]
+    Corrupt {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong, for a person.
+        message: String,
+    },
+    /// The queue could not be written (disk full, file removed).
+    #[error("embedded queue: {0}")]
+    Write(String),
+    /// A statement failed.
+    #[error("embedded storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the storage is shutting down).
+    #[error("embedded storage is closed")]
+    Closed,
+}
+
+/// One queued vote.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Position in the queue (1, 2, 3, ... without gaps).
+    pub seq: u64,
+    /// The vote.
+    pub message: VoteMessage,
+    /// Whether the id is a client's idempotency key.
+    pub client_key: bool,
+}
+
+/// What applying a batch to the embedded counters did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TallyApplied {
+    /// Counted: new votes, retries of a known key skipped, and the total afterwards.
+    Counted {
+        /// Votes counted.
+        counted: u64,
+        /// Retries skipped.
+        duplicates: u64,
+        /// Total afterwards.
+        total: u64,
+    },
+    /// The batch does not continue the stored position: read again after `stored`.
+    Refused {
+        /// The stored position.
+        stored: u64,
+    },
+}
+
+/// The counters, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// All counted votes.
+    pub total: u64,
+    /// Band → votes.
+    pub bands: BTreeMap<String, u64>,
+    /// `<band> / <album>` → votes.
+    pub albums: BTreeMap<String, u64>,
+    /// `received_at` of the newest counted vote.
+    pub received_at: Option<String>,
+    /// When it was counted.
+    pub counted_at: Option<String>,
+}
+
+/// One logged vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The vote id.
+    pub id: String,
+    /// Band.
+    pub name: String,
+    /// Album.
+    pub album: String,
+    /// Year.
+    pub year: String,
+    /// Rank.
+    pub rank: String,
+    /// `grpc` or `wasm`.
+    pub path: String,
+    /// RFC 3339, ms, `Z`.
+    pub received_at: String,
+}
+
+/// The embedded storage of one data directory.
+pub struct Storage {
+    dir: PathBuf,
+    appender: writer::Appender,
+    /// The consumer's connection (writes counters and the log).
+    sink: Mutex<Connection>,
+    /// The readers' connection (the API).
+    reader: Mutex<Connection>,
+    appended: Arc<Notify>,
+    seen_ttl: Duration,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens (creating if needed) the storage in `dir`, checks the database's integrity and takes
+    /// the directory's lock. `seen_ttl`: how long a client's idempotency key is remembered.
+    pub fn open(dir: &Path, seen_ttl: Duration) -> Result<Arc<Self>, StorageError> {
+        let directory = |message: String| StorageError::Directory { dir: dir.to_owned(), message };
+        std::fs::create_dir_all(dir).map_err(|e| directory(format!("cannot create it: {e}")))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| directory(format!("cannot write in it: {e}")))?;
+        lock.try_lock().map_err(|_| {
+            directory("another bandvote process is using it (stop it, or choose another --data-dir)".into())
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let open = || schema::connect(&path).map_err(|e| classify(dir, e));
+        let first = open()?;
+        schema::check_and_migrate(&first).map_err(|e| classify(dir, e))?;
+        let appended = Arc::new(Notify::new());
+        let appender = writer::Appender::start(first, Arc::clone(&appended));
+        Ok(Arc::new(Self {
+            dir: dir.to_owned(),
+            appender,
+            sink: Mutex::new(open()?),
+            reader: Mutex::new(open()?),
+            appended,
+            seen_ttl,
+            _lock: lock,
+        }))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a vote to the queue; returns once the transaction holding it committed.
+    pub async fn append(&self, message: &VoteMessage, client_key: bool) -> Result<u64, StorageError> {
+        self.appender.append(message.to_json(), client_key).await
+    }
+
+    /// Woken after every committed append.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Up to `max` queued votes after position `after`, in order.
+    pub async fn read_queue(self: &Arc<Self>, after: u64, max: usize) -> Result<Vec<Queued>, StorageError> {
+        self.with_sink(move |db| {
+            let mut statement =
+                db.prepare_cached("SELECT seq, message, client_key FROM queue WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = statement.query_map(params![after as i64, max as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, bool>(2)?))
+            })?;
+            let mut queued = Vec::new();
+            for row in rows {
+                let (seq, bytes, client_key) = row?;
+                match VoteMessage::decode(&bytes) {
+                    Ok(message) => queued.push(Queued { seq: seq as u64, message, client_key }),
+                    // Only this process writes the queue, from validated votes: this is damage.
+                    Err(error) => {
+                        return Err(rusqlite::Error::ToSqlConversionFailure(
+                            format!("queue entry {seq} is not a vote: {error}").into(),
+                        ));
+                    }
+                }
+            }
+            Ok(queued)
+        })
+        .await
+    }
+
+    /// The stored position of `pipeline` (0: nothing applied yet).
+    pub async fn position(self: &Arc<Self>, pipeline: &'static str) -> Result<u64, StorageError> {
+        self.with_sink(move |db| position(db, pipeline)).await
+    }
+
+    /// Stores the position of `pipeline` (for sinks outside this database, after they applied).
+    pub async fn set_position(self: &Arc<Self>, pipeline: &'static str, seq: u64) -> Result<(), StorageError> {
+        self.with_sink(move |db| {
+            db.execute(
+                "INSERT INTO positions (pipeline, seq) VALUES (?1, ?2) \
+                 ON CONFLICT (pipeline) DO UPDATE SET seq = excluded.seq",
+                params![pipeline, seq as i64],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Applies a batch (consecutive positions) to the counters, in one transaction with the tally
+    /// position, only if it continues the stored position.
+    pub async fn apply_tally(
+        self: &Arc<Self>,
+        batch: Vec<Queued>,
+        counted_at: String,
+    ) -> Result<TallyApplied, StorageError> {
+        let ttl = self.seen_ttl.as_millis() as i64;
+        self.with_sink(move |db| {
+            let tx = db.transaction()?;
+            let stored = position(&tx, pipelines::TALLY)?;
+            let Some(first) = batch.first() else { return Ok(TallyApplied::Refused { stored }) };
+            if first.seq != stored + 1 {
+                return Ok(TallyApplied::Refused { stored });
+            }
+            let now = bandvote_core::time::parse(&counted_at).map_or(0, |t| t.timestamp_millis());
+            let (mut counted, mut duplicates) = (0, 0);
+            {
+                let mut seen = tx.prepare_cached(
+                    "INSERT INTO seen (id, expires_ms) VALUES (?1, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE seen.expires_ms < ?3",
+                )?;
+                let mut band = tx.prepare_cached(
+                    "INSERT INTO bands (name, votes) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET votes = votes + 1",
+                )?;
+                let mut album = tx.prepare_cached(
+                    "INSERT INTO albums (key, votes) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET votes = votes + 1",
+                )?;
+                for queued in &batch {
+                    // A client's key already counted (and not expired) is a retry.
+                    if queued.client_key && seen.execute(params![queued.message.id, now + ttl, now])? == 0 {
+                        duplicates += 1;
+                        continue;
+                    }
+                    let vote = &queued.message;
+                    band.execute(params![vote.name])?;
+                    album.execute(params![bandvote_core::vote::album_key(&vote.name, &vote.album)])?;
+                    counted += 1;
+                }
+            }
+            let last = batch.last().expect("a non-empty batch");
+            tx.execute(
+                "UPDATE totals SET total = total + ?1, received_at = ?2, counted_at = ?3 WHERE id = 1",
+                params![counted, last.message.received_at, counted_at],
+            )?;
+            tx.execute(
+                "INSERT INTO timeline (at, n, total) SELECT ?1, ?2, total FROM totals WHERE id = 1",
+                params![counted_at, counted],
+            )?;
+            set_position(&tx, pipelines::TALLY, last.seq)?;
+            let total: i64 = tx.query_row("SELECT total FROM totals WHERE id = 1", [], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(TallyApplied::Counted { counted, duplicates, total: total as u64 })
+        })
+        .await
+    }
+
+    /// Logs a batch (ids already logged are replays and are skipped), in one transaction with the
+    /// log position; returns how many were new.
+    pub async fn apply_log(self: &Arc<Self>, batch: Vec<Queued>, counted_at: String) -> Result<u64, StorageError> {
+        self.with_sink(move |db| {
+            let tx = db.transaction()?;
+            let mut inserted = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO logs (id, name, album, year, rank, path, received_at, received_ms, counted_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for queued in &batch {
+                    let m = &queued.message;
+                    let received_ms = bandvote_core::time::parse(&m.received_at).map_or(0, |t| t.timestamp_millis());
+                    inserted += insert.execute(params![
+                        m.id,
+                        m.name,
+                        m.album,
+                        m.year,
+                        m.rank,
+                        m.path.as_str(),
+                        m.received_at,
+                        received_ms,
+                        counted_at
+                    ])? as u64;
+                }
+            }
+            if let Some(last) = batch.last() {
+                set_position(&tx, pipelines::LOG, last.seq)?;
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    /// Forgets idempotency keys past their expiry and queue entries every pipeline has applied.
+    pub async fn prune(self: &Arc<Self>, applied_by_all: u64, now_ms: i64) -> Result<(), StorageError> {
+        self.with_sink(move |db| {
+            db.execute("DELETE FROM seen WHERE expires_ms < ?1", params![now_ms])?;
+            db.execute("DELETE FROM queue WHERE seq <= ?1", params![applied_by_all as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The counters, consistent with each other.
+    pub async fn counters(self: &Arc<Self>) -> Result<Counters, StorageError> {
+        self.with_reader(|db| {
+            let tx = db.transaction()?;
+            let mut counters = Counters::default();
+            {
+                let mut bands = tx.prepare_cached("SELECT name, votes FROM bands")?;
+                for row in bands.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                    let (name, votes) = row?;
+                    counters.bands.insert(name, votes as u64);
+                }
+                let mut albums = tx.prepare_cached("SELECT key, votes FROM albums")?;
+                for row in albums.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                    let (key, votes) = row?;
+                    counters.albums.insert(key, votes as u64);
+                }
+            }
+            let (total, received, counted) =
+                tx.query_row("SELECT total, received_at, counted_at FROM totals WHERE id = 1", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                })?;
+            counters.total = total as u64;
+            counters.received_at = received;
+            counters.counted_at = counted;
+            tx.finish()?;
+            Ok(counters)
+        })
+        .await
+    }
+
+    /// The newest `limit` logged votes, newest first.
+    pub async fn latest_logs(self: &Arc<Self>, limit: u64) -> Result<Vec<Logged>, StorageError> {
+        self.with_reader(move |db| {
+            query_logs(
+                db,
+                "SELECT id, name, album, year, rank, path, received_at FROM logs \
+                 ORDER BY received_ms DESC, id DESC LIMIT ?1",
+                params![limit as i64],
+            )
+        })
+        .await
+    }
+
+    /// Votes received at or after `since_ms` (Unix ms), oldest first, at most `limit`.
+    pub async fn logs_since(self: &Arc<Self>, since_ms: i64, limit: u64) -> Result<Vec<Logged>, StorageError> {
+        self.with_reader(move |db| {
+            query_logs(
+                db,
+                "SELECT id, name, album, year, rank, path, received_at FROM logs \
+                 WHERE received_ms >= ?1 ORDER BY received_ms, id LIMIT ?2",
+                params![since_ms, limit as i64],
+            )
+        })
+        .await
+    }
+
+    /// Votes in the log.
+    pub async fn logged(self: &Arc<Self>) -> Result<u64, StorageError> {
+        self.with_reader(|db| db.query_row("SELECT count(*) FROM logs", [], |r| r.get::<_, i64>(0)).map(|n| n as u64))
+            .await
+    }
+
+    /// A trivial read, for readiness.
+    pub async fn ping(self: &Arc<Self>) -> Result<(), String> {
+        self.with_reader(|db| db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn with_sink<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let storage = Arc::clone(self);
+        run_blocking(move || work(&mut storage.sink.lock().unwrap_or_else(|e| e.into_inner()))).await
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let storage = Arc::clone(self);
+        run_blocking(move || work(&mut storage.reader.lock().unwrap_or_else(|e| e.into_inner()))).await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| StorageError::Closed)?.map_err(StorageError::from)
+}
+
+fn position(db: &Connection, pipeline: &str) -> rusqlite::Result<u64> {
+    let seq: Option<i64> =
+        db.query_row("SELECT seq FROM positions WHERE pipeline = ?1", params![pipeline], |r| r.get(0)).optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+fn set_position(db: &Connection, pipeline: &str, seq: u64) -> rusqlite::Result<()> {
+    db.execute(
+        "INSERT INTO positions (pipeline, seq) VALUES (?1, ?2) ON CONFLICT (pipeline) DO UPDATE SET seq = excluded.seq",
+        params![pipeline, seq as i64],
+    )
+    .map(drop)
+}
+
+fn query_logs(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Logged>> {
+    let mut statement = db.prepare_cached(sql)?;
+    let rows = statement.query_map(params, |r| {
+        Ok(Logged {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            album: r.get(2)?,
+            year: r.get(3)?,
+            rank: r.get(4)?,
+            path: r.get(5)?,
+            received_at: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Turns SQLite's errors at open time into messages that say what to do.
+fn classify(dir: &Path, error: rusqlite::Error) -> StorageError {
+    let text = error.to_string();
+    let corrupt = matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    ) || text.contains("corrupt")
+        || text.contains("not a bandvote database");
+    if corrupt {
+        StorageError::Corrupt {
+            dir: dir.to_owned(),
+            message: format!(
+                "{DATABASE_FILE} is damaged or not a bandvote database ({text}); move it away to start afresh, or \
+                 choose another --data-dir"
+            ),
+        }
+    } else if matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen))
+    {
+        StorageError::Directory { dir: dir.to_owned(), message: format!("cannot write {DATABASE_FILE}: {text}") }
+    } else {
+        StorageError::Sqlite(error)
+    }
+}
+
+impl VoteQueue for Storage {
+    fn enqueue<'a>(&'a self, message: &'a VoteMessage, client_key: bool) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            match self.append(message, client_key).await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(QueueError::Unavailable(error.to_string())),
+            }
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { if self.appender.is_running() { Ok(()) } else { Err("embedded queue stopped".into()) } })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        // Every answered append is already committed.
+        Box::pin(async {})
+    }
+}

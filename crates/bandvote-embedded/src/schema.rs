@@ -1,0 +1,95 @@
+//! The database's tables, its settings and its integrity check.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// The schema version this build writes.
+const VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The queue: one row per accepted vote, positions without gaps.
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY,
+    message BLOB NOT NULL,
+    client_key INTEGER NOT NULL
+);
+-- Each pipeline's last applied position.
+CREATE TABLE IF NOT EXISTS positions (pipeline TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+-- The counters (votes:band, votes:album, votes:total, votes:last).
+CREATE TABLE IF NOT EXISTS bands (name TEXT PRIMARY KEY, votes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS albums (key TEXT PRIMARY KEY, votes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    total INTEGER NOT NULL,
+    received_at TEXT,
+    counted_at TEXT
+);
+INSERT OR IGNORE INTO totals (id, total) VALUES (1, 0);
+-- votes:timeline: one row per applied batch.
+CREATE TABLE IF NOT EXISTS timeline (at TEXT NOT NULL, n INTEGER NOT NULL, total INTEGER NOT NULL);
+-- votes:seen: clients' idempotency keys already counted.
+CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+-- The log (MongoDB's logs collection).
+CREATE TABLE IF NOT EXISTS logs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    album TEXT NOT NULL,
+    year TEXT NOT NULL,
+    rank TEXT NOT NULL,
+    path TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    counted_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_received ON logs (received_ms, id);
+";
+
+/// Opens a connection with the settings every connection uses: WAL, fsync on commit, a wait when
+/// another connection holds the write lock.
+pub(crate) fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let db = Connection::open(path)?;
+    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(db)
+}
+
+/// Checks the file (a damaged page, or a database that is not ours, is an error) and creates or
+/// upgrades the tables.
+pub(crate) fn check_and_migrate(db: &Connection) -> rusqlite::Result<()> {
+    let check: String = db.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(format!("integrity check failed: {check}")),
+        ));
+    }
+    let tables: i64 = db.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))?;
+    let has_meta: bool =
+        db.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))?;
+    if tables > 0 && !has_meta {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("not a bandvote database (it has other tables)".into()),
+        ));
+    }
+    db.execute_batch(SCHEMA)?;
+    let version: Option<String> =
+        db.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+    match version.as_deref().map(str::parse::<i64>) {
+        None => {
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [VERSION.to_string()])?;
+        }
+        Some(Ok(VERSION)) => {}
+        Some(other) => {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("not a bandvote database of schema {VERSION} (found {other:?})")),
+            ));
+        }
+    }
+    Ok(())
+}

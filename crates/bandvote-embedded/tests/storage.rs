@@ -1,0 +1,122 @@
+//! The embedded storage on a real SQLite file in a temporary directory.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use bandvote_core::{IngestPath, Vote, VoteId, VoteMessage};
+use bandvote_embedded::{Storage, StorageError, TallyApplied, pipelines};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bandvote-embedded-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn message(id: &str, band: &str, album: &str) -> VoteMessage {
+    let vote = Vote::from_strings(band, album, "1997", "9.5").unwrap();
+    let id = VoteId::from_client_key(id).unwrap();
+    VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into())
+}
+
+fn open(dir: &Path) -> Arc<Storage> {
+    Storage::open(dir, Duration::from_secs(24 * 3600)).unwrap()
+}
+
+#[tokio::test]
+async fn votes_are_counted_and_logged_once_in_order_of_the_queue() {
+    let dir = temp_dir("count");
+    let storage = open(&dir);
+    for (i, (band, album)) in [("A", "x"), ("B", "y"), ("A", "x"), ("A", "z")].iter().enumerate() {
+        assert_eq!(storage.append(&message(&format!("k{i}"), band, album), true).await.unwrap(), i as u64 + 1);
+    }
+    // A client retry of k1: queued again, counted once.
+    assert_eq!(storage.append(&message("k1", "B", "y"), true).await.unwrap(), 5);
+    let queued = storage.read_queue(0, 100).await.unwrap();
+    assert_eq!(queued.iter().map(|q| q.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+
+    // A batch that does not continue the stored position is refused.
+    let refused = storage.apply_tally(queued[1..].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    assert_eq!(refused, TallyApplied::Refused { stored: 0 });
+    let applied = storage.apply_tally(queued[..3].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    assert_eq!(applied, TallyApplied::Counted { counted: 3, duplicates: 0, total: 3 });
+    // Replaying the same batch (a crash before the caller saw the answer) is refused, not recounted.
+    let replay = storage.apply_tally(queued[..3].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    assert_eq!(replay, TallyApplied::Refused { stored: 3 });
+    let rest = storage.apply_tally(queued[3..].to_vec(), "2026-11-26T16:04:07.000Z".into()).await.unwrap();
+    assert_eq!(rest, TallyApplied::Counted { counted: 1, duplicates: 1, total: 4 });
+
+    let counters = storage.counters().await.unwrap();
+    assert_eq!(counters.total, 4);
+    assert_eq!(counters.bands.get("A"), Some(&3));
+    assert_eq!(counters.albums.get("A / x"), Some(&2));
+    assert_eq!(counters.counted_at.as_deref(), Some("2026-11-26T16:04:07.000Z"));
+
+    assert_eq!(storage.apply_log(queued.clone(), "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 4);
+    assert_eq!(storage.apply_log(queued, "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 0, "replays skipped");
+    assert_eq!(storage.logged().await.unwrap(), 4);
+    assert_eq!(storage.position(pipelines::LOG).await.unwrap(), 5);
+    assert_eq!(storage.latest_logs(2).await.unwrap().len(), 2);
+
+    // Everything survives a reopen; pruning keeps positions going.
+    storage.prune(5, 0).await.unwrap();
+    drop(storage);
+    let storage = open(&dir);
+    assert_eq!(storage.counters().await.unwrap().total, 4);
+    assert_eq!(storage.position(pipelines::TALLY).await.unwrap(), 5);
+    assert_eq!(storage.append(&message("k9", "C", "w"), true).await.unwrap(), 6, "positions continue after pruning");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused() {
+    let dir = temp_dir("lock");
+    let _first = open(&dir);
+    let error = Storage::open(&dir, Duration::from_secs(1)).unwrap_err().to_string();
+    assert!(error.contains("another bandvote process is using it"), "{error}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_or_foreign_database_is_a_clear_error() {
+    let dir = temp_dir("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bandvote.db"), b"this is not a database, just some text that is long enough").unwrap();
+    let error = Storage::open(&dir, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("move it away"), "{error}");
+
+    // A valid file of overwritten pages: SQLite's own check finds it.
+    std::fs::remove_dir_all(&dir).unwrap();
+    {
+        let storage = open(&dir);
+        for i in 0..2000 {
+            storage.append(&message(&format!("k{i}"), "A", "x"), true).await.unwrap();
+        }
+    }
+    let path = dir.join("bandvote.db");
+    let _ = std::fs::remove_file(dir.join("bandvote.db-wal"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    if bytes.len() > 12_288 {
+        for b in &mut bytes[8192..12_288] {
+            *b = 0xA5;
+        }
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let error = Storage::open(&dir, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_unusable_directory_is_a_clear_error() {
+    // A regular file where the directory should be.
+    let file = temp_dir("file");
+    std::fs::write(&file, b"x").unwrap();
+    let error = Storage::open(&file, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(error, StorageError::Directory { .. }), "{error}");
+    assert!(error.to_string().contains("cannot create it"), "{error}");
+    std::fs::remove_file(file).unwrap();
+}
