@@ -18,7 +18,7 @@ mod schema;
 mod writer;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -146,6 +146,9 @@ pub struct Storage {
     /// The readers' connection (the API).
     reader: Mutex<Connection>,
     appended: Arc<Notify>,
+    /// Held by whoever writes (the queue's writer thread, the consumer): SQLite has one writer at a
+    /// time, and waiting here wakes at once where SQLite's busy handler would poll with sleeps.
+    write: Arc<Mutex<()>>,
     seen_ttl: Duration,
     _lock: File,
 }
@@ -176,13 +179,15 @@ impl Storage {
         let first = open()?;
         schema::check_and_migrate(&first).map_err(|e| classify(dir, e))?;
         let appended = Arc::new(Notify::new());
-        let appender = writer::Appender::start(first, Arc::clone(&appended));
+        let write = Arc::new(Mutex::new(()));
+        let appender = writer::Appender::start(first, Arc::clone(&appended), Arc::clone(&write));
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             appender,
             sink: Mutex::new(open()?),
             reader: Mutex::new(open()?),
             appended,
+            write,
             seen_ttl,
             _lock: lock,
         }))
@@ -236,7 +241,7 @@ impl Storage {
 
     /// Stores the position of `pipeline` (for sinks outside this database, after they applied).
     pub async fn set_position(self: &Arc<Self>, pipeline: &'static str, seq: u64) -> Result<(), StorageError> {
-        self.with_sink(move |db| {
+        self.with_sink_write(move |db| {
             db.execute(
                 "INSERT INTO positions (pipeline, seq) VALUES (?1, ?2) \
                  ON CONFLICT (pipeline) DO UPDATE SET seq = excluded.seq",
@@ -255,7 +260,7 @@ impl Storage {
         counted_at: String,
     ) -> Result<TallyApplied, StorageError> {
         let ttl = self.seen_ttl.as_millis() as i64;
-        self.with_sink(move |db| {
+        self.with_sink_write(move |db| {
             let tx = db.transaction()?;
             let stored = position(&tx, pipelines::TALLY)?;
             let Some(first) = batch.first() else { return Ok(TallyApplied::Refused { stored }) };
@@ -270,11 +275,14 @@ impl Storage {
                      ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE seen.expires_ms < ?3",
                 )?;
                 let mut band = tx.prepare_cached(
-                    "INSERT INTO bands (name, votes) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET votes = votes + 1",
+                    "INSERT INTO bands (name, votes) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET votes = votes + ?2",
                 )?;
                 let mut album = tx.prepare_cached(
-                    "INSERT INTO albums (key, votes) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET votes = votes + 1",
+                    "INSERT INTO albums (key, votes) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET votes = votes + ?2",
                 )?;
+                // Increments are summed per band and album first: one statement each per batch.
+                let mut bands: HashMap<&str, i64> = HashMap::new();
+                let mut albums: HashMap<String, i64> = HashMap::new();
                 for queued in &batch {
                     // A client's key already counted (and not expired) is a retry.
                     if queued.client_key && seen.execute(params![queued.message.id, now + ttl, now])? == 0 {
@@ -282,9 +290,15 @@ impl Storage {
                         continue;
                     }
                     let vote = &queued.message;
-                    band.execute(params![vote.name])?;
-                    album.execute(params![bandvote_core::vote::album_key(&vote.name, &vote.album)])?;
+                    *bands.entry(&vote.name).or_default() += 1;
+                    *albums.entry(bandvote_core::vote::album_key(&vote.name, &vote.album)).or_default() += 1;
                     counted += 1;
+                }
+                for (name, n) in bands {
+                    band.execute(params![name, n])?;
+                }
+                for (key, n) in albums {
+                    album.execute(params![key, n])?;
                 }
             }
             let last = batch.last().expect("a non-empty batch");
@@ -307,7 +321,7 @@ impl Storage {
     /// Logs a batch (ids already logged are replays and are skipped), in one transaction with the
     /// log position; returns how many were new.
     pub async fn apply_log(self: &Arc<Self>, batch: Vec<Queued>, counted_at: String) -> Result<u64, StorageError> {
-        self.with_sink(move |db| {
+        self.with_sink_write(move |db| {
             let tx = db.transaction()?;
             let mut inserted = 0;
             {
@@ -342,7 +356,7 @@ impl Storage {
 
     /// Forgets idempotency keys past their expiry and queue entries every pipeline has applied.
     pub async fn prune(self: &Arc<Self>, applied_by_all: u64, now_ms: i64) -> Result<(), StorageError> {
-        self.with_sink(move |db| {
+        self.with_sink_write(move |db| {
             db.execute("DELETE FROM seen WHERE expires_ms < ?1", params![now_ms])?;
             db.execute("DELETE FROM queue WHERE seq <= ?1", params![applied_by_all as i64])?;
             Ok(())
@@ -425,6 +439,18 @@ impl Storage {
     ) -> Result<T, StorageError> {
         let storage = Arc::clone(self);
         run_blocking(move || work(&mut storage.sink.lock().unwrap_or_else(|e| e.into_inner()))).await
+    }
+
+    async fn with_sink_write<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let storage = Arc::clone(self);
+        run_blocking(move || {
+            let _writing = storage.write.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut storage.sink.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await
     }
 
     async fn with_reader<T: Send + 'static>(

@@ -3,7 +3,7 @@
 //! serves many votes.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -29,14 +29,14 @@ pub(crate) struct Appender {
 
 impl Appender {
     /// Starts the writer thread on `db`.
-    pub(crate) fn start(db: Connection, appended: Arc<Notify>) -> Self {
+    pub(crate) fn start(db: Connection, appended: Arc<Notify>, write: Arc<Mutex<()>>) -> Self {
         let (sender, receiver) = mpsc::channel(16 * 1024);
         let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&running);
         std::thread::Builder::new()
             .name("bandvote-queue-writer".into())
             .spawn(move || {
-                write_loop(db, receiver, &appended);
+                write_loop(db, receiver, &appended, &write);
                 flag.store(false, Ordering::SeqCst);
             })
             .expect("the writer thread starts");
@@ -60,7 +60,7 @@ impl Appender {
     }
 }
 
-fn write_loop(mut db: Connection, mut receiver: mpsc::Receiver<Append>, appended: &Notify) {
+fn write_loop(mut db: Connection, mut receiver: mpsc::Receiver<Append>, appended: &Notify, write: &Mutex<()>) {
     let mut next: i64 = match db.query_row("SELECT coalesce(max(seq), 0) FROM queue", [], |r| r.get::<_, i64>(0)) {
         Ok(max) => {
             // The queue may have been pruned: continue after whatever any pipeline has applied too.
@@ -82,7 +82,11 @@ fn write_loop(mut db: Connection, mut receiver: mpsc::Receiver<Append>, appended
                 Err(_) => break,
             }
         }
-        match write_group(&mut db, next, &group) {
+        let written = {
+            let _writing = write.lock().unwrap_or_else(|e| e.into_inner());
+            write_group(&mut db, next, &group)
+        };
+        match written {
             Ok(()) => {
                 let first = next;
                 next += group.len() as i64;
