@@ -7,30 +7,12 @@ mod support;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use serde_json::Value;
-use support::{MONGO, PATIENCE, TestEnv, expected, free_port, mix, post_all, wait_for};
-
-/// `bandvote up` on `port` with only a data directory: every backend variable removed, so that
-/// nothing in the environment switches a piece to a server.
-fn embedded_up(port: u16, data_dir: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"));
-    command
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for name in ["BANDVOTE_KAFKA_BROKERS", "BANDVOTE_REDIS_URL", "BANDVOTE_MONGO_URL", "BANDVOTE_DATA_DIR"] {
-        command.env_remove(name);
-    }
-    command
-}
+use support::{MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, wait_for};
 
 async fn wait_ready(base: &str) {
     let client = reqwest::Client::new();

@@ -13,11 +13,34 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 #[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
 async fn the_web_app_follows_votes_live_in_a_browser() {
     let env = TestEnv::new().await;
-    let (mut up, base) = start_up(&env).await;
-    let shots = repo_root().join("target/screenshots");
+    let (up, base) = start_up(&env).await;
+    browse(up, &base, "target/screenshots").await;
+}
+
+/// The same, against `bandvote up` on its embedded storage (the README's first command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn the_web_app_follows_votes_live_on_embedded_storage() {
+    let dir = std::env::temp_dir().join(format!("bandvote-web-embedded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = support::embedded_up(port, &dir).stderr(Stdio::null()).spawn().expect("up starts");
+    support::wait_for("up to be ready", support::PATIENCE, || async {
+        let answer = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
+    browse(up, &base, "target/screenshots/embedded").await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs web/e2e/live.mjs against `base`, killing `up` when the script asks for it.
+async fn browse(mut up: tokio::process::Child, base: &str, screenshots: &str) {
+    let shots = repo_root().join(screenshots);
     let mut browser = tokio::process::Command::new("node")
         .arg("e2e/live.mjs")
-        .arg(&base)
+        .arg(base)
         .arg(&shots)
         .current_dir(repo_root().join("web"))
         .stdin(Stdio::piped())

@@ -405,6 +405,23 @@ pub async fn start_up(env: &TestEnv) -> (tokio::process::Child, String) {
     (process, base)
 }
 
+/// `bandvote up` on `port` with only a data directory: every backend variable removed, so that
+/// nothing in the environment switches a piece to a server.
+pub fn embedded_up(port: u16, data_dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"));
+    command
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for name in ["BANDVOTE_KAFKA_BROKERS", "BANDVOTE_REDIS_URL", "BANDVOTE_MONGO_URL", "BANDVOTE_DATA_DIR"] {
+        command.env_remove(name);
+    }
+    command
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
