@@ -58,6 +58,18 @@ pub enum Command {
     Recount(RecountArgs),
     /// Open-model load generator: votes at a fixed arrival rate, latency from intended send time.
     Load(LoadArgs),
+    /// Health probe for images without curl: GET the URL, exit 0 on a 2xx answer, 1 otherwise.
+    Probe(ProbeArgs),
+}
+
+/// Flags of `probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (e.g. http://127.0.0.1:3000/readyz).
+    pub url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 /// Kafka connection flags.

@@ -46,6 +46,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Api(args) => bandvote_api::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Load(args) => load::run(args, shutdown).await,
+        Command::Probe(args) => {
+            let client =
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(args.timeout_secs)).build()?;
+            let answer = client.get(&args.url).send().await?;
+            anyhow::ensure!(answer.status().is_success(), "{} answered {}", args.url, answer.status());
+            Ok(())
+        }
         Command::Recount(args) => {
             let report = bandvote_consumer::recount::recount(&args.into_config()).await?;
             tracing::info!(
