@@ -6,6 +6,7 @@
 //! - [`recount`]: rebuilding the Redis counters from the MongoDB log;
 //! - [`embedded`]: the same pipelines over `bandvote up`'s embedded queue.
 
+pub mod audit;
 pub mod dead_letter;
 pub mod embedded;
 pub mod pipelines;

@@ -98,30 +98,7 @@ pub async fn recount(config: &RecountConfig) -> anyhow::Result<RecountReport> {
     }
 
     let log = MongoLog::connect(&config.mongo_url, &config.mongo_db).await.context("failed to configure mongodb")?;
-    let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1};
-    let mut cursor =
-        log.collection().find(doc! {}).projection(projection).await.context("failed to read the vote log")?;
-    let mut report = RecountReport { total: 0, bands: HashMap::new(), albums: HashMap::new() };
-    let mut newest: Option<mongodb::bson::DateTime> = None;
-    let ttl_ms = i64::try_from(config.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
-    let now = mongodb::bson::DateTime::now();
-    let mut recent: Vec<(String, u64)> = Vec::new();
-    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
-        let (Some(id), Some((band, album))) = (document.get_str("_id").ok(), data_of(&document)) else {
-            tracing::warn!(?document, "recount: skipping a log document without band or album");
-            continue;
-        };
-        report.total += 1;
-        *report.bands.entry(band.to_owned()).or_default() += 1;
-        *report.albums.entry(bandvote_core::vote::album_key(band, album)).or_default() += 1;
-        if let Ok(received) = document.get_datetime("received_at") {
-            newest = newest.max(Some(*received));
-            let age = now.timestamp_millis() - received.timestamp_millis();
-            if age < ttl_ms {
-                recent.push((id.to_owned(), u64::try_from((ttl_ms - age) / 1000).unwrap_or(1).max(1)));
-            }
-        }
-    }
+    let (report, newest, recent) = scan_log(&log, config.idempotency_ttl).await?;
 
     let after = cut(config).await?;
     let moved = before.iter().zip(&after).any(|(b, a)| b.2 != a.2);
@@ -164,6 +141,39 @@ pub async fn recount(config: &RecountConfig) -> anyhow::Result<RecountReport> {
     }
     pipe.query_async::<()>(&mut redis).await.context("failed to write the counters")?;
     Ok(report)
+}
+
+/// A newest `received_at` and the ids still within the idempotency window (with their remaining
+/// seconds), beside the counts.
+type Scan = (RecountReport, Option<mongodb::bson::DateTime>, Vec<(String, u64)>);
+
+/// Counts the whole vote log.
+pub(crate) async fn scan_log(log: &MongoLog, idempotency_ttl: Duration) -> anyhow::Result<Scan> {
+    let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1};
+    let mut cursor =
+        log.collection().find(doc! {}).projection(projection).await.context("failed to read the vote log")?;
+    let mut report = RecountReport { total: 0, bands: HashMap::new(), albums: HashMap::new() };
+    let mut newest: Option<mongodb::bson::DateTime> = None;
+    let ttl_ms = i64::try_from(idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+    let now = mongodb::bson::DateTime::now();
+    let mut recent: Vec<(String, u64)> = Vec::new();
+    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
+        let (Some(id), Some((band, album))) = (document.get_str("_id").ok(), data_of(&document)) else {
+            tracing::warn!(?document, "skipping a log document without band or album");
+            continue;
+        };
+        report.total += 1;
+        *report.bands.entry(band.to_owned()).or_default() += 1;
+        *report.albums.entry(bandvote_core::vote::album_key(band, album)).or_default() += 1;
+        if let Ok(received) = document.get_datetime("received_at") {
+            newest = newest.max(Some(*received));
+            let age = now.timestamp_millis() - received.timestamp_millis();
+            if age < ttl_ms {
+                recent.push((id.to_owned(), u64::try_from((ttl_ms - age) / 1000).unwrap_or(1).max(1)));
+            }
+        }
+    }
+    Ok((report, newest, recent))
 }
 
 fn data_of(document: &Document) -> Option<(&str, &str)> {

@@ -5,8 +5,10 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
 };
 use bandvote_core::{IngestPath, MAX_BODY_BYTES, Vote, VoteId};
-use bandvote_runtime::{http::ApiError, metrics as names};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bandvote_runtime::{
+    http::{self, ApiError, BodyError},
+    metrics as names,
+};
 
 /// The header a client sets to make retries of one vote count once.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -45,14 +47,15 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static
     if declared_length(headers).is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(("too_large", too_large()));
     }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(("too_large", too_large()));
-        }
-        // The client broke off, or sent a malformed chunked body.
-        Err(_) => {
-            return Err(("invalid", ApiError::bad_request("could not read the request body", None)));
+    let bytes = match http::read_body(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let reason = match error {
+                BodyError::TooLarge => "too_large",
+                BodyError::TooSlow => "too_slow",
+                BodyError::Broken => "invalid",
+            };
+            return Err((reason, error.into_api_error(MAX_BODY_BYTES)));
         }
     };
     let vote = Vote::parse_json(&bytes).map_err(|e| ("invalid", ApiError::bad_request(e.message, e.field)))?;
@@ -60,7 +63,7 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static
 }
 
 fn too_large() -> ApiError {
-    ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, format!("body must be at most {MAX_BODY_BYTES} bytes"), None)
+    BodyError::TooLarge.into_api_error(MAX_BODY_BYTES)
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {

@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by every service: binding with a clear error, serving until shutdown, and
 //! the one error type whose 4xx bodies are `{"error", "field"}`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Binds a listener, saying which address failed and why.
@@ -18,21 +18,128 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))
 }
 
+/// The limits every listener applies to its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once; the next ones are closed at once (`BANDVOTE_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (HTTP/1); slower clients are disconnected.
+    pub header_timeout: Duration,
+    /// Headers per request (HTTP/1); more is answered `431`.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let max_connections =
+            std::env::var("BANDVOTE_MAX_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        Self { max_connections, header_timeout: Duration::from_secs(10), max_headers: 64 }
+    }
+}
+
+/// Time a client has to send a request body (slow-drip bodies get `408`).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than the limit.
+    TooLarge,
+    /// Not complete within [`BODY_TIMEOUT`].
+    TooSlow,
+    /// The client broke off, or sent a malformed chunked body.
+    Broken,
+}
+
+impl BodyError {
+    /// The answer for this error: 413, 408 or 400.
+    pub fn into_api_error(self, limit: usize) -> ApiError {
+        match self {
+            Self::TooLarge => {
+                ApiError::client(StatusCode::PAYLOAD_TOO_LARGE, format!("body must be at most {limit} bytes"), None)
+            }
+            Self::TooSlow => ApiError::client(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                None,
+            ),
+            Self::Broken => ApiError::bad_request("could not read the request body", None),
+        }
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes within [`BODY_TIMEOUT`].
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Broken),
+        Err(_) => Err(BodyError::TooSlow),
+    }
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, bounded by
-/// `grace`.
+/// `grace`. Applies [`Limits::default`]: a connection limit, a header timeout and a header count.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let stop = shutdown.clone();
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-    let mut server = std::pin::pin!(server.into_future());
+    serve_with(listener, router, shutdown, grace, Limits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_headers(limits.max_headers);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(64 * 1024);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, usually: wait a little rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        result = &mut server => result.context("server failed"),
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_s = grace.as_secs_f64(), "drain took longer than the grace period");
             Ok(())
         }

@@ -43,6 +43,9 @@ pub const CONSUMER_LAG: &str = "bandvote_consumer_lag_messages";
 /// Seconds from a vote's `received_at` to when it was counted, for the newest counted vote.
 pub const CONSUMER_FRESHNESS: &str = "bandvote_consumer_freshness_seconds";
 
+/// Connections closed at once because the listener had `BANDVOTE_MAX_CONNECTIONS` open.
+pub const CONNECTIONS_REFUSED: &str = "bandvote_connections_refused_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and returns the handle that renders `/metrics`.

@@ -10,9 +10,9 @@ pub fn init(json: bool) {
     let registry = tracing_subscriber::registry().with(filter);
     // A second call (tests build several apps in one process) keeps the first subscriber.
     let _ = if json {
-        registry.with(fmt::layer().json().with_current_span(false)).try_init()
+        registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init()
     } else {
-        registry.with(fmt::layer().with_target(true)).try_init()
+        registry.with(fmt::layer().with_target(true).with_writer(std::io::stderr)).try_init()
     };
 }
 

@@ -149,6 +149,18 @@ impl Host {
     /// time yields `500` for this request only.
     pub async fn handle(&self, request: axum::extract::Request) -> Response {
         let started = Instant::now();
+        // The body is read here, within the size and time limits, before any guest is started: a
+        // huge or slow-drip body costs no instance.
+        let (parts, body) = request.into_parts();
+        let body = match bandvote_runtime::http::read_body(body, bandvote_core::MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let response = error.into_api_error(bandvote_core::MAX_BODY_BYTES).into_response();
+                record(response.status(), started);
+                return response;
+            }
+        };
+        let request = axum::extract::Request::from_parts(parts, Body::from(body));
         let response = match self.run_guest(request).await {
             Ok(response) => response,
             Err(error) => {

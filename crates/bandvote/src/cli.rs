@@ -58,8 +58,18 @@ pub enum Command {
     Recount(RecountArgs),
     /// Open-model load generator: votes at a fixed arrival rate, latency from intended send time.
     Load(LoadArgs),
+    /// Compares the Redis counters with the MongoDB log; prints both as JSON, fails if they differ.
+    Audit(AuditArgs),
     /// Health probe for images without curl: GET the URL, exit 0 on a 2xx answer, 1 otherwise.
     Probe(ProbeArgs),
+}
+
+/// Flags of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Redis and MongoDB.
+    #[command(flatten)]
+    pub stores: StoreArgs,
 }
 
 /// Flags of `probe`.
@@ -431,9 +441,10 @@ pub struct LoadArgs {
     /// Vote path to load.
     #[arg(long, env = "BANDVOTE_LOAD_PATH", default_value = "grpc")]
     pub path: LoadPath,
-    /// Send to this exact URL instead of a vote path of --url (e.g. a bare baseline server).
-    #[arg(long, env = "BANDVOTE_LOAD_TARGET_URL", conflicts_with = "path")]
-    pub target_url: Option<String>,
+    /// Send to these exact URLs (repeat the flag, or separate with commas; used in turn) instead of
+    /// a vote path of --url: a bare baseline server, or gateways on their own ports.
+    #[arg(long, env = "BANDVOTE_LOAD_TARGET_URL", value_delimiter = ',', conflicts_with = "path")]
+    pub target_url: Vec<String>,
     /// Arrival rate in votes/s; several (comma-separated) make a stepped run, one step each.
     #[arg(long, env = "BANDVOTE_LOAD_RATE", value_delimiter = ',', default_value = "1000")]
     pub rate: Vec<f64>,

@@ -12,11 +12,11 @@ use crate::cli::{LoadArgs, LoadPath};
 /// Runs `bandvote load`; fails when --verify finds a difference.
 pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/').to_owned();
-    let targets = match (&args.target_url, args.path) {
-        (Some(url), _) => vec![url.clone()],
-        (None, LoadPath::Grpc) => vec![format!("{base}/grpc/votes")],
-        (None, LoadPath::Wasm) => vec![format!("{base}/wasm/votes")],
-        (None, LoadPath::Both) => vec![format!("{base}/grpc/votes"), format!("{base}/wasm/votes")],
+    let targets = match args.path {
+        _ if !args.target_url.is_empty() => args.target_url.clone(),
+        LoadPath::Grpc => vec![format!("{base}/grpc/votes")],
+        LoadPath::Wasm => vec![format!("{base}/wasm/votes")],
+        LoadPath::Both => vec![format!("{base}/grpc/votes"), format!("{base}/wasm/votes")],
     };
     let source = match &args.traffic {
         Some(path) => VoteSource::from_traffic_file(path)?,

@@ -46,6 +46,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Api(args) => bandvote_api::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Load(args) => load::run(args, shutdown).await,
+        Command::Audit(args) => {
+            let audit =
+                bandvote_consumer::audit::audit(&args.stores.redis_url, &args.stores.mongo_url, &args.stores.mongo_db)
+                    .await?;
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, serde_json::to_string_pretty(&audit)?.as_bytes())?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+            anyhow::ensure!(audit.agree, "the counters and the log disagree");
+            Ok(())
+        }
         Command::Probe(args) => {
             let client =
                 reqwest::Client::builder().timeout(std::time::Duration::from_secs(args.timeout_secs)).build()?;
