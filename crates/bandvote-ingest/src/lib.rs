@@ -7,6 +7,7 @@
 //! - [`http_producer`]: `POST /votes` over plain HTTP for the WebAssembly guest, same guarantees.
 
 pub mod edge;
+pub mod fairness;
 pub mod grpc_gateway;
 pub mod grpc_producer;
 pub mod http_producer;

@@ -130,7 +130,16 @@ pub async fn verify(
 ) -> anyhow::Result<Verification> {
     let start = Instant::now();
     loop {
-        let after = fetch_counts(client, api).await?;
+        // A store restarting makes the API answer 503 for a moment: keep polling until the timeout.
+        let after = match fetch_counts(client, api).await {
+            Ok(counts) => counts,
+            Err(error) if start.elapsed() < timeout => {
+                tracing::debug!(error = format!("{error:#}"), "verify: the API did not answer, polling again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let differences = compare(before, &after, accepted, unknown);
         let converged_ms = start.elapsed().as_millis() as u64;
         if differences.is_empty() {

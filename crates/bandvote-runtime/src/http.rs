@@ -208,6 +208,12 @@ impl ApiError {
         }
     }
 
+    /// Adds a `Retry-After` to the answer.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -1,7 +1,10 @@
 //! The wasmtime host: one engine and one pre-instantiated component for the process, a fresh
 //! instance (in its own `Store`) per request.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, anyhow};
 use axum::{
@@ -63,6 +66,7 @@ pub struct Host {
     hooks: UpstreamOnly,
     deadline_ticks: u64,
     request_timeout: Duration,
+    fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>,
 }
 
 impl Host {
@@ -112,6 +116,7 @@ impl Host {
             hooks: UpstreamOnly { client: outgoing::client(), authority },
             deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
             request_timeout: config.request_timeout,
+            fairness: None,
         })
     }
 
@@ -145,6 +150,12 @@ impl Host {
         store
     }
 
+    /// The same host, with fair-voting checks before a guest is started for a vote.
+    pub fn with_fairness(mut self, fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>) -> Self {
+        self.fairness = fairness;
+        self
+    }
+
     /// Runs one request through a fresh guest instance. A guest that traps, runs out of memory or
     /// time yields `500` for this request only.
     pub async fn handle(&self, request: axum::extract::Request) -> Response {
@@ -160,6 +171,18 @@ impl Host {
                 return response;
             }
         };
+        // Fair voting is the host's: a valid vote is checked before its guest starts (an invalid one
+        // goes on to the guest, which explains what is wrong).
+        if let (Some(fairness), Ok(vote)) = (&self.fairness, bandvote_core::Vote::parse_json(&body)) {
+            let client = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+            let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let key = key.unwrap_or_else(|| bandvote_core::VoteId::generate().as_str().to_owned());
+            if let Err(refused) = fairness.admit(&parts.headers, client, &vote, &key).await {
+                let response = refused.into_response();
+                record(response.status(), started);
+                return response;
+            }
+        }
         let request = axum::extract::Request::from_parts(parts, Body::from(body));
         let response = match self.run_guest(request).await {
             Ok(response) => response,

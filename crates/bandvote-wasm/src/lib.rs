@@ -42,6 +42,8 @@ pub struct WasmGatewayConfig {
     pub max_instances: u32,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Fair voting: rate limit, contest list, voter policy (all off by default).
+    pub fairness: bandvote_ingest::fairness::FairnessConfig,
 }
 
 impl Default for WasmGatewayConfig {
@@ -54,6 +56,7 @@ impl Default for WasmGatewayConfig {
             request_timeout: Duration::from_secs(10),
             max_instances: 1000,
             grace: Duration::from_secs(10),
+            fairness: bandvote_ingest::fairness::FairnessConfig::default(),
         }
     }
 }
@@ -88,7 +91,8 @@ impl App {
             }
             None => EMBEDDED_GUEST.to_vec(),
         };
-        let host = Arc::new(Host::new(&config, &component)?);
+        let fairness = bandvote_ingest::fairness::Fairness::new(&config.fairness).await?;
+        let host = Arc::new(Host::new(&config, &component)?.with_fairness(fairness));
         let probe = Arc::clone(&host);
         let checks = vec![(
             "http-producer",

@@ -4,7 +4,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use bandvote_api::ApiConfig;
 use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
-use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer::ProducerConfig, http_producer::HttpProducerConfig};
+use bandvote_ingest::{
+    fairness::{FairnessConfig, VotePolicy},
+    grpc_gateway::GatewayConfig,
+    grpc_producer::ProducerConfig,
+    http_producer::HttpProducerConfig,
+};
 use bandvote_queue::KafkaConfig;
 use bandvote_wasm::WasmGatewayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -135,6 +140,40 @@ pub struct StoreArgs {
     pub idempotency_ttl_hours: u64,
 }
 
+/// Fair-voting flags of the gateways (all off by default).
+#[derive(Debug, Args)]
+pub struct FairnessArgs {
+    /// Votes per voter: unlimited, per-minute:N or once (the voter is named by --voter-header).
+    #[arg(long, env = "BANDVOTE_VOTE_POLICY", default_value = "unlimited")]
+    pub vote_policy: VotePolicy,
+    /// Header carrying the voter identity (with a --vote-policy other than unlimited).
+    #[arg(long, env = "BANDVOTE_VOTER_HEADER", default_value = "x-voter-id")]
+    pub voter_header: String,
+    /// Redis that every gateway replica shares for the voter policy [default: within this process;
+    /// `up` uses --redis-url when given].
+    #[arg(long, env = "BANDVOTE_FAIRNESS_REDIS_URL")]
+    pub fairness_redis_url: Option<String>,
+    /// JSON file `[{"name": band, "album": album}, ...]`: votes for anything else are refused (400).
+    #[arg(long, env = "BANDVOTE_CONTEST")]
+    pub contest: Option<std::path::PathBuf>,
+    /// Votes per second accepted from one client address (0: no limit); more get 429.
+    #[arg(long, env = "BANDVOTE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+}
+
+impl FairnessArgs {
+    /// The gateways' fair-voting configuration.
+    pub fn into_config(self) -> FairnessConfig {
+        FairnessConfig {
+            policy: self.vote_policy,
+            voter_header: self.voter_header,
+            redis_url: self.fairness_redis_url,
+            contest: self.contest,
+            rate_limit: self.rate_limit,
+        }
+    }
+}
+
 /// Flags of `grpc-gateway`.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
@@ -150,6 +189,9 @@ pub struct GatewayArgs {
     /// Milliseconds to wait for the producer before answering 503.
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
     pub request_timeout_ms: u64,
+    /// Fair voting.
+    #[command(flatten)]
+    pub fairness: FairnessArgs,
 }
 
 impl GatewayArgs {
@@ -160,6 +202,7 @@ impl GatewayArgs {
             upstream: self.upstream,
             connections: self.upstream_connections,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            fairness: self.fairness.into_config(),
             ..GatewayConfig::default()
         }
     }
@@ -212,12 +255,20 @@ pub struct UpArgs {
     /// Hours a client's Idempotency-Key is remembered.
     #[arg(long, env = "BANDVOTE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
     pub idempotency_ttl_hours: u64,
+    /// Fair voting.
+    #[command(flatten)]
+    pub fairness: FairnessArgs,
 }
 
 impl UpArgs {
     /// What `up` runs.
     pub fn into_config(self) -> crate::up::UpConfig {
+        let mut fairness = self.fairness.into_config();
+        if fairness.redis_url.is_none() {
+            fairness.redis_url.clone_from(&self.redis_url);
+        }
         crate::up::UpConfig {
+            fairness,
             listen: self.listen,
             data_dir: self.data_dir,
             kafka: self.kafka_brokers.map(|brokers| KafkaConfig {
@@ -254,6 +305,9 @@ pub struct WasmGatewayArgs {
     /// Guest instances that may exist at once.
     #[arg(long, env = "BANDVOTE_GUEST_INSTANCES", default_value_t = 1000)]
     pub guest_instances: u32,
+    /// Fair voting.
+    #[command(flatten)]
+    pub fairness: FairnessArgs,
 }
 
 impl WasmGatewayArgs {
@@ -266,6 +320,7 @@ impl WasmGatewayArgs {
             max_memory_bytes: self.guest_memory_mib.max(1) << 20,
             request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
             max_instances: self.guest_instances.max(1),
+            fairness: self.fairness.into_config(),
             ..WasmGatewayConfig::default()
         }
     }

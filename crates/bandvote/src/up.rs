@@ -43,6 +43,8 @@ pub struct UpConfig {
     pub mongo_db: String,
     /// How long a client's idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Fair voting, for both gateways.
+    pub fairness: bandvote_ingest::fairness::FairnessConfig,
 }
 
 /// Starts everything, prints where, and serves until `shutdown`.
@@ -118,9 +120,11 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
     let grpc_upstream = format!("http://{}", grpc_producer.local_addr()?);
     let http_upstream = format!("http://{}", http_producer.local_addr()?);
 
-    let gateway = GatewayState::connect(&GatewayConfig { upstream: grpc_upstream.clone(), ..Default::default() })?;
+    let fairness = bandvote_ingest::fairness::Fairness::new(&config.fairness).await?;
+    let gateway = GatewayState::connect(&GatewayConfig { upstream: grpc_upstream.clone(), ..Default::default() })?
+        .with_fairness(fairness.clone());
     let wasm_config = WasmGatewayConfig { upstream: http_upstream.clone(), ..Default::default() };
-    let host = Arc::new(Host::new(&wasm_config, bandvote_wasm::EMBEDDED_GUEST)?);
+    let host = Arc::new(Host::new(&wasm_config, bandvote_wasm::EMBEDDED_GUEST)?.with_fairness(fairness));
     let api_config = ApiConfig {
         redis_url: config.redis_url.clone().unwrap_or_else(|| ApiConfig::default().redis_url),
         mongo_url: config.mongo_url.clone().unwrap_or_else(|| ApiConfig::default().mongo_url),

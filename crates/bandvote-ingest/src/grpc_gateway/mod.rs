@@ -37,6 +37,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Fair voting: rate limit, contest list, voter policy (all off by default).
+    pub fairness: crate::fairness::FairnessConfig,
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +49,7 @@ impl Default for GatewayConfig {
             connections: 2,
             request_timeout: Duration::from_secs(6),
             grace: Duration::from_secs(10),
+            fairness: crate::fairness::FairnessConfig::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ pub struct GatewayState {
     channels: Arc<[Channel]>,
     next: Arc<AtomicUsize>,
     request_timeout: Duration,
+    pub(crate) fairness: Option<Arc<crate::fairness::Fairness>>,
 }
 
 impl GatewayState {
@@ -75,7 +79,14 @@ impl GatewayState {
             channels: channels.into(),
             next: Arc::new(AtomicUsize::new(0)),
             request_timeout: config.request_timeout,
+            fairness: None,
         })
+    }
+
+    /// The same gateway, with fair-voting checks before every vote.
+    pub fn with_fairness(mut self, fairness: Option<Arc<crate::fairness::Fairness>>) -> Self {
+        self.fairness = fairness;
+        self
     }
 
     fn client(&self) -> VoteServiceClient<Channel> {
@@ -110,7 +121,8 @@ pub struct App {
 impl App {
     /// Binds the listener (port 0 allowed) and prepares the channels to the producer.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let state = GatewayState::connect(&config)?;
+        let fairness = crate::fairness::Fairness::new(&config.fairness).await?;
+        let state = GatewayState::connect(&config)?.with_fairness(fairness);
         let probe = state.clone();
         let checks = vec![(
             "grpc-producer",

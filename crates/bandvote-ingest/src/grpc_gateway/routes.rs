@@ -1,10 +1,11 @@
 //! `POST /grpc/votes`.
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
+    Extension,
     body::Body,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
     response::Response,
 };
@@ -24,11 +25,19 @@ use crate::edge;
 /// producer reports it queued.
 pub async fn post_grpc_vote(
     State(state): State<GatewayState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let accepted = edge::read_vote(IngestPath::Grpc, &headers, body).await?;
+    if let Some(fairness) = &state.fairness {
+        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+        if let Err(refused) = fairness.admit(&headers, client, &accepted.vote, accepted.id.as_str()).await {
+            metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
+            return Err(refused);
+        }
+    }
     let mut request = tonic::Request::new(SubmitVoteRequest {
         vote: Some(ProtoVote {
             name: accepted.vote.name,
