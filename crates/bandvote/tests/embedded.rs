@@ -12,16 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, wait_for};
-
-async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    wait_for("up to be ready", PATIENCE, || async {
-        let answer = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (answer.status() == 200).then_some(())
-    })
-    .await;
-}
+use support::{MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, wait_for, wait_ready};
 
 async fn results(base: &str) -> Value {
     reqwest::get(format!("{base}/api/results")).await.expect("results").json().await.expect("json")

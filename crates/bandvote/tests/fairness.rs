@@ -24,11 +24,7 @@ async fn start(args: &[&str], dir: &Path) -> (tokio::process::Child, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let up = embedded_up(port, &dir.join("data")).args(args).stderr(std::process::Stdio::null()).spawn().expect("up");
-    wait_for("up to be ready", PATIENCE, || async {
-        let answer = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (answer.status() == 200).then_some(())
-    })
-    .await;
+    support::wait_ready(&base).await;
     (up, base)
 }
 

@@ -71,11 +71,7 @@ async fn hostile_requests_get_quick_4xx_and_memory_stays_bounded() {
     let base = format!("http://127.0.0.1:{port}");
     let up = embedded_up(port, &dir).stderr(std::process::Stdio::null()).spawn().expect("up starts");
     let pid = up.id().expect("pid");
-    wait_for("up to be ready", PATIENCE, || async {
-        let answer = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (answer.status() == 200).then_some(())
-    })
-    .await;
+    support::wait_ready(&base).await;
     let quick = Duration::from_secs(5);
     let rss_before = rss_kib(pid);
 

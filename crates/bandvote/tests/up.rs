@@ -4,7 +4,7 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use support::{PATIENCE, TestEnv, expected, free_port, mix, post_all, up, wait_for};
+use support::{TestEnv, expected, free_port, mix, post_all, up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_serves_both_paths_on_one_port_and_counts_exactly() {
@@ -13,11 +13,7 @@ async fn up_serves_both_paths_on_one_port_and_counts_exactly() {
     let mut process = up(&env, port).stderr(Stdio::piped()).spawn().expect("bandvote up starts");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_for("up to be ready", PATIENCE, || async {
-        let answer = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (answer.status() == 200).then_some(())
-    })
-    .await;
+    support::wait_ready(&base).await;
 
     // A second `up` on the same port fails at once, saying why.
     let second = up(&env, port).stderr(Stdio::piped()).output().await.expect("second up runs");

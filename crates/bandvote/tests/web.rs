@@ -26,11 +26,7 @@ async fn the_web_app_follows_votes_live_on_embedded_storage() {
     let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let up = support::embedded_up(port, &dir).stderr(Stdio::null()).spawn().expect("up starts");
-    support::wait_for("up to be ready", support::PATIENCE, || async {
-        let answer = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (answer.status() == 200).then_some(())
-    })
-    .await;
+    support::wait_ready(&base).await;
     browse(up, &base, "target/screenshots/embedded").await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -396,13 +396,18 @@ pub async fn start_up(env: &TestEnv) -> (tokio::process::Child, String) {
     let port = free_port();
     let process = up(env, port).spawn().expect("bandvote up starts");
     let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    (process, base)
+}
+
+/// Waits until `base/readyz` answers 200.
+pub async fn wait_ready(base: &str) {
     let client = reqwest::Client::new();
-    wait_for("up to be ready", PATIENCE, || async {
+    wait_for("the service to be ready", PATIENCE, || async {
         let answer = client.get(format!("{base}/readyz")).send().await.ok()?;
         (answer.status() == 200).then_some(())
     })
     .await;
-    (process, base)
 }
 
 /// `bandvote up` on `port` with only a data directory: every backend variable removed, so that
