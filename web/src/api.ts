@@ -27,6 +27,35 @@ export interface LogEntry {
 export interface WebConfig {
   /** Base URL that votes are posted to: "" for this origin, null when voting is off. */
   vote_url: string | null
+  /** Whether votes carry a signed voter token (from POST /api/voter-token). */
+  voter_token?: boolean
+  /** The header the token goes in. */
+  voter_header?: string
+}
+
+interface VoterToken {
+  token: string
+  expires_at: string
+}
+
+const TOKEN_KEY = 'bandvote.voter-token'
+
+/** This browser's voter token: kept until an hour before it expires, then renewed. */
+export async function voterToken(renew = false): Promise<string> {
+  const kept = localStorage.getItem(TOKEN_KEY)
+  if (kept && !renew) {
+    const parsed = JSON.parse(kept) as VoterToken
+    if (Date.parse(parsed.expires_at) - Date.now() > 3600_000) {
+      return parsed.token
+    }
+  }
+  const response = await fetch('/api/voter-token', { method: 'POST' })
+  if (!response.ok) {
+    throw await errorOf(response)
+  }
+  const fresh = (await response.json()) as VoterToken
+  localStorage.setItem(TOKEN_KEY, JSON.stringify(fresh))
+  return fresh.token
 }
 
 export class ApiError extends Error {
@@ -71,13 +100,22 @@ function voteKey(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
-/** Posts one vote through `/grpc/votes` or `/wasm/votes` of `base`. */
-export async function postVote(base: string, path: 'grpc' | 'wasm', vote: VoteData): Promise<Accepted> {
+/** Posts one vote through `/grpc/votes` or `/wasm/votes` of `base` (with `voter` = [header, token]). */
+export async function postVote(
+  base: string,
+  path: 'grpc' | 'wasm',
+  vote: VoteData,
+  voter?: [string, string],
+): Promise<Accepted> {
   let response: Response
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': voteKey() }
+  if (voter) {
+    headers[voter[0]] = voter[1]
+  }
   try {
     response = await fetch(`${base.replace(/\/$/, '')}/${path}/votes`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': voteKey() },
+      headers,
       body: JSON.stringify(vote),
     })
   } catch {

@@ -38,6 +38,12 @@ pub struct ApiConfig {
     pub vote_url: Option<String>,
     /// Pieces read from `bandvote up`'s embedded database instead of Redis or MongoDB.
     pub embedded: Option<store::EmbeddedReads>,
+    /// Secret of the signed voter tokens (`POST /api/voter-token`), shared with the gateways.
+    pub voter_secret: Option<String>,
+    /// The header the gateways read the voter (token) from, told to the web app.
+    pub voter_header: String,
+    /// Administrative operations (`POST /api/admin/recount`), behind a bearer token; off when `None`.
+    pub admin: Option<routes::admin::AdminConfig>,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +57,9 @@ impl Default for ApiConfig {
             grace: Duration::from_secs(10),
             vote_url: None,
             embedded: None,
+            voter_secret: None,
+            voter_header: "x-voter-id".into(),
+            admin: None,
         }
     }
 }
@@ -66,6 +75,12 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Where the web app posts votes (see [`ApiConfig::vote_url`]).
     pub vote_url: Option<String>,
+    /// Issues voter tokens, when a secret is configured.
+    pub voter_tokens: Option<bandvote_core::voter_token::VoterTokens>,
+    /// The gateways' voter header.
+    pub voter_header: String,
+    /// Administrative operations, when enabled.
+    pub admin: Option<Arc<routes::admin::AdminConfig>>,
 }
 
 impl ApiState {
@@ -75,7 +90,18 @@ impl ApiState {
             Store::with_embedded(&config.redis_url, &config.mongo_url, &config.mongo_db, config.embedded.as_ref())
                 .await?,
         );
-        Ok(Self { events: Events::new(), store, shutdown, vote_url: config.vote_url.clone() })
+        Ok(Self {
+            events: Events::new(),
+            store,
+            shutdown,
+            vote_url: config.vote_url.clone(),
+            voter_tokens: config
+                .voter_secret
+                .as_deref()
+                .map(|s| bandvote_core::voter_token::VoterTokens::new(s.as_bytes())),
+            voter_header: config.voter_header.clone(),
+            admin: config.admin.clone().map(Arc::new),
+        })
     }
 
     /// Starts the one reader behind `/api/stream`; it stops with `shutdown`.

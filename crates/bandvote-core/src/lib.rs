@@ -13,6 +13,7 @@ pub mod id;
 pub mod message;
 pub mod time;
 pub mod vote;
+pub mod voter_token;
 
 pub use id::{IdError, VoteId};
 pub use message::{IngestPath, MessageError, VoteMessage};

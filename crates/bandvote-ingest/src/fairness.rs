@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Context;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
-use bandvote_core::Vote;
+use bandvote_core::{Vote, voter_token::VoterTokens};
 use bandvote_runtime::http::ApiError;
 use redis::{Script, aio::ConnectionManager};
 
@@ -74,6 +74,9 @@ pub struct FairnessConfig {
     pub contest: Option<PathBuf>,
     /// Votes per second per client address (0: no limit).
     pub rate_limit: u32,
+    /// With a secret, the voter header must carry a voter token the API signed with it
+    /// (`POST /api/voter-token`), and the voter is the one the token names.
+    pub voter_secret: Option<String>,
 }
 
 impl Default for FairnessConfig {
@@ -84,6 +87,7 @@ impl Default for FairnessConfig {
             redis_url: None,
             contest: None,
             rate_limit: 0,
+            voter_secret: None,
         }
     }
 }
@@ -101,10 +105,11 @@ pub struct Fairness {
     contest: Option<HashMap<String, HashSet<String>>>,
     rate_limit: u32,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    tokens: Option<VoterTokens>,
 }
 
 /// Longest voter identity accepted.
-const MAX_VOTER_CHARS: usize = 128;
+const MAX_VOTER_CHARS: usize = 256;
 
 const SCRIPT: &str = r"
 -- KEYS[1]: the voter's hash (vote key -> ms); ARGV: vote key, now ms, window ms (0 = forever), limit
@@ -173,6 +178,7 @@ impl Fairness {
             contest,
             rate_limit: config.rate_limit,
             buckets: Mutex::new(HashMap::new()),
+            tokens: config.voter_secret.as_deref().map(|secret| VoterTokens::new(secret.as_bytes())),
         })))
     }
 
@@ -209,6 +215,16 @@ impl Fairness {
             .ok_or_else(|| {
                 ApiError::bad_request(format!("a voter identity (1-{MAX_VOTER_CHARS} characters) is required"), None)
             })?;
+        let verified;
+        let voter = match &self.tokens {
+            None => voter,
+            Some(tokens) => {
+                verified = tokens.verify(voter, chrono::Utc::now().timestamp()).map_err(|error| {
+                    ApiError::client(StatusCode::UNAUTHORIZED, format!("{error}: get a new one"), None)
+                })?;
+                verified.as_str()
+            }
+        };
         let retry_ms = match &self.voters {
             Voters::Local(voters) => local_admit(voters, voter, vote_key, limit, window),
             Voters::Redis(connection, script) => {

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bandvote_api::ApiConfig;
+use bandvote_api::{ApiConfig, routes::admin::AdminConfig};
 use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
 use bandvote_ingest::{
     fairness::{FairnessConfig, VotePolicy},
@@ -159,6 +159,10 @@ pub struct FairnessArgs {
     /// Votes per second accepted from one client address (0: no limit); more get 429.
     #[arg(long, env = "BANDVOTE_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
+    /// Secret of the signed voter tokens: the voter header must then carry a token from the API's
+    /// POST /api/voter-token, signed with the same secret.
+    #[arg(long, env = "BANDVOTE_VOTER_SECRET", hide_env_values = true)]
+    pub voter_secret: Option<String>,
 }
 
 impl FairnessArgs {
@@ -170,6 +174,7 @@ impl FairnessArgs {
             redis_url: self.fairness_redis_url,
             contest: self.contest,
             rate_limit: self.rate_limit,
+            voter_secret: self.voter_secret,
         }
     }
 }
@@ -426,12 +431,40 @@ pub struct ApiArgs {
     /// Without it the web app shows no vote form.
     #[arg(long, env = "BANDVOTE_VOTE_URL")]
     pub vote_url: Option<String>,
+    /// Secret of the signed voter tokens: enables POST /api/voter-token (the gateways check the
+    /// tokens with the same secret).
+    #[arg(long, env = "BANDVOTE_VOTER_SECRET", hide_env_values = true)]
+    pub voter_secret: Option<String>,
+    /// The gateways' voter header, which the web app sends its token in.
+    #[arg(long, env = "BANDVOTE_VOTER_HEADER", default_value = "x-voter-id")]
+    pub voter_header: String,
+    /// Bearer token for POST /api/admin/recount (from a secret); without it the route does not exist.
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Kafka (for the admin recount's consistent cut).
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The log pipeline's consumer group (for the admin recount).
+    #[arg(long, env = "BANDVOTE_LOG_GROUP", default_value = "bandvote-log")]
+    pub log_group: String,
 }
 
 impl ApiArgs {
     /// The API's configuration.
     pub fn into_config(self) -> ApiConfig {
         let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8000);
+        let admin = self.admin_token.map(|token| AdminConfig {
+            token,
+            recount: RecountConfig {
+                kafka: self.kafka.into_config(),
+                redis_url: self.stores.redis_url.clone(),
+                mongo_url: self.stores.mongo_url.clone(),
+                mongo_db: self.stores.mongo_db.clone(),
+                log_group: self.log_group,
+                idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
+                force: false,
+            },
+        });
         ApiConfig {
             listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port))),
             redis_url: self.stores.redis_url,
@@ -439,6 +472,9 @@ impl ApiArgs {
             mongo_db: self.stores.mongo_db,
             cors_origins: self.cors_origins,
             vote_url: self.vote_url,
+            voter_secret: self.voter_secret,
+            voter_header: self.voter_header,
+            admin,
             ..ApiConfig::default()
         }
     }

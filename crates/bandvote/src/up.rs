@@ -131,6 +131,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         mongo_db: config.mongo_db.clone(),
         // The vote paths are on this same listener.
         vote_url: Some(String::new()),
+        voter_secret: config.fairness.voter_secret.clone(),
+        voter_header: config.fairness.voter_header.clone(),
         embedded: embedded.as_ref().map(|storage| EmbeddedReads {
             storage: Arc::clone(storage),
             counters: config.redis_url.is_none(),

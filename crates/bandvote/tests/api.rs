@@ -214,3 +214,48 @@ async fn api_listens_on_port_from_the_environment_like_cloud_run() {
     .await;
     assert_eq!((status, body["total"].as_u64()), (200, Some(0)));
 }
+
+/// Passwords and tokens given to a service never show in its logs, /metrics or answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_stay_out_of_logs_metrics_and_answers() {
+    let port = free_port();
+    let mut api = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["api", "--listen", &format!("127.0.0.1:{port}")])
+        // Unreachable stores, so that their errors are logged and answered.
+        .args([
+            "--redis-url",
+            "redis://:redis-pw-7f3a@127.0.0.1:1/",
+            "--mongo-url",
+            "mongodb://u:mongo-pw-9c1e@127.0.0.1:1/",
+        ])
+        .args(["--admin-token", "admin-token-5d2b", "--voter-secret", "voter-secret-8e4c"])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bandvote api starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut seen = String::new();
+    for path in ["/readyz", "/api/results", "/api/logs", "/metrics", "/api/config", "/api/openapi.json"] {
+        let answer = support::wait_for("the api to answer", PATIENCE, || async {
+            reqwest::get(format!("{base}{path}")).await.ok()?.text().await.ok()
+        })
+        .await;
+        seen.push_str(&answer);
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["api", "--help"])
+        .env("BANDVOTE_ADMIN_TOKEN", "admin-token-5d2b")
+        .output()
+        .expect("help");
+    seen.push_str(&String::from_utf8_lossy(&help.stdout));
+    api.start_kill().expect("kill");
+    let output = api.wait_with_output().await.expect("output");
+    seen.push_str(&String::from_utf8_lossy(&output.stdout));
+    seen.push_str(&String::from_utf8_lossy(&output.stderr));
+    assert!(seen.contains("redis"), "the logs and answers were read");
+    for secret in ["redis-pw-7f3a", "mongo-pw-9c1e", "admin-token-5d2b", "voter-secret-8e4c"] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+}

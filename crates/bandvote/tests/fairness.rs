@@ -127,3 +127,35 @@ async fn a_client_over_the_rate_limit_gets_429() {
     assert!(!limited.is_empty() && limited.iter().all(|s| s.1 == Some(1)), "429 with Retry-After: 1");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Signed voter tokens: the API issues them, the gateways accept only genuine, unexpired ones and
+/// count the policy on the voter they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn voter_tokens_from_the_api_are_checked_by_the_gateways() {
+    let dir = std::env::temp_dir().join(format!("bandvote-fair-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_up, base) = start(&["--vote-policy", "once", "--voter-secret", "contest-secret"], &dir).await;
+    let config: Value = reqwest::get(format!("{base}/api/config")).await.expect("config").json().await.expect("json");
+    assert_eq!((config["voter_token"].as_bool(), config["voter_header"].as_str()), (Some(true), Some("x-voter-id")));
+    let client = reqwest::Client::new();
+    let issued: Value =
+        client.post(format!("{base}/api/voter-token")).send().await.expect("token").json().await.expect("json");
+    let token = issued["token"].as_str().expect("a token").to_owned();
+    assert!(issued["expires_at"].as_str().is_some_and(|e| e.ends_with('Z')));
+    // One vote for this voter, through either path; the next is refused.
+    assert_eq!(vote(&base, "wasm", Some(&token), "t1", "Mis palabras").await.0, 202);
+    let (status, retry, body) = vote(&base, "grpc", Some(&token), "t2", "Mis palabras").await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("this voter has already voted")));
+    assert!(retry.is_some());
+    // A forged or altered token is refused as such, on both paths.
+    let forged = token.replacen("v1.", "v1.0", 1);
+    for path in ["grpc", "wasm"] {
+        let (status, _, body) = vote(&base, path, Some(&forged), &format!("t3-{path}"), "Mis palabras").await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    // A second token is another voter.
+    let second: Value =
+        client.post(format!("{base}/api/voter-token")).send().await.expect("token").json().await.expect("json");
+    assert_eq!(vote(&base, "grpc", second["token"].as_str(), "t4", "Mis palabras").await.0, 202);
+    let _ = std::fs::remove_dir_all(dir);
+}

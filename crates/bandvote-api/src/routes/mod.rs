@@ -1,5 +1,6 @@
 //! The API's routes, one module per resource.
 
+pub mod admin;
 mod logs;
 mod openapi;
 mod results;
@@ -19,6 +20,7 @@ pub use web::ASSETS;
 /// `/api/results`, `/api/logs`, `/api/stream`, `/api/openapi.json`, `/api/config` and the web app.
 pub fn router(state: ApiState) -> Router {
     let web = web::router(state.clone());
+    let admin = admin::router(state.clone());
     Router::new()
         .route("/api/results", get(get_results))
         .route("/api/logs", get(get_logs))
@@ -26,6 +28,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/openapi.json", get(get_openapi))
         .with_state(state)
         .merge(web)
+        .merge(admin)
 }
 
 impl From<Unavailable> for bandvote_runtime::http::ApiError {

@@ -46,6 +46,10 @@ pub fn document() -> Value {
                     "type": "object", "required": ["vote_url"], "properties": {"vote_url": {"type": ["string", "null"]}}
                 }}}}}
             }},
+            "/api/voter-token": {"post": {
+                "summary": "A signed voter token (24 h) naming a new voter, to send in the gateways' voter header; 404 unless a voter secret is configured",
+                "responses": {"200": {"description": "{token, voter, expires_at}"}, "404": {"description": "voter tokens are not enabled"}}
+            }},
             "/": {"get": {"summary": "The web app (embedded static files)", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
         },
         "components": {"schemas": {

@@ -3,10 +3,12 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+
+use bandvote_runtime::http::ApiError;
 
 use crate::ApiState;
 
@@ -65,13 +67,36 @@ fn csp(vote_url: Option<&str>) -> HeaderValue {
 
 /// `GET /api/config`: what the web app needs to know about this deployment.
 async fn get_config(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "vote_url": state.vote_url.as_deref() }))
+    Json(serde_json::json!({
+        "vote_url": state.vote_url.as_deref(),
+        "voter_token": state.voter_tokens.is_some(),
+        "voter_header": state.voter_header,
+    }))
 }
 
-/// `/` (the app), every file of the build, and `/api/config`.
+/// How long a voter token lasts.
+const VOTER_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+
+/// `POST /api/voter-token`: a signed token naming a new voter, for the vote form to send in the
+/// gateways' voter header (404 when no secret is configured).
+async fn post_voter_token(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = state
+        .voter_tokens
+        .as_ref()
+        .ok_or_else(|| ApiError::client(StatusCode::NOT_FOUND, "voter tokens are not enabled here", None))?;
+    // Unique, not secret: only the signature makes a token genuine.
+    let voter = bandvote_core::VoteId::generate().as_str().to_owned();
+    let expires = chrono::Utc::now() + VOTER_TOKEN_LIFETIME;
+    let token = tokens.issue(&voter, expires.timestamp());
+    Ok(Json(serde_json::json!({ "token": token, "voter": voter, "expires_at": bandvote_core::time::format(expires) })))
+}
+
+/// `/` (the app), every file of the build, `/api/config` and `/api/voter-token`.
 pub fn router(state: ApiState) -> Router {
     let policy = csp(state.vote_url.as_deref());
-    let mut router = Router::new().route("/api/config", get(get_config));
+    let mut router = Router::new()
+        .route("/api/config", get(get_config))
+        .route("/api/voter-token", axum::routing::post(post_voter_token));
     for &(path, body) in ASSETS {
         let serve = |policy: HeaderValue| get(move || std::future::ready(file(path, body, policy.clone())));
         router = router.route(path, serve(policy.clone()));
