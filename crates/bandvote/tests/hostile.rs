@@ -199,3 +199,44 @@ async fn hostile_requests_get_quick_4xx_and_memory_stays_bounded() {
     drop(up);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Past `BANDVOTE_MAX_CONNECTIONS` open connections, the next one is closed at once; once one
+/// closes, a new client gets in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let dir = std::env::temp_dir().join(format!("bandvote-connlimit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let _up = embedded_up(port, &dir)
+        .env("BANDVOTE_MAX_CONNECTIONS", "4")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("up starts");
+    support::wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    // wait_ready's client may keep its connection alive for a moment: let it go.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        let mut buffer = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("answer")
+            .expect("read");
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).await.expect("the kernel accepts the connection");
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buffer = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buffer)).await.expect("closed quickly");
+    assert!(matches!(read, Ok(0) | Err(_)), "the fifth connection is closed without an answer");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        raw(port, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", Duration::from_secs(5)).await,
+        Some(200)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
