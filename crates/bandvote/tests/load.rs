@@ -1,11 +1,10 @@
-//! `bandvote load --verify` and the original's Locust scenario against `bandvote up` on the real
-//! servers: what the load tools report as accepted is exactly what the system counts.
+//! `bandvote load --verify` against `bandvote up` on the real servers: what the generator reports
+//! as accepted is exactly what the system counts. (The original's Locust scenario is checked the
+//! same way by scripts/locust-check.)
 
 mod support;
 
-use std::{path::PathBuf, time::Duration};
-
-use support::{TestEnv, repo_root, start_up};
+use support::{TestEnv, start_up};
 
 async fn results(base: &str) -> serde_json::Value {
     reqwest::get(format!("{base}/api/results")).await.expect("results").json().await.expect("json")
@@ -42,62 +41,4 @@ async fn load_verify_confirms_every_accepted_vote_through_both_paths() {
     let html = std::fs::read_to_string(&report).expect("the HTML report is written");
     assert!(html.contains("<svg") && html.contains("Latency by intended send second"));
     let _ = std::fs::remove_file(report);
-}
-
-/// The `locust` command that scripts/test installs (BANDVOTE_LOCUST), or one on PATH.
-fn locust() -> PathBuf {
-    std::env::var_os("BANDVOTE_LOCUST").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("locust"))
-}
-
-/// Runs `load/locustfile.py` headless through `path` and returns Locust's (requests, failures), from
-/// the JSON statistics it saves once the run is over.
-async fn run_locust(base: &str, path: &str, stats: &std::path::Path) -> (u64, u64) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(locust())
-            .args(["-f", "load/locustfile.py", "--headless", "-u", "4", "-r", "4", "--host", base])
-            .args(["--vote-path", path, "--only-summary", "--json-file"])
-            .arg(stats)
-            .current_dir(repo_root())
-            .output(),
-    )
-    .await
-    .expect("Locust finishes")
-    .expect("Locust runs (pip install locust, or set BANDVOTE_LOCUST)");
-    let file = stats.with_extension("json");
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!("Locust wrote no {} ({e}): {}", file.display(), String::from_utf8_lossy(&output.stderr))
-    });
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).expect("Locust's JSON statistics");
-    let sum = |field: &str| entries.iter().map(|e| e[field].as_u64().expect("a count")).sum::<u64>();
-    (sum("num_requests"), sum("num_failures"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs Locust; scripts/test installs it and runs this test"]
-async fn locust_scenario_counts_exactly_what_locust_reports_as_successful() {
-    let env = TestEnv::new().await;
-    let (_up, base) = start_up(&env).await;
-    let dir = std::env::temp_dir().join(format!("bandvote-locust-{}", env.topic));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let mut successes = 0;
-    for path in ["grpc", "wasm"] {
-        let (requests, failures) = run_locust(&base, path, &dir.join(path)).await;
-        assert_eq!(requests, 1010, "every record of traffic.json is sent once through {path}");
-        successes += requests - failures;
-        // Counting is asynchronous: wait until the API has caught up, then compare exactly.
-        let counted = support::wait_for("the counts to reach Locust's successes", support::PATIENCE, || async {
-            let r = results(&base).await;
-            (r["total"].as_u64() >= Some(successes)).then_some(r)
-        })
-        .await;
-        assert_eq!(counted["total"].as_u64(), Some(successes));
-    }
-    assert_eq!(successes, 2020, "no request failed");
-    let counted = results(&base).await;
-    // traffic.json: Bohemia Suburbana 280 + 320, Alux Nahual 160 + 250 per run.
-    assert_eq!(counted["bands"]["Bohemia Suburbana"], 1200);
-    assert_eq!(counted["bands"]["Alux Nahual"], 820);
-    assert_eq!(counted["albums"]["Bohemia Suburbana / Imaginaria Sonora"], 640);
-    let _ = std::fs::remove_dir_all(dir);
 }
