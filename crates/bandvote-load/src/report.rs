@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Votes per band and per album (`<band> / <album>`), as the API reports counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Votes in all.
     pub total: u64,

@@ -3,21 +3,13 @@
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::report::Tally;
 
-/// The counts `GET /api/results` reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Counts {
-    /// Votes in all.
-    pub total: u64,
-    /// Band → votes.
-    pub bands: BTreeMap<String, u64>,
-    /// `<band> / <album>` → votes.
-    pub albums: BTreeMap<String, u64>,
-}
+/// The counts `GET /api/results` reports: the same shape as a run's tally.
+pub type Counts = Tally;
 
 /// Reads the current counts from the API at `api` (its base URL, e.g. `http://127.0.0.1:8080`).
 pub async fn fetch_counts(client: &reqwest::Client, api: &str) -> anyhow::Result<Counts> {
@@ -165,15 +157,10 @@ mod tests {
         }
     }
 
-    fn tally(total: u64, bands: &[(&str, u64)], albums: &[(&str, u64)]) -> Tally {
-        let c = counts(total, bands, albums);
-        Tally { total: c.total, bands: c.bands, albums: c.albums }
-    }
-
     #[test]
     fn gains_are_compared_with_the_accepted_votes() {
         let before = counts(5, &[("A", 5)], &[("A / x", 5)]);
-        let accepted = tally(3, &[("A", 2), ("B", 1)], &[("A / x", 2), ("B / y", 1)]);
+        let accepted = counts(3, &[("A", 2), ("B", 1)], &[("A / x", 2), ("B / y", 1)]);
         let exact = counts(8, &[("A", 7), ("B", 1)], &[("A / x", 7), ("B / y", 1)]);
         assert!(compare(&before, &exact, &accepted, &Tally::default()).is_empty());
 
@@ -193,7 +180,7 @@ mod tests {
         let differences = compare(&before, &twice, &accepted, &Tally::default());
         assert_eq!(differences[0].to_string(), "total: accepted 3, counted 4 (counted twice)");
         // A vote with no answer may or may not have been counted.
-        let unknown = tally(1, &[("A", 1)], &[("A / x", 1)]);
+        let unknown = counts(1, &[("A", 1)], &[("A / x", 1)]);
         assert!(compare(&before, &twice, &accepted, &unknown).is_empty());
         assert!(compare(&before, &exact, &accepted, &unknown).is_empty());
     }
