@@ -57,7 +57,6 @@ async fn main() -> anyhow::Result<()> {
     let redis_url = format!("redis://127.0.0.1:6379/{}", args.redis_db);
     let mongo_db = format!("bandvote_bench_{run}");
     let kafka = KafkaConfig { topic: format!("votes-bench-{run}"), ..KafkaConfig::default() };
-    kafka.ensure_topics().await?;
 
     let redis_client = redis::Client::open(redis_url.as_str())?;
     let mut redis = redis_client.get_multiplexed_async_connection().await?;
@@ -65,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Fill the backlog.
     let producer = KafkaProducer::new(kafka.clone())?;
+    producer.prepare_topics(&tokio_util::sync::CancellationToken::new()).await;
     let started = Instant::now();
     futures::stream::iter(0..args.votes)
         .map(|i| {

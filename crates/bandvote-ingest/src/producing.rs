@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Router;
 use std::sync::Arc;
 
-use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
+use bandvote_queue::{KafkaProducer, VoteQueue};
 use bandvote_runtime::{health, http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,21 +34,21 @@ pub fn queue_checks(queue: &Arc<dyn VoteQueue>) -> Vec<(&'static str, health::Ch
     )]
 }
 
-/// Serves `router` until `shutdown` while creating Kafka's topics in the background, when the queue
-/// is Kafka (so the service starts, and answers 503, even while Kafka is down); then drains and
-/// flushes the queue.
+/// Serves `router` until `shutdown` while preparing Kafka's topics in the background, when the queue
+/// is Kafka (so the service starts, and answers 503, while Kafka is down or the topic is not ready);
+/// then drains and flushes the queue.
 pub(crate) async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     queue: &Arc<dyn VoteQueue>,
-    kafka: Option<KafkaConfig>,
+    kafka: Option<KafkaProducer>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %http::local_addr(&listener)?, "{name} listening");
     let topics_shutdown = shutdown.clone();
-    let topics = kafka.map(|kafka| tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await }));
+    let topics = kafka.map(|kafka| tokio::spawn(async move { kafka.prepare_topics(&topics_shutdown).await }));
     let served = http::serve(listener, router, shutdown, grace).await;
     if let Some(topics) = topics {
         topics.abort();

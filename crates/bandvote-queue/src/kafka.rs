@@ -1,7 +1,10 @@
 //! Apache Kafka: the idempotent producer, topic administration and shared client settings.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -114,6 +117,12 @@ impl KafkaConfig {
 
 /// The idempotent Kafka producer of votes: `enable.idempotence=true`, `acks=all`, and an answer
 /// only after the delivery report.
+///
+/// It writes nothing until [`KafkaProducer::prepare_topics`] has seen every partition of the votes
+/// topic answer on its leader. A partition announced in the metadata but whose log the broker has not
+/// created yet refuses the first writes; librdkafka's idempotent producer then retries them behind
+/// later writes, and the broker, which has no sequence state for a brand-new partition, takes the
+/// later ones and reports the earlier as duplicates: votes acknowledged and never stored.
 #[derive(Clone)]
 pub struct KafkaProducer {
     inner: Arc<Inner>,
@@ -122,6 +131,7 @@ pub struct KafkaProducer {
 struct Inner {
     producer: FutureProducer,
     config: KafkaConfig,
+    topic_ready: AtomicBool,
 }
 
 impl KafkaProducer {
@@ -139,7 +149,7 @@ impl KafkaProducer {
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
             .create()?;
-        Ok(Self { inner: Arc::new(Inner { producer, config }) })
+        Ok(Self { inner: Arc::new(Inner { producer, config, topic_ready: AtomicBool::new(false) }) })
     }
 
     /// The configuration this producer was built with.
@@ -185,8 +195,69 @@ impl KafkaProducer {
         result
     }
 
-    /// Whether the votes topic's metadata can be fetched right now.
+    /// Creates the topics if they are missing, then waits until every partition of the votes topic
+    /// answers on its leader; from then on votes are sent. Retries until done or `shutdown`. A topic
+    /// that exists is used even if this client may not create topics.
+    pub async fn prepare_topics(&self, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            let created = self.inner.config.ensure_topics().await;
+            match self.partitions_answer().await {
+                Ok(partitions) => {
+                    self.inner.topic_ready.store(true, Ordering::Release);
+                    tracing::info!(topic = %self.inner.config.topic, partitions, "votes topic ready");
+                    return;
+                }
+                Err(error) if attempts % 10 == 9 => {
+                    let created = created.err().map(|e| e.to_string()).unwrap_or_else(|| "ok".into());
+                    tracing::warn!(%error, creation = %created, "votes topic not ready yet, retrying");
+                }
+                Err(error) => tracing::debug!(%error, "votes topic not ready yet"),
+            }
+            attempts += 1;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Whether [`Self::prepare_topics`] has finished.
+    pub fn topic_ready(&self) -> bool {
+        self.inner.topic_ready.load(Ordering::Acquire)
+    }
+
+    /// Asks the leader of every partition of the votes topic for its offsets (which, unlike the
+    /// metadata, needs the partition's log); the number of partitions when all answer.
+    async fn partitions_answer(&self) -> Result<usize, String> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let client = inner.producer.client();
+            let topic = &inner.config.topic;
+            let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(2)).map_err(|e| e.to_string())?;
+            let partitions = match metadata.topics().first() {
+                Some(found) if found.error().is_none() && !found.partitions().is_empty() => found.partitions().len(),
+                _ => return Err(format!("topic {topic} is missing")),
+            };
+            for partition in 0..partitions {
+                let partition = i32::try_from(partition).map_err(|e| e.to_string())?;
+                client
+                    .fetch_watermarks(topic, partition, Duration::from_secs(2))
+                    .map_err(|e| format!("partition {partition}: {e}"))?;
+            }
+            Ok(partitions)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether the votes topic is ready and its metadata can be fetched right now.
     pub async fn check_topic(&self) -> Result<(), String> {
+        if !self.topic_ready() {
+            return Err(format!("kafka: topic {} is not ready yet", self.inner.config.topic));
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let metadata = inner
@@ -219,6 +290,13 @@ fn classify(error: KafkaError) -> QueueError {
 impl VoteQueue for KafkaProducer {
     fn enqueue<'a>(&'a self, message: &'a VoteMessage, client_key: bool) -> BoxFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
+            if !self.topic_ready() {
+                metrics::counter!(names::PRODUCE_ERRORS, "reason" => "unavailable").increment(1);
+                return Err(QueueError::Unavailable(format!(
+                    "the votes topic {} is not ready yet",
+                    self.inner.config.topic
+                )));
+            }
             let headers =
                 client_key.then(|| OwnedHeaders::new().insert(Header { key: CLIENT_KEY_HEADER, value: Some("1") }));
             self.send(&self.inner.config.topic, message.id.as_bytes(), &message.to_json(), headers).await

@@ -142,6 +142,80 @@ async fn read_topic(topic: &str, n: usize) -> Vec<Vec<u8>> {
     payloads
 }
 
+/// Votes that arrive while the producer is still creating the votes topic are either refused with
+/// 503 (and retried by the client) or stored: none is acknowledged and lost. A
+/// producer that wrote as soon as the topic's metadata appeared had votes acknowledged and never
+/// stored in about one start in ten; five starts per run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_sent_while_the_topic_is_being_created_are_acknowledged_only_once_stored() {
+    for start in 0..5 {
+        let env = TestEnv::new().await;
+        let (base, _) = env.spawn_grpc_path(env.kafka()).await;
+        let url = format!("{base}/grpc/votes");
+        let client = reqwest::Client::new();
+        let votes = mix(120);
+        let refused = std::sync::atomic::AtomicUsize::new(0);
+        let accepted: HashSet<String> = futures::stream::iter(&votes)
+            .map(|vote| {
+                let (client, url, refused) = (client.clone(), url.clone(), &refused);
+                async move {
+                    wait_for("the vote to be accepted", PATIENCE, || async {
+                        let (status, body) = post_vote(&client, &url, vote.body(), None).await;
+                        match status {
+                            202 => Some(body["id"].as_str().expect("id").to_owned()),
+                            503 => {
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                None
+                            }
+                            other => panic!("vote answered {other} {body}"),
+                        }
+                    })
+                    .await
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let stored: HashSet<String> = topic_keys(&env.topic).await.into_iter().collect();
+        let lost: Vec<_> = accepted.difference(&stored).collect();
+        assert!(lost.is_empty(), "start {start}: answered 202 but not in the topic: {lost:?}");
+        tracing::info!(start, refused = refused.into_inner(), "all accepted votes stored");
+    }
+}
+
+/// The keys of every message of the votes topic `topic` (6 partitions), as far as its end right now.
+async fn topic_keys(topic: &str) -> Vec<String> {
+    use rdkafka::{
+        ClientConfig, Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer, StreamConsumer},
+    };
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", support::KAFKA).create().expect("client");
+    let mut end = 0;
+    for partition in 0..6 {
+        let (low, high) = probe.fetch_watermarks(topic, partition, Duration::from_secs(5)).expect("watermarks");
+        end += high - low;
+    }
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", support::KAFKA)
+        .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..6 {
+        list.add_partition_offset(topic, partition, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let mut stream = consumer.stream();
+    let mut keys = Vec::new();
+    while (keys.len() as i64) < end {
+        let message = tokio::time::timeout(PATIENCE, stream.next()).await.expect("message within patience");
+        let message = message.expect("stream open").expect("message");
+        keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
+    }
+    keys
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn producer_and_gateway_report_ready_only_when_their_dependencies_answer() {
     let env = TestEnv::new().await;

@@ -70,7 +70,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     queue: Arc<dyn VoteQueue>,
-    kafka: Option<KafkaConfig>,
+    kafka: Option<KafkaProducer>,
     grace: Duration,
 }
 
@@ -79,14 +79,15 @@ impl App {
     pub async fn build(config: HttpProducerConfig) -> anyhow::Result<Self> {
         let producer = KafkaProducer::new(config.kafka.clone())?;
         let checks = producing::kafka_checks(&producer);
-        Self::with_queue(config.listen, Arc::new(producer), Some(config.kafka), checks, config.grace).await
+        Self::with_queue(config.listen, Arc::new(producer.clone()), Some(producer), checks, config.grace).await
     }
 
-    /// Binds the listener for a producer writing to `queue` (`kafka`: its settings when it is Kafka).
+    /// Binds the listener for a producer writing to `queue` (`kafka`: the producer when it is Kafka,
+    /// whose topics [`App::run`] prepares).
     pub async fn with_queue(
         listen: SocketAddr,
         queue: Arc<dyn VoteQueue>,
-        kafka: Option<KafkaConfig>,
+        kafka: Option<KafkaProducer>,
         checks: Vec<(&'static str, health::Check)>,
         grace: Duration,
     ) -> anyhow::Result<Self> {

@@ -130,6 +130,15 @@ impl TestEnv {
     }
 
     pub async fn start_grpc_path_with(&self, kafka: KafkaConfig) -> String {
+        let (base, upstream) = self.spawn_grpc_path(kafka).await;
+        // Ready once the votes topic is: until then the producer answers 503.
+        wait_ready(&upstream).await;
+        base
+    }
+
+    /// Starts a grpc-producer and a grpc-gateway without waiting for either to be ready; returns the
+    /// gateway's and the producer's base URLs.
+    pub async fn spawn_grpc_path(&self, kafka: KafkaConfig) -> (String, String) {
         let producer = bandvote_ingest::grpc_producer::App::build(ProducerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka,
@@ -141,14 +150,14 @@ impl TestEnv {
         tokio::spawn(producer.run(self.shutdown.clone()));
         let gateway = bandvote_ingest::grpc_gateway::App::build(GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            upstream,
+            upstream: upstream.clone(),
             ..GatewayConfig::default()
         })
         .await
         .expect("gateway builds");
         let base = format!("http://{}", gateway.local_addr().expect("addr"));
         tokio::spawn(gateway.run(self.shutdown.clone()));
-        base
+        (base, upstream)
     }
 
     /// Starts an http-producer and a wasm-gateway in this process; returns the gateway's base URL.
@@ -168,6 +177,7 @@ impl TestEnv {
         .expect("http-producer builds");
         let producer_addr = producer.local_addr().expect("addr");
         tokio::spawn(producer.run(self.shutdown.clone()));
+        wait_ready(&format!("http://{producer_addr}")).await;
         let base = self.start_wasm_gateway_for(&format!("http://{producer_addr}"), component).await;
         (base, producer_addr)
     }
@@ -229,7 +239,7 @@ impl TestEnv {
             .args(["--kafka-brokers", KAFKA, "--kafka-topic", &self.topic])
             .args(["--redis-url", &config.redis_url, "--mongo-url", mongo_url, "--mongo-db", &config.mongo_db])
             .args(["--tally-group", &config.tally_group, "--log-group", &config.log_group])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BANDVOTE_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -249,14 +259,28 @@ impl TestEnv {
         Counts { bands, albums, total: total.unwrap_or(0) }
     }
 
+    /// The tally's stored position per partition (`votes:offsets`).
+    pub async fn offsets(&self) -> BTreeMap<String, i64> {
+        self.redis().await.hgetall("votes:offsets").await.expect("votes:offsets")
+    }
+
     /// Waits until `votes:total` reaches `total`, then lets a moment pass for any over-count to show.
     pub async fn wait_for_total(&self, total: u64) -> Counts {
-        wait_for(&format!("votes:total = {total}"), PATIENCE, || async {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
             let counts = self.counts().await;
             assert!(counts.total <= total, "over-counted: {} > {total}", counts.total);
-            (counts.total == total).then_some(())
-        })
-        .await;
+            if counts.total == total {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PATIENCE:?} waiting for votes:total = {total} (have {}; offsets {:?})",
+                counts.total,
+                self.offsets().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.counts().await
     }
