@@ -10,11 +10,10 @@ pub mod stream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, http::HeaderValue};
+use axum::Router;
 use bandvote_runtime::{health, http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{store::Store, stream::Events};
 
@@ -110,15 +109,9 @@ impl ApiState {
     }
 }
 
-/// The API's routes, with CORS for the configured origins only.
-pub fn router(state: ApiState, cors_origins: &[String]) -> Router {
-    let router = routes::router(state);
-    let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    if origins.is_empty() {
-        router
-    } else {
-        router.layer(CorsLayer::new().allow_origin(AllowOrigin::list(origins)).allow_methods([axum::http::Method::GET]))
-    }
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    routes::router(state)
 }
 
 /// Readiness checks of the API's two stores.
@@ -157,7 +150,13 @@ impl App {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
         let state = ApiState::new(&config, CancellationToken::new()).await?;
         let checks = store_checks(&state.store);
-        let router = http::with_fallbacks(router(state.clone(), &config.cors_origins).merge(health::router(checks)));
+        // CORS wraps everything, fallbacks included, so that preflights reach it.
+        let router = http::with_cors(
+            http::with_fallbacks(router(state.clone()).merge(health::router(checks))),
+            &config.cors_origins,
+            &[axum::http::Method::GET],
+            &[],
+        );
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, router, state, grace: config.grace })
     }

@@ -13,6 +13,15 @@ use bandvote_runtime::{
 /// The header a client sets to make retries of one vote count once.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// Lets browsers on `origins` post votes to `router` (a gateway's routes): `POST` with
+/// `Content-Type`, `Idempotency-Key` and the voter header, reading `Retry-After`. Closed when
+/// `origins` is empty. Used when the web app is served from another origin than the vote paths.
+pub fn with_vote_cors(router: axum::Router, origins: &[String], voter_header: &str) -> axum::Router {
+    let mut headers = vec![header::CONTENT_TYPE, header::HeaderName::from_static(IDEMPOTENCY_KEY)];
+    headers.extend(header::HeaderName::from_bytes(voter_header.to_ascii_lowercase().as_bytes()).ok());
+    http::with_cors(router, origins, &[axum::http::Method::POST], &headers)
+}
+
 /// A vote that passed the edge: its id and its validated payload.
 #[derive(Debug, Clone)]
 pub struct AcceptedVote {

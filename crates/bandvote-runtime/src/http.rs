@@ -6,12 +6,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{
     Json, Router,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Binds a listener, saying which address failed and why.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -247,6 +248,24 @@ pub async fn method_not_allowed() -> ApiError {
 /// Adds the JSON 404 and 405 fallbacks to a router.
 pub fn with_fallbacks(router: Router) -> Router {
     router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Lets browsers on `origins` call `router` with `methods`, sending `headers` and reading
+/// `Retry-After`; `router` unchanged when `origins` is empty (CORS closed, the default). Apply it
+/// last: a fallback set after it would answer preflights itself.
+/// Origins that are not valid header values are ignored.
+pub fn with_cors(router: Router, origins: &[String], methods: &[Method], headers: &[HeaderName]) -> Router {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    if origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods(methods.to_vec())
+            .allow_headers(headers.to_vec())
+            .expose_headers([header::RETRY_AFTER]),
+    )
 }
 
 /// The address a listener is bound to, for logs and tests.

@@ -44,6 +44,8 @@ pub struct WasmGatewayConfig {
     pub grace: Duration,
     /// Fair voting: rate limit, contest list, voter policy (all off by default).
     pub fairness: bandvote_ingest::fairness::FairnessConfig,
+    /// Origins whose pages may post votes from a browser (CORS). None by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for WasmGatewayConfig {
@@ -57,6 +59,7 @@ impl Default for WasmGatewayConfig {
             max_instances: 1000,
             grace: Duration::from_secs(10),
             fairness: bandvote_ingest::fairness::FairnessConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -101,7 +104,12 @@ impl App {
                 async move { probe.check_upstream().await }
             }),
         )];
-        let router = http::with_fallbacks(router(Arc::clone(&host)).merge(health::router(checks)));
+        // CORS wraps everything, fallbacks included, so that preflights reach it.
+        let router = bandvote_ingest::edge::with_vote_cors(
+            http::with_fallbacks(router(Arc::clone(&host)).merge(health::router(checks))),
+            &config.cors_origins,
+            &config.fairness.voter_header,
+        );
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, router, host, grace: config.grace })
     }

@@ -194,6 +194,10 @@ pub struct GatewayArgs {
     /// Milliseconds to wait for the producer before answering 503.
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
     pub request_timeout_ms: u64,
+    /// Origins whose pages may post votes from a browser, comma-separated (CORS; for a web app
+    /// served from another origin, such as the API on Cloud Run); none by default.
+    #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -208,6 +212,7 @@ impl GatewayArgs {
             connections: self.upstream_connections,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             fairness: self.fairness.into_config(),
+            cors_origins: self.cors_origins,
             ..GatewayConfig::default()
         }
     }
@@ -310,6 +315,10 @@ pub struct WasmGatewayArgs {
     /// Guest instances that may exist at once.
     #[arg(long, env = "BANDVOTE_GUEST_INSTANCES", default_value_t = 1000)]
     pub guest_instances: u32,
+    /// Origins whose pages may post votes from a browser, comma-separated (CORS; for a web app
+    /// served from another origin, such as the API on Cloud Run); none by default.
+    #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -326,6 +335,7 @@ impl WasmGatewayArgs {
             request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
             max_instances: self.guest_instances.max(1),
             fairness: self.fairness.into_config(),
+            cors_origins: self.cors_origins,
             ..WasmGatewayConfig::default()
         }
     }

@@ -147,7 +147,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
     let router = http::with_fallbacks(
         grpc_gateway::router(gateway)
             .merge(bandvote_wasm::router(Arc::clone(&host)))
-            .merge(bandvote_api::router(api.clone(), &[]))
+            .merge(bandvote_api::router(api.clone()))
             .merge(health::router(checks)),
     );
 

@@ -39,6 +39,8 @@ pub struct GatewayConfig {
     pub grace: Duration,
     /// Fair voting: rate limit, contest list, voter policy (all off by default).
     pub fairness: crate::fairness::FairnessConfig,
+    /// Origins whose pages may post votes from a browser (CORS). None by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +52,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(6),
             grace: Duration::from_secs(10),
             fairness: crate::fairness::FairnessConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -131,7 +134,12 @@ impl App {
                 async move { probe.check_upstream().await }
             }),
         )];
-        let router = http::with_fallbacks(router(state).merge(health::router(checks)));
+        // CORS wraps everything, fallbacks included, so that preflights reach it.
+        let router = crate::edge::with_vote_cors(
+            http::with_fallbacks(router(state).merge(health::router(checks))),
+            &config.cors_origins,
+            &config.fairness.voter_header,
+        );
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, router, grace: config.grace })
     }

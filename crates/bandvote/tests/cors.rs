@@ -1,0 +1,158 @@
+//! CORS on the vote paths: closed by default; with `--cors-origins`, a page on a listed origin (the
+//! web app served by the API on another host, as on Cloud Run) may post votes through either
+//! gateway, and pages on other origins may not. The producers write to embedded storage here, so no
+//! server is needed.
+
+mod support;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bandvote_ingest::{grpc_gateway::GatewayConfig, grpc_producer, http_producer};
+use bandvote_queue::VoteQueue;
+use bandvote_runtime::shutdown::CancellationToken;
+use bandvote_wasm::WasmGatewayConfig;
+use reqwest::{Client, Method, Response};
+
+const APP: &str = "https://results.example";
+const VOTE: &str = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
+
+/// Both gateways in front of producers writing to embedded storage in `dir`, each gateway
+/// allowing `origins`; their base URLs (gRPC, wasm).
+async fn gateways(dir: &std::path::Path, origins: &[&str], shutdown: &CancellationToken) -> (String, String) {
+    let storage = bandvote_embedded::Storage::open(dir, Duration::from_secs(3600)).expect("storage");
+    let queue: Arc<dyn VoteQueue> = storage;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let grace = Duration::from_secs(1);
+    let checks = || bandvote_ingest::queue_checks(&queue);
+    let grpc =
+        grpc_producer::App::with_queue(local, Arc::clone(&queue), None, checks(), grace).await.expect("producer");
+    let http =
+        http_producer::App::with_queue(local, Arc::clone(&queue), None, checks(), grace).await.expect("producer");
+    let (grpc_upstream, http_upstream) = (
+        format!("http://{}", grpc.local_addr().expect("addr")),
+        format!("http://{}", http.local_addr().expect("addr")),
+    );
+    tokio::spawn(grpc.run(shutdown.clone()));
+    tokio::spawn(http.run(shutdown.clone()));
+
+    let cors_origins: Vec<String> = origins.iter().map(|o| (*o).to_owned()).collect();
+    let gateway = bandvote_ingest::grpc_gateway::App::build(GatewayConfig {
+        listen: local,
+        upstream: grpc_upstream,
+        cors_origins: cors_origins.clone(),
+        ..GatewayConfig::default()
+    })
+    .await
+    .expect("grpc-gateway");
+    let wasm = bandvote_wasm::App::build(WasmGatewayConfig {
+        listen: local,
+        upstream: http_upstream,
+        cors_origins,
+        max_instances: 16,
+        ..WasmGatewayConfig::default()
+    })
+    .await
+    .expect("wasm-gateway");
+    let bases = (
+        format!("http://{}", gateway.local_addr().expect("addr")),
+        format!("http://{}", wasm.local_addr().expect("addr")),
+    );
+    tokio::spawn(gateway.run(shutdown.clone()));
+    tokio::spawn(wasm.run(shutdown.clone()));
+    bases
+}
+
+/// The browser's preflight before a cross-origin vote with a key and a voter token.
+async fn preflight(client: &Client, url: &str, origin: &str) -> Response {
+    client
+        .request(Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,idempotency-key,x-voter-id")
+        .send()
+        .await
+        .expect("preflight answered")
+}
+
+/// The vote itself, as the browser sends it after the preflight.
+async fn vote(client: &Client, url: &str, origin: &str) -> Response {
+    client
+        .post(url)
+        .header("origin", origin)
+        .header("content-type", "application/json")
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .body(VOTE)
+        .send()
+        .await
+        .expect("vote answered")
+}
+
+/// A fresh data directory for this test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bandvote-cors-{name}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_origins_may_post_votes_through_both_gateways_and_others_may_not() {
+    bandvote_runtime::telemetry::init_for_tests();
+    let dir = scratch("listed");
+    let shutdown = CancellationToken::new();
+    let (grpc, wasm) = gateways(&dir, &[APP, "https://other-app.example"], &shutdown).await;
+    let client = Client::new();
+    for url in [format!("{grpc}/grpc/votes"), format!("{wasm}/wasm/votes")] {
+        support::wait_for("the producer behind the gateway", support::PATIENCE, || async {
+            (vote(&client, &url, APP).await.status() == 202).then_some(())
+        })
+        .await;
+
+        let allowed = preflight(&client, &url, APP).await;
+        assert!(allowed.status().is_success(), "{url}: preflight answered {}", allowed.status());
+        assert_eq!(header(&allowed, "access-control-allow-origin"), Some(APP), "{url}");
+        assert!(header(&allowed, "access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{url}");
+        let headers = header(&allowed, "access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
+        for needed in ["content-type", "idempotency-key", "x-voter-id"] {
+            assert!(headers.contains(needed), "{url}: {needed} not allowed in {headers:?}");
+        }
+
+        let accepted = vote(&client, &url, APP).await;
+        assert_eq!(accepted.status(), 202, "{url}");
+        assert_eq!(header(&accepted, "access-control-allow-origin"), Some(APP), "{url}");
+        assert!(
+            header(&accepted, "access-control-expose-headers")
+                .is_some_and(|h| h.to_ascii_lowercase().contains("retry-after")),
+            "{url}: the page can read Retry-After"
+        );
+
+        let stranger = "https://elsewhere.example";
+        assert_eq!(header(&preflight(&client, &url, stranger).await, "access-control-allow-origin"), None, "{url}");
+        assert_eq!(header(&vote(&client, &url, stranger).await, "access-control-allow-origin"), None, "{url}");
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cors_origins_no_page_on_another_origin_may_post() {
+    bandvote_runtime::telemetry::init_for_tests();
+    let dir = scratch("closed");
+    let shutdown = CancellationToken::new();
+    let (grpc, wasm) = gateways(&dir, &[], &shutdown).await;
+    let client = Client::new();
+    for url in [format!("{grpc}/grpc/votes"), format!("{wasm}/wasm/votes")] {
+        support::wait_for("the producer behind the gateway", support::PATIENCE, || async {
+            (vote(&client, &url, APP).await.status() == 202).then_some(())
+        })
+        .await;
+        let answer = preflight(&client, &url, APP).await;
+        assert_eq!(header(&answer, "access-control-allow-origin"), None, "{url}: {}", answer.status());
+        assert_eq!(header(&vote(&client, &url, APP).await, "access-control-allow-origin"), None, "{url}");
+    }
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
