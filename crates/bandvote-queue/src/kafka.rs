@@ -119,10 +119,9 @@ impl KafkaConfig {
 /// only after the delivery report.
 ///
 /// It writes nothing until [`KafkaProducer::prepare_topics`] has seen every partition of the votes
-/// topic answer on its leader. A partition announced in the metadata but whose log the broker has not
-/// created yet refuses the first writes; librdkafka's idempotent producer then retries them behind
-/// later writes, and the broker, which has no sequence state for a brand-new partition, takes the
-/// later ones and reports the earlier as duplicates: votes acknowledged and never stored.
+/// topic answer on its leader. Writes sent while a new topic was being created (announced in the
+/// metadata, its partitions' logs not all made yet) were acknowledged and some never stored: the
+/// broker kept a new partition's later sequence numbers and not its first ones.
 #[derive(Clone)]
 pub struct KafkaProducer {
     inner: Arc<Inner>,
