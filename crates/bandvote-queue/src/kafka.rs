@@ -202,7 +202,7 @@ impl KafkaProducer {
         let mut attempts = 0u32;
         loop {
             let created = self.inner.config.ensure_topics().await;
-            match self.partitions_answer().await {
+            match self.partitions_answer(&self.inner.config.topic).await {
                 Ok(partitions) => {
                     self.inner.topic_ready.store(true, Ordering::Release);
                     tracing::info!(topic = %self.inner.config.topic, partitions, "votes topic ready");
@@ -228,13 +228,16 @@ impl KafkaProducer {
         self.inner.topic_ready.load(Ordering::Acquire)
     }
 
-    /// Asks the leader of every partition of the votes topic for its offsets (which, unlike the
-    /// metadata, needs the partition's log); the number of partitions when all answer.
-    async fn partitions_answer(&self) -> Result<usize, String> {
+    /// Asks the leader of every partition of `topic` for its offsets (which, unlike the metadata,
+    /// needs the partition's log); the number of partitions when all answer. Before a first write to
+    /// a topic other than the votes topic (the dead-letter topic), for the reason in this type's
+    /// documentation.
+    pub async fn partitions_answer(&self, topic: &str) -> Result<usize, String> {
         let inner = Arc::clone(&self.inner);
+        let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             let client = inner.producer.client();
-            let topic = &inner.config.topic;
+            let topic = &topic;
             let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(2)).map_err(|e| e.to_string())?;
             let partitions = match metadata.topics().first() {
                 Some(found) if found.error().is_none() && !found.partitions().is_empty() => found.partitions().len(),
