@@ -17,8 +17,8 @@ const APP: &str = "https://results.example";
 const VOTE: &str = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
 
 /// Both gateways in front of producers writing to embedded storage in `dir`, each gateway
-/// allowing `origins`; their base URLs (gRPC, wasm).
-async fn gateways(dir: &std::path::Path, origins: &[&str], shutdown: &CancellationToken) -> (String, String) {
+/// allowing `origins`; their vote URLs (gRPC, wasm), once each has accepted a vote.
+async fn vote_urls(dir: &std::path::Path, origins: &[&str], shutdown: &CancellationToken) -> [String; 2] {
     let storage = bandvote_embedded::Storage::open(dir, Duration::from_secs(3600)).expect("storage");
     let queue: Arc<dyn VoteQueue> = storage;
     let local = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -59,7 +59,15 @@ async fn gateways(dir: &std::path::Path, origins: &[&str], shutdown: &Cancellati
     );
     tokio::spawn(gateway.run(shutdown.clone()));
     tokio::spawn(wasm.run(shutdown.clone()));
-    bases
+    let urls = [format!("{}/grpc/votes", bases.0), format!("{}/wasm/votes", bases.1)];
+    let client = Client::new();
+    for url in &urls {
+        support::wait_for("the producer behind the gateway", support::PATIENCE, || async {
+            (vote(&client, url, APP).await.status() == 202).then_some(())
+        })
+        .await;
+    }
+    urls
 }
 
 /// The browser's preflight before a cross-origin vote with a key and a voter token.
@@ -103,14 +111,9 @@ async fn listed_origins_may_post_votes_through_both_gateways_and_others_may_not(
     bandvote_runtime::telemetry::init_for_tests();
     let dir = scratch("listed");
     let shutdown = CancellationToken::new();
-    let (grpc, wasm) = gateways(&dir, &[APP, "https://other-app.example"], &shutdown).await;
+    let urls = vote_urls(&dir, &[APP, "https://other-app.example"], &shutdown).await;
     let client = Client::new();
-    for url in [format!("{grpc}/grpc/votes"), format!("{wasm}/wasm/votes")] {
-        support::wait_for("the producer behind the gateway", support::PATIENCE, || async {
-            (vote(&client, &url, APP).await.status() == 202).then_some(())
-        })
-        .await;
-
+    for url in urls {
         let allowed = preflight(&client, &url, APP).await;
         assert!(allowed.status().is_success(), "{url}: preflight answered {}", allowed.status());
         assert_eq!(header(&allowed, "access-control-allow-origin"), Some(APP), "{url}");
@@ -142,13 +145,9 @@ async fn without_cors_origins_no_page_on_another_origin_may_post() {
     bandvote_runtime::telemetry::init_for_tests();
     let dir = scratch("closed");
     let shutdown = CancellationToken::new();
-    let (grpc, wasm) = gateways(&dir, &[], &shutdown).await;
+    let urls = vote_urls(&dir, &[], &shutdown).await;
     let client = Client::new();
-    for url in [format!("{grpc}/grpc/votes"), format!("{wasm}/wasm/votes")] {
-        support::wait_for("the producer behind the gateway", support::PATIENCE, || async {
-            (vote(&client, &url, APP).await.status() == 202).then_some(())
-        })
-        .await;
+    for url in urls {
         let answer = preflight(&client, &url, APP).await;
         assert_eq!(header(&answer, "access-control-allow-origin"), None, "{url}: {}", answer.status());
         assert_eq!(header(&vote(&client, &url, APP).await, "access-control-allow-origin"), None, "{url}");

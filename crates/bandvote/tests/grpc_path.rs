@@ -110,15 +110,16 @@ async fn a_message_that_is_not_a_vote_goes_to_the_dead_letter_topic_and_counting
     assert_eq!(env.wait_for_total(50).await, expected(&all));
     assert_eq!(env.wait_for_logs(50).await.len(), 50);
 
-    let dead = read_topic(&format!("{}.dlq", env.topic), poison.len()).await;
-    let payloads: HashSet<Vec<u8>> = dead.into_iter().collect();
+    let dead = read_topic(&format!("{}.dlq", env.topic), 1, poison.len()).await;
+    let payloads: HashSet<Vec<u8>> = dead.into_iter().map(|(_, payload)| payload).collect();
     for payload in poison {
         assert!(payloads.contains(payload), "{} is in the dead-letter topic", String::from_utf8_lossy(payload));
     }
 }
 
-/// Reads at least `n` messages from partition 0 of `topic`, from the beginning.
-async fn read_topic(topic: &str, n: usize) -> Vec<Vec<u8>> {
+/// Reads at least `n` messages from partitions `0..partitions` of `topic`, from the beginning; their
+/// keys and payloads.
+async fn read_topic(topic: &str, partitions: i32, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     use rdkafka::{
         ClientConfig, Message, Offset, TopicPartitionList,
         consumer::{Consumer, StreamConsumer},
@@ -130,16 +131,18 @@ async fn read_topic(topic: &str, n: usize) -> Vec<Vec<u8>> {
         .create()
         .expect("consumer");
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, Offset::Beginning).expect("partition");
+    }
     consumer.assign(&list).expect("assign");
     let mut stream = consumer.stream();
-    let mut payloads = Vec::new();
-    while payloads.len() < n {
+    let mut messages = Vec::new();
+    while messages.len() < n {
         let message = tokio::time::timeout(PATIENCE, stream.next()).await.expect("message within patience");
         let message = message.expect("stream open").expect("message");
-        payloads.push(message.payload().unwrap_or_default().to_vec());
+        messages.push((message.key().unwrap_or_default().to_vec(), message.payload().unwrap_or_default().to_vec()));
     }
-    payloads
+    messages
 }
 
 /// Votes that arrive while the producer is still creating the votes topic are either refused with
@@ -186,8 +189,8 @@ async fn votes_sent_while_the_topic_is_being_created_are_acknowledged_only_once_
 /// The keys of every message of the votes topic `topic` (6 partitions), as far as its end right now.
 async fn topic_keys(topic: &str) -> Vec<String> {
     use rdkafka::{
-        ClientConfig, Message, Offset, TopicPartitionList,
-        consumer::{BaseConsumer, Consumer, StreamConsumer},
+        ClientConfig,
+        consumer::{BaseConsumer, Consumer},
     };
     let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", support::KAFKA).create().expect("client");
     let mut end = 0;
@@ -195,25 +198,8 @@ async fn topic_keys(topic: &str) -> Vec<String> {
         let (low, high) = probe.fetch_watermarks(topic, partition, Duration::from_secs(5)).expect("watermarks");
         end += high - low;
     }
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::KAFKA)
-        .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut list = TopicPartitionList::new();
-    for partition in 0..6 {
-        list.add_partition_offset(topic, partition, Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&list).expect("assign");
-    let mut stream = consumer.stream();
-    let mut keys = Vec::new();
-    while (keys.len() as i64) < end {
-        let message = tokio::time::timeout(PATIENCE, stream.next()).await.expect("message within patience");
-        let message = message.expect("stream open").expect("message");
-        keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
-    }
-    keys
+    let end = usize::try_from(end).expect("a message count");
+    read_topic(topic, 6, end).await.into_iter().map(|(key, _)| String::from_utf8_lossy(&key).into_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
