@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # One image for every bandvote role: the role is the subcommand (`docker run IMAGE grpc-gateway`, ...).
 # Stages: the web app (Node), the binary (Rust, with the web app and the wasm guest embedded), and a
 # slim runtime as a non-root user.
@@ -18,7 +19,13 @@ COPY . .
 COPY --from=web /web/dist /web-dist
 # The web app is already built: build.rs embeds it instead of running npm.
 ENV BANDVOTE_WEB_DIST=/web-dist
-RUN cargo build --locked --release -p bandvote \
+# BuildKit cache mounts keep the downloaded crates and the compiled dependencies (target/) from one
+# build to the next, so a source change recompiles only the workspace's own crates. The binary is
+# copied out of the cache mount before the step ends.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --locked --release -p bandvote \
     && install -m 0755 target/release/bandvote /usr/local/bin/bandvote
 
 FROM debian:bookworm-slim

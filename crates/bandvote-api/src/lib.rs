@@ -10,8 +10,10 @@ pub mod stream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use axum::Router;
-use bandvote_runtime::{health, http};
+use bandvote_runtime::{health, http, service::Service};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,46 +24,64 @@ use crate::{store::Store, stream::Events};
 pub struct ApiConfig {
     /// Listener. Default `0.0.0.0:8000`.
     pub listen: SocketAddr,
-    /// Redis URL (a database number is honoured). Default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
-    /// MongoDB URL. Default `mongodb://127.0.0.1:27017`.
-    pub mongo_url: String,
+    /// Redis URL (may hold a password; a database number is honoured). Default
+    /// `redis://127.0.0.1:6379`.
+    pub redis_url: SecretString,
+    /// MongoDB URL (may hold a password). Default `mongodb://127.0.0.1:27017`.
+    pub mongo_url: SecretString,
     /// MongoDB database. Default `bandvote`.
     pub mongo_db: String,
     /// Origins allowed to call the API from a browser; none by default.
     pub cors_origins: Vec<String>,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Limits on the listener's clients (`--max-connections`). Default [`http::Limits::default`].
+    pub limits: http::Limits,
     /// Where the web app posts votes: `Some("")` for this origin (`up`), a base URL for another host,
     /// `None` to hide the vote form (the API alone has no vote endpoints).
     pub vote_url: Option<String>,
     /// Pieces read from `bandvote up`'s embedded database instead of Redis or MongoDB.
     pub embedded: Option<store::EmbeddedReads>,
     /// Secret of the signed voter tokens (`POST /api/voter-token`), shared with the gateways.
-    pub voter_secret: Option<String>,
+    pub voter_secret: Option<SecretString>,
     /// The header the gateways read the voter (token) from, told to the web app.
     pub voter_header: String,
+    /// Voter tokens issued per minute to one client address (IPv6: one /64), as a burst and a
+    /// steady rate. Default 10.
+    pub voter_tokens_per_minute: u32,
     /// Administrative operations (`POST /api/admin/recount`), behind a bearer token; off when `None`.
     pub admin: Option<routes::admin::AdminConfig>,
+    /// Clients of `/api/stream` at once; the next get `503` (`--max-stream-clients`). Default
+    /// [`stream::DEFAULT_MAX_CLIENTS`].
+    pub max_stream_clients: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            mongo_url: "mongodb://127.0.0.1:27017".into(),
-            mongo_db: "bandvote".into(),
+            redis_url: bandvote_store::DEFAULT_REDIS_URL.into(),
+            mongo_url: bandvote_store::DEFAULT_MONGO_URL.into(),
+            mongo_db: bandvote_store::DEFAULT_MONGO_DB.into(),
             cors_origins: Vec::new(),
             grace: Duration::from_secs(10),
+            limits: http::Limits::default(),
             vote_url: None,
             embedded: None,
             voter_secret: None,
             voter_header: "x-voter-id".into(),
+            voter_tokens_per_minute: DEFAULT_VOTER_TOKENS_PER_MINUTE,
             admin: None,
+            max_stream_clients: stream::DEFAULT_MAX_CLIENTS,
         }
     }
 }
+
+/// Default of [`ApiConfig::voter_tokens_per_minute`].
+pub const DEFAULT_VOTER_TOKENS_PER_MINUTE: u32 = 10;
+
+/// Client addresses the voter-token limit tracks at once (each forgotten after a quiet minute).
+const MAX_TOKEN_CLIENTS: usize = 100_000;
 
 /// Shared state of the API's handlers.
 #[derive(Clone)]
@@ -76,6 +96,8 @@ pub struct ApiState {
     pub vote_url: Option<String>,
     /// Issues voter tokens, when a secret is configured.
     pub voter_tokens: Option<bandvote_core::voter_token::VoterTokens>,
+    /// How many voter tokens each client gets.
+    pub voter_token_limit: Arc<bandvote_runtime::per_client::RateLimiter>,
     /// The gateways' voter header.
     pub voter_header: String,
     /// Administrative operations, when enabled.
@@ -86,19 +108,29 @@ impl ApiState {
     /// Connects (lazily) to Redis and MongoDB and starts nothing yet.
     pub async fn new(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let store = Arc::new(
-            Store::with_embedded(&config.redis_url, &config.mongo_url, &config.mongo_db, config.embedded.as_ref())
-                .await?,
+            Store::with_embedded(
+                config.redis_url.expose_secret(),
+                config.mongo_url.expose_secret(),
+                &config.mongo_db,
+                config.embedded.as_ref(),
+            )
+            .await?,
         );
         Ok(Self {
-            events: Events::new(),
+            events: Events::new(config.max_stream_clients),
             store,
             shutdown,
             vote_url: config.vote_url.clone(),
             voter_tokens: config
                 .voter_secret
-                .as_deref()
-                .map(|s| bandvote_core::voter_token::VoterTokens::new(s.as_bytes())),
+                .as_ref()
+                .map(|s| bandvote_core::voter_token::VoterTokens::new(s.expose_secret().as_bytes())),
             voter_header: config.voter_header.clone(),
+            voter_token_limit: Arc::new(bandvote_runtime::per_client::RateLimiter::new(
+                config.voter_tokens_per_minute,
+                Duration::from_secs(60),
+                MAX_TOKEN_CLIENTS,
+            )),
             admin: config.admin.clone().map(Arc::new),
         })
     }
@@ -137,28 +169,37 @@ pub fn store_checks(store: &Arc<Store>) -> Vec<(&'static str, health::Check)> {
     checks
 }
 
+/// The API: its routes over the stores, their readiness, the shared stream reader, and CORS for
+/// `config.cors_origins`. Open streams end when `shutdown` is cancelled.
+pub async fn service(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    let state = ApiState::new(config, shutdown).await?;
+    let checks = store_checks(&state.store);
+    let origins = config.cors_origins.clone();
+    let reader = state.clone();
+    Ok(Service::new(router(state))
+        .checks(checks)
+        .task(
+            "stream-reader",
+            move |_| async move { reader.start_stream().await.context("the stream reader panicked") },
+        )
+        // CORS wraps everything, fallbacks included, so that preflights reach it.
+        .wrap(move |router| http::with_cors(router, &origins, &[axum::http::Method::GET], &[])))
+}
+
 /// A built API, bound and ready to run.
 pub struct App {
     listener: TcpListener,
-    router: Router,
-    state: ApiState,
+    service: Service,
     grace: Duration,
 }
 
 impl App {
-    /// Prepares the stores (connections are made on first use) and binds the listener.
-    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
-        let state = ApiState::new(&config, CancellationToken::new()).await?;
-        let checks = store_checks(&state.store);
-        // CORS wraps everything, fallbacks included, so that preflights reach it.
-        let router = http::with_cors(
-            http::with_fallbacks(router(state.clone()).merge(health::router(checks))),
-            &config.cors_origins,
-            &[axum::http::Method::GET],
-            &[],
-        );
+    /// Prepares the stores (connections are made on first use) and binds the listener; open
+    /// streams end when `shutdown` is cancelled (the token `run` is given).
+    pub async fn build(config: ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let service = service(&config, shutdown).await?.limits(config.limits);
         let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, state, grace: config.grace })
+        Ok(Self { listener, service, grace: config.grace })
     }
 
     /// The bound address.
@@ -169,18 +210,6 @@ impl App {
     /// Serves until `shutdown`; open streams end at once, then in-flight requests drain.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "api listening");
-        let inner = self.state.shutdown.clone();
-        let relay = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                inner.cancel();
-            }
-        });
-        let reader = self.state.start_stream();
-        let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
-        relay.abort();
-        reader.abort();
-        served
+        self.service.serve(self.listener, shutdown, self.grace).await
     }
 }

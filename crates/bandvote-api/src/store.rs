@@ -3,7 +3,13 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use bandvote_core::Counts;
 use bandvote_embedded::Storage;
+use bandvote_runtime::health::CheckError;
+use bandvote_store::{
+    keys,
+    redis_client::{Redis, RedisTarget, Timeouts},
+};
 
 use futures::TryStreamExt;
 use mongodb::{
@@ -11,7 +17,6 @@ use mongodb::{
     bson::{Document, doc},
     options::ClientOptions,
 };
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -26,12 +31,9 @@ pub struct Unavailable(pub String);
 /// `GET /api/results`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Results {
-    /// All counted votes.
-    pub total: u64,
-    /// Per band.
-    pub bands: BTreeMap<String, u64>,
-    /// Per `<band> / <album>`.
-    pub albums: BTreeMap<String, u64>,
+    /// `total`, `bands`, `albums`.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// When the newest counted vote was counted (`null` before the first vote).
     pub updated_at: Option<String>,
     /// How long after its `received_at` the newest vote was counted, in ms (`null` before the first).
@@ -65,7 +67,7 @@ pub struct EmbeddedReads {
 // One per process: the size difference between the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Counters {
-    Redis { client: redis::Client, connection: OnceCell<ConnectionManager> },
+    Redis { target: RedisTarget, connection: OnceCell<Redis> },
     Embedded(Arc<Storage>),
 }
 
@@ -96,7 +98,7 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let counters = match embedded {
             Some(e) if e.counters => Counters::Embedded(Arc::clone(&e.storage)),
-            _ => Counters::Redis { client: redis::Client::open(redis_url)?, connection: OnceCell::new() },
+            _ => Counters::Redis { target: RedisTarget::parse(redis_url)?, connection: OnceCell::new() },
         };
         let logs = match embedded {
             Some(e) if e.logs => Logs::Embedded(Arc::clone(&e.storage)),
@@ -104,7 +106,11 @@ impl Store {
                 let mut options = ClientOptions::parse(mongo_url).await?;
                 options.server_selection_timeout = Some(READ_TIMEOUT);
                 options.connect_timeout = Some(Duration::from_secs(2));
-                Logs::Mongo(mongodb::Client::with_options(options)?.database(mongo_db).collection("logs"))
+                Logs::Mongo(
+                    mongodb::Client::with_options(options)?
+                        .database(mongo_db)
+                        .collection(bandvote_store::log::COLLECTION),
+                )
             }
         };
         Ok(Self { counters, logs })
@@ -117,46 +123,41 @@ impl Store {
         (counters, logs)
     }
 
-    async fn redis(
-        client: &redis::Client,
-        cell: &OnceCell<ConnectionManager>,
-    ) -> Result<ConnectionManager, Unavailable> {
-        let connect = cell.get_or_try_init(|| async {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(READ_TIMEOUT));
-            ConnectionManager::new_with_config(client.clone(), config).await
-        });
+    async fn redis(target: &RedisTarget, cell: &OnceCell<Redis>) -> Result<Redis, Unavailable> {
+        let timeouts = Timeouts { response: READ_TIMEOUT, ..Timeouts::default() };
+        let connect = cell.get_or_try_init(|| target.connect(timeouts));
         match tokio::time::timeout(READ_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection.clone()),
-            Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+            Ok(Err(error)) => Err(Unavailable(format!("redis: {error:#}"))),
             Err(_) => Err(Unavailable("redis: no answer".into())),
         }
     }
 
     /// The counters, read in one transaction so that they agree with each other.
     pub async fn results(&self) -> Result<Results, Unavailable> {
-        let (bands, albums, total, received, counted) = match &self.counters {
+        let (counts, received, counted) = match &self.counters {
             Counters::Embedded(storage) => {
                 let c = storage.counters().await.map_err(|e| Unavailable(e.to_string()))?;
-                (c.bands, c.albums, Some(c.total), c.received_at, c.counted_at)
+                (c.counts, c.received_at, c.counted_at)
             }
-            Counters::Redis { client, connection } => {
-                let mut redis = Self::redis(client, connection).await?;
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await?;
                 let mut pipe = redis::pipe();
                 pipe.atomic()
-                    .hgetall("votes:band")
-                    .hgetall("votes:album")
-                    .get("votes:total")
+                    .hgetall(keys::BAND)
+                    .hgetall(keys::ALBUM)
+                    .get(keys::TOTAL)
                     .cmd("HMGET")
-                    .arg("votes:last")
+                    .arg(keys::LAST)
                     .arg("received_at")
                     .arg("counted_at");
                 type Snapshot =
                     (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>, (Option<String>, Option<String>));
                 let read = tokio::time::timeout(READ_TIMEOUT, pipe.query_async::<Snapshot>(&mut redis)).await;
                 match read {
-                    Ok(Ok((bands, albums, total, (received, counted)))) => (bands, albums, total, received, counted),
+                    Ok(Ok((bands, albums, total, (received, counted)))) => {
+                        (Counts { total: total.unwrap_or(0), bands, albums }, received, counted)
+                    }
                     Ok(Err(error)) => return Err(Unavailable(format!("redis: {error}"))),
                     Err(_) => return Err(Unavailable("redis: no answer".into())),
                 }
@@ -167,7 +168,7 @@ impl Store {
             (Some(received), Some(counted)) => Some((counted - received).num_milliseconds().max(0)),
             _ => None,
         };
-        Ok(Results { total: total.unwrap_or(0), bands, albums, updated_at: counted, freshness_ms })
+        Ok(Results { counts, updated_at: counted, freshness_ms })
     }
 
     /// The newest `limit` votes of the log, newest first.
@@ -190,26 +191,26 @@ impl Store {
     }
 
     /// For readiness: the counters' store answers.
-    pub async fn ping_counters(&self) -> Result<(), String> {
+    pub async fn ping_counters(&self) -> Result<(), CheckError> {
         match &self.counters {
-            Counters::Embedded(storage) => storage.ping().await,
-            Counters::Redis { client, connection } => {
-                let mut redis = Self::redis(client, connection).await.map_err(|e| e.0)?;
-                redis::cmd("PING").query_async::<String>(&mut redis).await.map(drop).map_err(|e| format!("redis: {e}"))
+            Counters::Embedded(storage) => Ok(storage.ping().await?),
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await.map_err(|e| e.0)?;
+                Ok(redis::cmd("PING").query_async::<String>(&mut redis).await.map(drop)?)
             }
         }
     }
 
     /// For readiness: the log's store answers.
-    pub async fn ping_logs(&self) -> Result<(), String> {
+    pub async fn ping_logs(&self) -> Result<(), CheckError> {
         match &self.logs {
-            Logs::Embedded(storage) => storage.ping().await,
+            Logs::Embedded(storage) => Ok(storage.ping().await?),
             Logs::Mongo(logs) => {
                 let admin = logs.client().database("admin");
                 let ping = admin.run_command(doc! {"ping": 1});
                 match tokio::time::timeout(READ_TIMEOUT, ping).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(error)) => Err(format!("mongodb: {error}")),
+                    Ok(Err(error)) => Err(error.into()),
                     Err(_) => Err("mongodb: no answer".into()),
                 }
             }

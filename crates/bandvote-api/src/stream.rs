@@ -1,67 +1,373 @@
-//! The one reader behind `GET /api/stream`: every 250 ms (only while someone listens) it reads the
-//! counters and the newest log entries once, and broadcasts what changed to every client.
+//! The one reader behind `GET /api/stream` and its fan-out. Every 250 ms (only while someone
+//! listens) the reader reads the counters and the newest log entries once; each event is
+//! serialised once, as a ready SSE frame (`id:`, `event:`, `data:`), and shared by every client:
+//! - the latest results, published only when they changed, at most every 250 ms and, when they are
+//!   large, no faster than [`RESULTS_BYTES_PER_SEC`] (a new client starts from them);
+//! - a bounded log of the newest `log` and `status` events, replayed to a client that reconnects
+//!   with `Last-Event-ID`;
+//! - one bounded mailbox per client. A client that does not take its frames (its mailbox full, or
+//!   no progress for [`SLOW_CLIENT_TIMEOUT`] while frames wait) is dropped: its mailbox is emptied,
+//!   its slot freed, and its response ends with an error, which closes the connection. Superseded
+//!   results are never queued: a client only ever waits for the newest.
+//!
+//! At most `max_clients` clients at once; [`Events::reserve`] refuses the next ones.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
-use tokio::sync::broadcast;
+use axum::body::Bytes;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{LogEntry, Results, Store};
+use crate::store::{Results, Store};
 
-/// How often the reader looks for changes (also the fastest `results` rate per client).
+/// How often the reader looks for changes (also the fastest `results` rate).
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
-/// Most log entries sent in one interval; beyond that, clients get the newest ones.
+/// Stream clients at once when none is configured (`--max-stream-clients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 1000;
+
+/// Average bytes per second of `results` frames: a larger results object is sent less often than
+/// every [`INTERVAL`] (a 512 KiB one every 2 s), so each client costs a bounded bandwidth.
+pub const RESULTS_BYTES_PER_SEC: usize = 256 << 10;
+
+/// Longest a client may leave frames waiting without taking any before it is dropped.
+pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most log entries read in one interval; beyond that, clients get the newest ones.
 const MAX_LOGS_PER_TICK: i64 = 500;
 
-/// One event of the stream.
+/// `log` and `status` events kept for clients that reconnect with `Last-Event-ID` (fewer than a
+/// mailbox holds, so that a replay does not drop its client).
+const REPLAY: usize = 512;
+
+/// Frames (besides the newest results) waiting for one client before it is dropped.
+const MAILBOX: usize = 2 * MAX_LOGS_PER_TICK as usize;
+
+/// A comment line sent when nothing else was for this long, so that proxies keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One event, serialised once.
 #[derive(Debug, Clone)]
-pub enum Event {
-    /// The counters changed: `event: results`.
-    Results(Arc<Results>),
-    /// A vote was logged: `event: log`.
-    Log(Arc<LogEntry>),
-    /// A dependency stopped answering (or answers again): `event: status`.
-    Status(Arc<String>),
+struct Frame {
+    id: u64,
+    bytes: Bytes,
+}
+
+/// A ready SSE frame: `id: N`, `event: NAME`, `data: JSON` (compact JSON holds no newline).
+fn frame(id: u64, event: &str, json: &[u8]) -> Frame {
+    let mut bytes = Vec::with_capacity(json.len() + event.len() + 40);
+    bytes.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
+    bytes.extend_from_slice(json);
+    bytes.extend_from_slice(b"\n\n");
+    Frame { id, bytes: bytes.into() }
+}
+
+/// A `status` frame (`{"status": "ok"}` or the error).
+fn status_json(status: &str) -> Vec<u8> {
+    serde_json::json!({ "status": status }).to_string().into_bytes()
+}
+
+/// What waits for one client.
+#[derive(Default)]
+struct Inbox {
+    /// The newest results not yet taken (an older one is replaced, never queued).
+    results: Option<Frame>,
+    /// `log` and `status` frames, oldest first.
+    events: VecDeque<Frame>,
+    /// Since when frames have waited without the client taking any.
+    waiting_since: Option<Instant>,
+    dropped: bool,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.results.is_none() && self.events.is_empty()
+    }
+
+    /// Whether the client is too slow: its mailbox overflows, or it made no progress for too long.
+    fn is_stuck(&self, now: Instant) -> bool {
+        self.events.len() > MAILBOX || self.waiting_since.is_some_and(|t| now.duration_since(t) > SLOW_CLIENT_TIMEOUT)
+    }
+
+    fn drop_client(&mut self) {
+        self.dropped = true;
+        self.results = None;
+        self.events = VecDeque::new();
+    }
+
+    /// The next frame in id order.
+    fn take(&mut self) -> Option<Bytes> {
+        let results_first = match (&self.results, self.events.front()) {
+            (Some(results), Some(event)) => results.id < event.id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let next = if results_first { self.results.take() } else { self.events.pop_front() };
+        self.waiting_since = (!self.is_empty()).then(Instant::now);
+        next.map(|f| f.bytes)
+    }
+}
+
+struct Mailbox {
+    inbox: Mutex<Inbox>,
+    ready: Notify,
+}
+
+impl Mailbox {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Client {
+    mailbox: Arc<Mailbox>,
+    /// The client's slot, freed when it leaves or is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// What the fan-out publishes, under one lock so that a new client misses nothing and sees
+/// nothing twice.
+struct Hub {
+    next_id: u64,
+    results: Option<Frame>,
+    /// The last `status` frame when it was not `ok` (new clients get it first).
+    problem: Option<Frame>,
+    replay: VecDeque<Frame>,
+    clients: HashMap<u64, Client>,
+    next_client: u64,
+}
+
+struct Shared {
+    hub: Mutex<Hub>,
+    slots: Arc<Semaphore>,
+    max_clients: usize,
 }
 
 /// The fan-out of the shared reader.
 #[derive(Clone)]
 pub struct Events {
-    sender: broadcast::Sender<Event>,
+    shared: Arc<Shared>,
+}
+
+/// The client cap is reached.
+#[derive(Debug, thiserror::Error)]
+#[error("the live stream has its {0} clients, retry later")]
+pub struct TooManyClients(pub usize);
+
+/// A reserved client slot, turned into a [`Subscription`] by [`Events::subscribe`].
+pub struct Slot(OwnedSemaphorePermit);
+
+/// One client's frames; leaving (dropping it) frees its slot.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    id: u64,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.hub().clients.remove(&self.id);
+    }
+}
+
+/// What a subscription yields next.
+pub enum Next {
+    /// A frame to send.
+    Frame(Bytes),
+    /// The client was too slow and is dropped.
+    Dropped,
+}
+
+impl Subscription {
+    /// The next frame, waiting for one; `None` on `shutdown`. A keep-alive comment when nothing
+    /// else came for 15 s.
+    pub async fn next(&self, shutdown: &CancellationToken) -> Option<Next> {
+        loop {
+            {
+                let mut inbox = self.mailbox.inbox();
+                if inbox.dropped {
+                    return Some(Next::Dropped);
+                }
+                if let Some(bytes) = inbox.take() {
+                    return Some(Next::Frame(bytes));
+                }
+            }
+            // `notify_one` keeps a permit when nobody waits: a frame delivered between the check
+            // above and this wait still wakes it.
+            tokio::select! {
+                () = self.mailbox.ready.notified() => {}
+                () = tokio::time::sleep(KEEP_ALIVE) => return Some(Next::Frame(Bytes::from_static(b":\n\n"))),
+                () = shutdown.cancelled() => return None,
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Events {
-    /// An empty fan-out.
-    pub fn new() -> Self {
-        Self { sender: broadcast::channel(4096).0 }
-    }
-
-    /// A new client's receiver.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
+    /// An empty fan-out for at most `max_clients` clients at once.
+    pub fn new(max_clients: usize) -> Self {
+        let max_clients = max_clients.max(1);
+        // Ids start at the clock, so that they keep increasing across restarts: a client that
+        // reconnects with an id from before a restart is not mistaken for one from the future.
+        let start = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0).saturating_mul(1000);
+        Self {
+            shared: Arc::new(Shared {
+                hub: Mutex::new(Hub {
+                    next_id: start + 1,
+                    results: None,
+                    problem: None,
+                    replay: VecDeque::new(),
+                    clients: HashMap::new(),
+                    next_client: 0,
+                }),
+                slots: Arc::new(Semaphore::new(max_clients)),
+                max_clients,
+            }),
+        }
     }
 
     /// Clients connected right now.
     pub fn listeners(&self) -> usize {
-        self.sender.receiver_count()
+        self.shared.max_clients - self.shared.slots.available_permits()
     }
 
-    fn send(&self, event: Event) {
-        // No receivers is not an error: nobody is listening.
-        let _ = self.sender.send(event);
+    /// A slot for one more client, or the cap.
+    pub fn reserve(&self) -> Result<Slot, TooManyClients> {
+        Arc::clone(&self.shared.slots)
+            .try_acquire_owned()
+            .map(Slot)
+            .map_err(|_| TooManyClients(self.shared.max_clients))
+    }
+
+    /// Whether current results are published (the reader runs while anyone listens).
+    pub fn has_results(&self) -> bool {
+        self.shared.hub().results.is_some()
+    }
+
+    /// A new client: first the newest results (unless `last_event_id` shows it has them) and the
+    /// current problem if a store is not answering, then, reconnecting with `last_event_id`, the
+    /// buffered events after it, then everything published from now on. `first` (a one-off frame)
+    /// comes before all of it.
+    pub fn subscribe(&self, slot: Slot, last_event_id: Option<u64>, first: Option<Bytes>) -> Subscription {
+        let mut hub = self.shared.hub();
+        // An id this process has not issued (from before a restart, or forged) replays nothing.
+        let last = last_event_id.filter(|id| *id < hub.next_id);
+        let mut inbox = Inbox::default();
+        if let Some(last) = last {
+            inbox.events.extend(hub.replay.iter().filter(|f| f.id > last).cloned());
+        }
+        if let Some(problem) = hub.problem.clone().filter(|f| last.is_none_or(|l| f.id > l))
+            && !inbox.events.iter().any(|f| f.id == problem.id)
+        {
+            inbox.events.push_back(problem);
+            inbox.events.make_contiguous().sort_by_key(|f| f.id);
+        }
+        inbox.results = hub.results.clone().filter(|f| last.is_none_or(|l| f.id > l));
+        if let Some(first) = first {
+            inbox.events.push_front(Frame { id: 0, bytes: first });
+        }
+        if !inbox.is_empty() {
+            inbox.waiting_since = Some(Instant::now());
+        }
+        let mailbox = Arc::new(Mailbox { inbox: Mutex::new(inbox), ready: Notify::new() });
+        mailbox.ready.notify_one();
+        let id = hub.next_client;
+        hub.next_client += 1;
+        hub.clients.insert(id, Client { mailbox: Arc::clone(&mailbox), _slot: slot.0 });
+        Subscription { shared: Arc::clone(&self.shared), id, mailbox }
+    }
+
+    /// Publishes new results (already serialised); returns the frame's size.
+    pub fn publish_results(&self, json: &[u8]) -> usize {
+        let mut hub = self.shared.hub();
+        let frame = frame(hub.next_id, "results", json);
+        hub.next_id += 1;
+        hub.results = Some(frame.clone());
+        let size = frame.bytes.len();
+        deliver(&mut hub, Some(frame), Vec::new());
+        size
+    }
+
+    /// Publishes `log` entries (each already serialised) and, first, a `status` change.
+    pub fn publish_events(&self, status: Option<&str>, logs: Vec<Vec<u8>>) {
+        if status.is_none() && logs.is_empty() {
+            return;
+        }
+        let mut hub = self.shared.hub();
+        let mut frames = Vec::with_capacity(logs.len() + 1);
+        if let Some(status) = status {
+            let frame = frame(hub.next_id, "status", &status_json(status));
+            hub.next_id += 1;
+            hub.problem = (status != "ok").then(|| frame.clone());
+            frames.push(frame);
+        }
+        for json in logs {
+            frames.push(frame(hub.next_id, "log", &json));
+            hub.next_id += 1;
+        }
+        for frame in &frames {
+            if hub.replay.len() == REPLAY {
+                hub.replay.pop_front();
+            }
+            hub.replay.push_back(frame.clone());
+        }
+        deliver(&mut hub, None, frames);
+    }
+
+    /// Forgets the published results (nobody listens, so they would go stale).
+    pub fn forget_results(&self) {
+        self.shared.hub().results = None;
+    }
+
+    /// Drops the clients that stopped taking their frames.
+    pub fn drop_slow_clients(&self) {
+        deliver(&mut self.shared.hub(), None, Vec::new());
     }
 }
 
-impl Default for Events {
-    fn default() -> Self {
-        Self::new()
+/// Hands `results` and `events` to every client, dropping those that are stuck.
+fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
+    let now = Instant::now();
+    let mut stuck = Vec::new();
+    for (id, client) in &hub.clients {
+        let mut inbox = client.mailbox.inbox();
+        let was_empty = inbox.is_empty();
+        if let Some(results) = &results {
+            inbox.results = Some(results.clone());
+        }
+        inbox.events.extend(events.iter().cloned());
+        if was_empty && !inbox.is_empty() {
+            inbox.waiting_since = Some(now);
+        }
+        if inbox.is_stuck(now) {
+            inbox.drop_client();
+            stuck.push(*id);
+        }
+        drop(inbox);
+        client.mailbox.ready.notify_one();
+    }
+    for id in &stuck {
+        hub.clients.remove(id);
+    }
+    if !stuck.is_empty() {
+        tracing::info!(dropped = stuck.len(), clients = hub.clients.len(), "stream: slow clients dropped");
     }
 }
 
 /// Runs the reader until `shutdown`.
 pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: CancellationToken) {
     let mut last_results: Option<Results> = None;
+    let mut next_results_at = Instant::now();
     // Log entries are read from the newest seen `received_at` on (inclusive), skipping the ids
     // already sent at that exact millisecond.
     let mut since = chrono::Utc::now().timestamp_millis();
@@ -74,25 +380,28 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        events.drop_slow_clients();
         if events.listeners() == 0 {
             last_results = None;
+            events.forget_results();
             since = chrono::Utc::now().timestamp_millis();
             sent_at_since.clear();
             continue;
         }
         let (results, logs) = tokio::join!(store.results(), store.logs_since(since, MAX_LOGS_PER_TICK));
-        match (&results, &logs) {
+        let status = match (&results, &logs) {
             (Ok(_), Ok(_)) if !healthy => {
                 healthy = true;
-                events.send(Event::Status(Arc::new("ok".into())));
+                Some("ok".to_owned())
             }
             (Err(error), _) | (_, Err(error)) if healthy => {
                 healthy = false;
                 tracing::warn!(%error, "stream: a store is not answering");
-                events.send(Event::Status(Arc::new(error.to_string())));
+                Some(error.to_string())
             }
-            _ => {}
-        }
+            _ => None,
+        };
+        let mut entries = Vec::new();
         if let Ok(logs) = logs {
             for entry in logs {
                 if sent_at_since.contains(&entry.id) {
@@ -106,14 +415,94 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
                     }
                 }
                 sent_at_since.insert(entry.id.clone());
-                events.send(Event::Log(Arc::new(entry)));
+                match serde_json::to_vec(&entry) {
+                    Ok(json) => entries.push(json),
+                    Err(error) => tracing::warn!(%error, "stream: a log entry could not be serialised"),
+                }
             }
         }
+        events.publish_events(status.as_deref(), entries);
+        let now = Instant::now();
         if let Ok(results) = results
+            && now >= next_results_at
             && last_results.as_ref() != Some(&results)
         {
-            events.send(Event::Results(Arc::new(results.clone())));
-            last_results = Some(results);
+            match serde_json::to_vec(&results) {
+                Ok(json) => {
+                    let size = events.publish_results(&json);
+                    let pause = Duration::from_secs_f64(size as f64 / RESULTS_BYTES_PER_SEC as f64);
+                    next_results_at = now + pause.max(INTERVAL) - INTERVAL / 2;
+                    last_results = Some(results);
+                }
+                Err(error) => tracing::warn!(%error, "stream: results could not be serialised"),
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(next: Option<Next>) -> String {
+        match next {
+            Some(Next::Frame(bytes)) => String::from_utf8(bytes.to_vec()).expect("utf-8"),
+            Some(Next::Dropped) => "dropped".into(),
+            None => "end".into(),
+        }
+    }
+
+    async fn next(subscription: &Subscription) -> String {
+        let shutdown = CancellationToken::new();
+        text(tokio::time::timeout(Duration::from_secs(5), subscription.next(&shutdown)).await.expect("a frame"))
+    }
+
+    #[tokio::test]
+    async fn clients_share_one_results_frame_and_get_only_the_newest() {
+        let events = Events::new(10);
+        let a = events.subscribe(events.reserve().expect("a slot"), None, None);
+        events.publish_results(br#"{"total":1}"#);
+        events.publish_results(br#"{"total":2}"#);
+        let b = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let (first_a, first_b) = (next(&a).await, next(&b).await);
+        assert!(first_a.ends_with("event: results\ndata: {\"total\":2}\n\n"), "{first_a}");
+        assert_eq!(first_a, first_b, "the same frame, id included");
+    }
+
+    #[tokio::test]
+    async fn the_cap_refuses_the_next_client_and_a_leaving_client_frees_its_slot() {
+        let events = Events::new(1);
+        let a = events.subscribe(events.reserve().expect("a slot"), None, None);
+        assert!(events.reserve().is_err());
+        drop(a);
+        assert!(events.reserve().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_take_its_frames_is_dropped_and_frees_its_slot() {
+        let events = Events::new(1);
+        let slow = events.subscribe(events.reserve().expect("a slot"), None, None);
+        for _ in 0..3 {
+            events
+                .publish_events(None, (0..MAX_LOGS_PER_TICK).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect());
+        }
+        assert_eq!(next(&slow).await, "dropped");
+        assert_eq!(events.listeners(), 0);
+        assert!(events.reserve().is_ok(), "its slot is free");
+    }
+
+    #[tokio::test]
+    async fn a_reconnecting_client_gets_the_buffered_events_after_its_last_id_in_order() {
+        let events = Events::new(10);
+        events.publish_events(None, vec![b"{\"n\":1}".to_vec()]);
+        events.publish_results(b"{\"total\":1}");
+        events.publish_events(None, vec![b"{\"n\":2}".to_vec(), b"{\"n\":3}".to_vec()]);
+        let first_id = events.shared.hub().replay[0].id;
+        let again = events.subscribe(events.reserve().expect("a slot"), Some(first_id), None);
+        let frames = [next(&again).await, next(&again).await, next(&again).await];
+        assert!(frames[0].contains("results"), "{frames:?}");
+        assert!(frames[1].contains("{\"n\":2}") && frames[2].contains("{\"n\":3}"), "{frames:?}");
+        let forged = events.subscribe(events.reserve().expect("a slot"), Some(u64::MAX), None);
+        assert!(next(&forged).await.contains("results"), "an unknown id is a new client");
     }
 }

@@ -15,9 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bandvote_consumer::{ConsumerConfig, Pipelines, sinks::mongodb::to_document, sources::kafka::Vote};
+use bandvote_consumer::{ConsumerConfig, Pipelines};
 use bandvote_core::{IngestPath, VoteId, VoteMessage};
-use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
+use bandvote_queue::{KafkaConfig, KafkaProducer, Vote, VoteQueue};
+use bandvote_store::log::to_document;
 use clap::Parser;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -94,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         let config = ConsumerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: kafka.clone(),
-            redis_url: redis_url.clone(),
+            redis_url: redis_url.clone().into(),
             mongo_db: db.clone(),
             tally_group: format!("bench-tally-{run}-{label}"),
             log_group: format!("bench-log-{run}-{label}"),
@@ -154,8 +155,8 @@ async fn main() -> anyhow::Result<()> {
     let now = mongodb::bson::DateTime::now();
     let docs: Vec<_> = (0..args.votes)
         .map(|i| {
-            let vote = Vote { message: message(i), client_key: false, album_key: String::new() };
-            to_document(&vote, now)
+            let vote = Vote { message: message(i), client_key: false, album_key: String::new(), trace: None };
+            to_document(&vote.message, now)
         })
         .collect();
     let started = Instant::now();

@@ -9,15 +9,12 @@ use std::{
     time::Duration,
 };
 
-use bandvote_queue::KafkaProducer;
+use bandvote_queue::{KafkaProducer, Payload, Record};
 use bandvote_runtime::metrics as names;
 use rdkafka::message::{Header, OwnedHeaders};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    pipelines::backoff,
-    sources::kafka::{Payload, Record},
-};
+use crate::pipelines::backoff;
 
 /// Writes invalid messages to the dead-letter topic.
 #[derive(Clone)]
@@ -43,7 +40,7 @@ impl DeadLetters {
             match self.producer.partitions_answer(&self.topic).await {
                 Ok(_) => self.topic_ready.store(true, Ordering::Release),
                 Err(error) => {
-                    tracing::debug!(%error, "dead-letter topic not ready yet");
+                    tracing::debug!(error = %bandvote_runtime::health::chain(&error), "dead-letter topic not ready yet");
                     if !backoff(&mut delay, Duration::from_secs(2), shutdown).await {
                         return false;
                     }

@@ -1,33 +1,35 @@
-//! `bandvote consumer`: reads the votes topic and writes every vote exactly once to the Redis
-//! counters and the MongoDB log, through two independent pipelines (DESIGN.md, "Exactly once").
-//! - [`sources::kafka`]: consumer-group members reading the topic in batches;
+//! `bandvote consumer`: reads the queue and writes every vote exactly once to the live counters and
+//! the vote log, through two independent pipelines (DESIGN.md, "Exactly once"). The pipelines read
+//! through [`bandvote_queue::QueueSource`] (Kafka, or `bandvote up`'s embedded queue) and write
+//! through [`sinks::Counters`] and [`sinks::VoteLog`], so one tally and one log pipeline serve
+//! every deployment.
+//! - [`pipelines`]: the tally and log loops; [`Consumer`]: the pipelines a process runs;
 //! - [`sinks::redis`]: the atomic tally script; [`sinks::mongodb`]: the vote log;
-//! - [`pipelines`]: the tally and log loops; [`dead_letter`]: messages that are not votes;
-//! - [`recount`]: rebuilding the Redis counters from the MongoDB log;
-//! - [`embedded`]: the same pipelines over `bandvote up`'s embedded queue.
+//!   [`sinks::embedded`]: both in the embedded database;
+//! - [`dead_letter`]: messages that are not votes.
+//!
+//! The stores' contract (keys, the log document) and `recount`/`audit` live in `bandvote-store`.
 
-pub mod audit;
 pub mod dead_letter;
-pub mod embedded;
 pub mod pipelines;
-pub mod recount;
 pub mod sinks;
-pub mod sources;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use bandvote_queue::{KafkaConfig, KafkaProducer};
-use bandvote_runtime::{health, http, metrics as names, shutdown::spawn_named};
+use bandvote_embedded::{EmbeddedSource, Storage, pipelines as positions};
+use bandvote_queue::{KafkaConfig, KafkaProducer, KafkaSource, QueueSource, SourceConfig};
+use bandvote_runtime::{health, http, metrics as names, service::Service, shutdown::spawn_named};
+use bandvote_store::redact;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     dead_letter::DeadLetters,
     pipelines::{log::LogPipeline, tally::TallyPipeline},
-    sinks::{mongodb::MongoLog, redis::RedisTally},
-    sources::kafka::{KafkaSource, SourceConfig},
+    sinks::{Counters, VoteLog, mongodb::MongoLog, redis::RedisTally},
 };
 
 /// Configuration of the consumer.
@@ -37,10 +39,11 @@ pub struct ConsumerConfig {
     pub listen: SocketAddr,
     /// Kafka.
     pub kafka: KafkaConfig,
-    /// Redis URL; a database number in it is honoured. Default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
-    /// MongoDB URL. Default `mongodb://127.0.0.1:27017`.
-    pub mongo_url: String,
+    /// Redis URL (may hold a password); a database number in it is honoured. Default
+    /// `redis://127.0.0.1:6379`.
+    pub redis_url: SecretString,
+    /// MongoDB URL (may hold a password). Default `mongodb://127.0.0.1:27017`.
+    pub mongo_url: SecretString,
     /// MongoDB database. Default `bandvote`.
     pub mongo_db: String,
     /// Consumer group of the tally pipeline. Default `bandvote-tally`.
@@ -59,6 +62,8 @@ pub struct ConsumerConfig {
     pub pipelines: Pipelines,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Limits on the listener's clients (`--max-connections`). Default [`http::Limits::default`].
+    pub limits: http::Limits,
 }
 
 /// The pipelines a consumer process runs: both by default; one only to scale or measure them apart.
@@ -81,9 +86,9 @@ impl Default for ConsumerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
             kafka: KafkaConfig::default(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            mongo_url: "mongodb://127.0.0.1:27017".into(),
-            mongo_db: "bandvote".into(),
+            redis_url: bandvote_store::DEFAULT_REDIS_URL.into(),
+            mongo_url: bandvote_store::DEFAULT_MONGO_URL.into(),
+            mongo_db: bandvote_store::DEFAULT_MONGO_DB.into(),
             tally_group: "bandvote-tally".into(),
             log_group: "bandvote-log".into(),
             session_timeout: Duration::from_secs(10),
@@ -92,109 +97,95 @@ impl Default for ConsumerConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             pipelines: Pipelines::default(),
             grace: Duration::from_secs(10),
+            limits: http::Limits::default(),
         }
     }
 }
 
-/// A built consumer: connected, subscribed and bound, ready to run.
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-    kafka: KafkaConfig,
+/// The pipelines one process runs, with what they read and write.
+pub struct Consumer {
     tally: Option<TallyPipeline>,
     log: Option<LogPipeline>,
-    grace: Duration,
+    /// The embedded queue to prune of what both pipelines applied, when both write to it.
+    prune: Option<Arc<Storage>>,
+    /// The queue's name in readiness checks.
+    queue: &'static str,
 }
 
-impl App {
-    /// Connects to Redis and MongoDB, joins both consumer groups and binds the listener.
-    pub async fn build(config: ConsumerConfig) -> anyhow::Result<Self> {
+impl Consumer {
+    /// Both pipelines over `bandvote up`'s embedded queue, writing to `counters` and `log` (the
+    /// embedded database's, or Redis and MongoDB). The queue is pruned only when both sinks are the
+    /// embedded database's: Redis may lose its last second and need to read it again.
+    pub async fn embedded(
+        storage: Arc<Storage>,
+        counters: Arc<dyn Counters>,
+        log: Arc<dyn VoteLog>,
+        prune: bool,
+    ) -> anyhow::Result<Self> {
         bandvote_runtime::metrics::announce_consumer();
-        let tally = RedisTally::connect(&config.redis_url, config.idempotency_ttl.as_secs().max(1))
-            .await
-            .with_context(|| format!("failed to connect to redis at {}", redact(&config.redis_url)))?;
-        let log = MongoLog::connect(&config.mongo_url, &config.mongo_db)
-            .await
-            .with_context(|| format!("failed to configure mongodb at {}", redact(&config.mongo_url)))?;
-        // Create the topics now if Kafka answers, so that the subscriptions find them; if it does
-        // not, `run` keeps trying in the background.
-        if let Err(error) =
-            tokio::time::timeout(Duration::from_secs(5), config.kafka.ensure_topics()).await.unwrap_or(Ok(()))
-        {
-            tracing::warn!(%error, "kafka topics not created yet");
-        }
-        let source = |group: &str| {
-            KafkaSource::subscribe(
-                &config.kafka,
-                SourceConfig {
-                    group: group.to_owned(),
-                    session_timeout: config.session_timeout,
-                    batch_max: config.batch_max,
-                    batch_linger: config.batch_linger,
-                },
-            )
-            .map(Arc::new)
-            .with_context(|| format!("failed to join kafka consumer group {group}"))
+        let batch_max = ConsumerConfig::default().batch_max;
+        let source = |pipeline| {
+            let storage = Arc::clone(&storage);
+            async move {
+                let source = EmbeddedSource::open(storage, pipeline, batch_max)
+                    .await
+                    .with_context(|| format!("failed to read the {pipeline} position"))?;
+                anyhow::Ok(Arc::new(source) as Arc<dyn QueueSource>)
+            }
         };
+        Ok(Self {
+            tally: Some(TallyPipeline { source: source(positions::TALLY).await?, counters, dead_letters: None }),
+            log: Some(LogPipeline { source: source(positions::LOG).await?, log }),
+            prune: prune.then_some(storage),
+            queue: "embedded queue",
+        })
+    }
+
+    /// Readiness checks of what the pipelines write to and read from.
+    pub fn checks(&self) -> Vec<(&'static str, health::Check)> {
         let mut checks = Vec::new();
-        let mut kafka_probe = None;
-        let tally = if config.pipelines.tally {
-            let source = source(&config.tally_group)?;
-            let dead_letters = DeadLetters::new(KafkaProducer::new(config.kafka.clone())?);
-            let probe = tally.clone();
+        if let Some(tally) = &self.tally {
+            let counters = Arc::clone(&tally.counters);
             checks.push((
-                "redis",
+                tally.counters.store(),
                 health::check(move || {
-                    let probe = probe.clone();
-                    async move { probe.ping().await }
+                    let counters = Arc::clone(&counters);
+                    async move { counters.ping().await }
                 }),
             ));
-            kafka_probe = Some(Arc::clone(&source));
-            Some(TallyPipeline { source, tally, dead_letters })
-        } else {
-            None
-        };
-        let log = if config.pipelines.log {
-            let source = source(&config.log_group)?;
-            let probe = log.clone();
+        }
+        if let Some(log) = &self.log {
+            let sink = Arc::clone(&log.log);
             checks.push((
-                "mongodb",
+                log.log.store(),
                 health::check(move || {
-                    let probe = probe.clone();
-                    async move { probe.ping().await }
+                    let sink = Arc::clone(&sink);
+                    async move { sink.ping().await }
                 }),
             ));
-            kafka_probe.get_or_insert_with(|| Arc::clone(&source));
-            Some(LogPipeline { source, log })
-        } else {
-            None
-        };
-        let Some(kafka_probe) = kafka_probe else {
-            anyhow::bail!("no pipeline to run: enable the tally pipeline, the log pipeline or both");
-        };
-        checks.push((
-            "kafka",
-            health::check(move || {
-                let probe = Arc::clone(&kafka_probe);
-                async move { probe.check().await }
-            }),
-        ));
-        let router = http::with_fallbacks(health::router(checks));
-        let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, kafka: config.kafka, tally, log, grace: config.grace })
+        }
+        if let Some(source) = self.tally.as_ref().map(|t| &t.source).or(self.log.as_ref().map(|l| &l.source)) {
+            let source = Arc::clone(source);
+            checks.push((
+                self.queue,
+                health::check(move || {
+                    let source = Arc::clone(&source);
+                    async move { source.check().await }
+                }),
+            ));
+        }
+        checks
     }
 
-    /// The bound address of the health and metrics listener.
-    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        http::local_addr(&self.listener)
+    /// The pipelines as a service: no routes, the stores' readiness, the pipelines as one task.
+    pub fn into_service(self) -> Service {
+        let checks = self.checks();
+        Service::new(Router::new()).checks(checks).task("pipelines", move |shutdown| self.run(shutdown))
     }
 
-    /// Runs the pipelines and the listener until `shutdown`; each pipeline finishes its batch.
+    /// Runs the pipelines (and the lag gauge, and pruning) until `shutdown`; each pipeline
+    /// finishes its batch.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr()?, "consumer listening");
-        let kafka = self.kafka.clone();
-        let topics_shutdown = shutdown.clone();
-        let topics = tokio::spawn(async move { kafka.ensure_topics_until_done(&topics_shutdown).await });
         let mut sources = Vec::new();
         let mut tasks = Vec::new();
         if let Some(tally) = self.tally {
@@ -206,12 +197,12 @@ impl App {
             tasks.push(spawn_named("log", shutdown.clone(), log.run(shutdown.clone())));
         }
         let lag = tokio::spawn(report_lag(sources, shutdown.clone()));
-        let served = http::serve(self.listener, self.router, shutdown.clone(), self.grace).await;
-        shutdown.cancel();
+        let pruning = self.prune.map(|storage| tokio::spawn(prune(storage, shutdown.clone())));
         let results = futures::future::join_all(tasks).await;
-        topics.abort();
         lag.abort();
-        served?;
+        if let Some(pruning) = pruning {
+            pruning.abort();
+        }
         for result in results {
             result.context("a pipeline panicked")??;
         }
@@ -219,7 +210,92 @@ impl App {
     }
 }
 
-async fn report_lag(sources: Vec<(&'static str, Arc<KafkaSource>)>, shutdown: CancellationToken) {
+/// A built consumer: connected, subscribed and bound, ready to run.
+pub struct App {
+    listener: TcpListener,
+    service: Service,
+    grace: Duration,
+}
+
+impl App {
+    /// Connects to Redis and MongoDB, joins both consumer groups and binds the listener.
+    pub async fn build(config: ConsumerConfig) -> anyhow::Result<Self> {
+        let (listen, grace, limits) = (config.listen, config.grace, config.limits.clone());
+        let service = service(config).await?.limits(limits);
+        let listener = http::bind(listen).await?;
+        Ok(Self { listener, service, grace })
+    }
+
+    /// The bound address of the health and metrics listener.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        http::local_addr(&self.listener)
+    }
+
+    /// Runs the pipelines and the listener until `shutdown`; each pipeline finishes its batch.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, "consumer listening");
+        self.service.serve(self.listener, shutdown, self.grace).await
+    }
+}
+
+/// The Kafka consumer: connects to Redis and MongoDB and joins both consumer groups (as
+/// `config.pipelines` asks); creates the topics in the background while Kafka is away.
+pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
+    bandvote_runtime::metrics::announce_consumer();
+    // Create the topics now if Kafka answers, so that the subscriptions find them; if it does
+    // not, `run` keeps trying in the background.
+    if let Err(error) =
+        tokio::time::timeout(Duration::from_secs(5), config.kafka.ensure_topics()).await.unwrap_or(Ok(()))
+    {
+        tracing::warn!(%error, "kafka topics not created yet");
+    }
+    let source = |group: &str| {
+        KafkaSource::subscribe(
+            &config.kafka,
+            SourceConfig {
+                group: group.to_owned(),
+                session_timeout: config.session_timeout,
+                batch_max: config.batch_max,
+                batch_linger: config.batch_linger,
+            },
+        )
+        .map(|source| Arc::new(source) as Arc<dyn QueueSource>)
+        .with_context(|| format!("failed to join kafka consumer group {group}"))
+    };
+    let tally = if config.pipelines.tally {
+        let counters =
+            RedisTally::connect(config.redis_url.expose_secret(), config.idempotency_ttl.as_secs().max(1)).await?;
+        Some(TallyPipeline {
+            source: source(&config.tally_group)?,
+            counters: Arc::new(counters),
+            dead_letters: Some(DeadLetters::new(KafkaProducer::new(config.kafka.clone())?)),
+        })
+    } else {
+        None
+    };
+    let log = if config.pipelines.log {
+        let log = MongoLog::connect(config.mongo_url.expose_secret(), &config.mongo_db)
+            .await
+            .with_context(|| format!("failed to configure mongodb at {}", redact(config.mongo_url.expose_secret())))?;
+        Some(LogPipeline { source: source(&config.log_group)?, log: Arc::new(log) })
+    } else {
+        None
+    };
+    if tally.is_none() && log.is_none() {
+        anyhow::bail!("no pipeline to run: enable the tally pipeline, the log pipeline or both");
+    }
+    let kafka = config.kafka;
+    let service = Consumer { tally, log, prune: None, queue: "kafka" }.into_service().task(
+        "topics",
+        move |shutdown| async move {
+            kafka.ensure_topics_until_done(&shutdown).await;
+            Ok(())
+        },
+    );
+    Ok(service)
+}
+
+async fn report_lag(sources: Vec<(&'static str, Arc<dyn QueueSource>)>, shutdown: CancellationToken) {
     // Every 2 s, starting now (the gauge exists as soon as a partition is assigned).
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -235,28 +311,20 @@ async fn report_lag(sources: Vec<(&'static str, Arc<KafkaSource>)>, shutdown: Ca
     }
 }
 
-/// A URL with its password replaced, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
-                None => url.to_owned(),
+/// Every minute: drops queue entries both pipelines applied, and expired idempotency keys.
+async fn prune(storage: Arc<Storage>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (tally, log) = (storage.position(positions::TALLY).await, storage.position(positions::LOG).await);
+        if let (Ok(tally), Ok(log)) = (tally, log) {
+            let now = chrono::Utc::now().timestamp_millis();
+            if let Err(error) = storage.prune(tally.min(log), now).await {
+                tracing::warn!(%error, "embedded storage: pruning failed");
             }
         }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(redact("redis://:secret@host:6379/2"), "redis://:***@host:6379/2");
-        assert_eq!(redact("mongodb://user:pw@db:27017"), "mongodb://user:***@db:27017");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -1,6 +1,8 @@
 //! The vote payload and its validation, exactly as the public contract states it.
 
 use serde_json::{Map, Value};
+use unicode_normalization::{UnicodeNormalization, is_nfc};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Largest accepted request body, in bytes (16 KiB); larger bodies are answered `413`.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -84,9 +86,12 @@ impl Vote {
     }
 }
 
+/// What joins a band and its album in the album key; refused inside either name.
+pub const ALBUM_KEY_SEPARATOR: &str = " / ";
+
 /// The `votes:album` key of an album: band, space, slash, space, album.
 pub fn album_key(band: &str, album: &str) -> String {
-    format!("{band} / {album}")
+    format!("{band}{ALBUM_KEY_SEPARATOR}{album}")
 }
 
 fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, VoteError> {
@@ -100,13 +105,26 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
     if value.is_empty() {
         return Err(VoteError::field(field, format!("{field} must not be empty")));
     }
+    // Checked before normalising, so that a huge input costs nothing more than counting it.
     if value.chars().count() > MAX_TEXT_CHARS {
         return Err(VoteError::field(field, format!("{field} must be at most {MAX_TEXT_CHARS} characters")));
     }
-    if value.chars().any(char::is_control) {
-        return Err(VoteError::field(field, format!("{field} must not contain control characters")));
+    // Control and format characters (zero-width spaces, bidi overrides) make look-alike names that
+    // split one band's votes.
+    if value.chars().any(|c| matches!(c.general_category(), GeneralCategory::Control | GeneralCategory::Format)) {
+        return Err(VoteError::field(field, format!("{field} must not contain control or format characters")));
     }
-    Ok(value.to_owned())
+    // One spelling per name: composed and decomposed accents count together.
+    let value: String = if is_nfc(value) { value.to_owned() } else { value.nfc().collect() };
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(VoteError::field(field, format!("{field} must be at most {MAX_TEXT_CHARS} characters")));
+    }
+    // The album key is `<band> / <album>`: a name holding the separator would make two votes share
+    // a counter.
+    if value.contains(ALBUM_KEY_SEPARATOR) {
+        return Err(VoteError::field(field, format!("{field} must not contain \"{ALBUM_KEY_SEPARATOR}\"")));
+    }
+    Ok(value)
 }
 
 fn year(value: Option<&Value>) -> Result<String, VoteError> {
@@ -168,6 +186,26 @@ mod tests {
         assert_eq!(vote.year, "1997");
         assert_eq!(vote.rank, "9.5");
         assert_eq!(vote.album_key(), "Bohemia Suburbana / Mis palabras");
+    }
+
+    #[test]
+    fn composed_and_decomposed_accents_are_one_name() {
+        let composed = parse(r#"{"name":"Caf\u00e9 Tacvba","album":"Re","year":"1994","rank":"9"}"#).expect("valid");
+        let decomposed = parse(r#"{"name":"Cafe\u0301 Tacvba","album":"Re","year":"1994","rank":"9"}"#).expect("valid");
+        assert_eq!(composed.name, decomposed.name);
+        assert_eq!(decomposed.name, "Caf\u{e9} Tacvba");
+    }
+
+    #[test]
+    fn format_characters_and_the_album_separator_are_refused_with_their_field() {
+        for name in [r"Bohemia\u200bSuburbana", r"Bohemia \u202eanabrubuS", r"\u2066Bohemia\u2069", "A / B"] {
+            let body = format!(r#"{{"name":"{name}","album":"x","year":"1997","rank":"1"}}"#);
+            assert_eq!(field_of(&body), Some("name"), "{name}");
+            let body = format!(r#"{{"name":"x","album":"{name}","year":"1997","rank":"1"}}"#);
+            assert_eq!(field_of(&body), Some("album"), "{name}");
+        }
+        // A slash without the spaces around it is an ordinary character.
+        assert!(parse(r#"{"name":"AC/DC","album":"High Voltage","year":"1976","rank":"9"}"#).is_ok());
     }
 
     #[test]

@@ -1,9 +1,19 @@
 //! Signed voter tokens: the API issues one per browser (`POST /api/voter-token`), the gateways
 //! check it before a voter policy counts a vote, with a secret they share. A token names a random
 //! voter and an expiry, signed with HMAC-SHA256: `v1.<voter>.<expires unix s>.<signature hex>`.
+//! A token makes a browser's voter sticky (the same voter for every vote it sends), not unique:
+//! whoever asks again gets another voter, which is why the API limits how many it issues per client.
+//! [`normalise_voter`] is how a self-asserted voter id is counted.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
+
+/// A self-asserted voter id as a voter policy counts it: trimmed, NFC-normalised and lowercased,
+/// so that `Alice`, `ALICE` and `alice` (in any Unicode normal form) are one voter.
+pub fn normalise_voter(voter: &str) -> String {
+    voter.trim().nfc().collect::<String>().to_lowercase().nfc().collect()
+}
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +87,17 @@ impl VoterTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn voter_ids_are_one_voter_whatever_their_case_or_normal_form() {
+        let voter = normalise_voter("  Alice ");
+        assert_eq!(voter, "alice");
+        assert_eq!(normalise_voter("ALICE"), voter);
+        // "José" precomposed (U+00E9) and decomposed (e + U+0301), in either case.
+        assert_eq!(normalise_voter("Jos\u{e9}"), normalise_voter("JOSE\u{301}"));
+        assert_eq!(normalise_voter("Jos\u{e9}"), "jos\u{e9}");
+        assert_eq!(normalise_voter("\u{130}stanbul"), normalise_voter("i\u{307}stanbul"), "dotted capital I");
+    }
 
     #[test]
     fn tokens_verify_only_with_their_secret_and_before_expiry() {

@@ -5,11 +5,20 @@ use bandvote_core::{MAX_BODY_BYTES, MAX_TEXT_CHARS, Vote};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-/// Text the contract accepts: 1–200 characters after trimming, no control characters.
+/// Text the contract accepts: 1–200 characters after trimming and NFC, no control or format
+/// characters, not the album key's separator.
 fn valid_text() -> impl Strategy<Value = String> {
-    proptest::string::string_regex("[^\\p{Cc}]{1,200}")
-        .expect("a valid regex")
-        .prop_filter("not blank", |s| !s.trim().is_empty() && s.trim().chars().count() <= MAX_TEXT_CHARS)
+    proptest::string::string_regex("[^\\p{Cc}\\p{Cf}]{1,200}").expect("a valid regex").prop_filter(
+        "not blank, not too long once normalised, no separator",
+        |s| {
+            let normalised = nfc(s.trim());
+            !normalised.is_empty() && normalised.chars().count() <= MAX_TEXT_CHARS && !normalised.contains(" / ")
+        },
+    )
+}
+
+fn nfc(text: &str) -> String {
+    unicode_normalization::UnicodeNormalization::nfc(text).collect()
 }
 
 /// A year as the client may send it: a string or an integer.
@@ -56,8 +65,8 @@ proptest! {
             "unknown_field": unknown,
         });
         let vote = Vote::parse_json(body.to_string().as_bytes()).expect("a valid vote");
-        prop_assert_eq!(&vote.name, name.trim());
-        prop_assert_eq!(&vote.album, album.trim());
+        prop_assert_eq!(&vote.name, &nfc(name.trim()));
+        prop_assert_eq!(&vote.album, &nfc(album.trim()));
         prop_assert_eq!(&vote.year, &year_text);
         let rank_text = match &rank { Value::String(s) => s.clone(), other => other.to_string() };
         prop_assert_eq!(&vote.rank, &rank_text);

@@ -15,19 +15,21 @@
 //! data directory fails at once with a clear message.
 
 mod schema;
+mod source;
 mod writer;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use bandvote_core::VoteMessage;
-use bandvote_queue::{BoxFuture, QueueError, VoteQueue};
+use bandvote_core::{Counts, VoteMessage};
+use bandvote_queue::{BoxFuture, CheckError, QueueError, Vote, VoteQueue};
 use rusqlite::{Connection, OptionalExtension, params};
+pub use source::EmbeddedSource;
 use tokio::sync::Notify;
 
 /// The database file inside the data directory.
@@ -106,12 +108,8 @@ pub enum TallyApplied {
 /// The counters, read in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// All counted votes.
-    pub total: u64,
-    /// Band → votes.
-    pub bands: BTreeMap<String, u64>,
-    /// `<band> / <album>` → votes.
-    pub albums: BTreeMap<String, u64>,
+    /// `total`, `bands`, `albums`.
+    pub counts: Counts,
     /// `received_at` of the newest counted vote.
     pub received_at: Option<String>,
     /// When it was counted.
@@ -164,7 +162,7 @@ impl Storage {
     /// the directory's lock. `seen_ttl`: how long a client's idempotency key is remembered.
     pub fn open(dir: &Path, seen_ttl: Duration) -> Result<Arc<Self>, StorageError> {
         let directory = |message: String| StorageError::Directory { dir: dir.to_owned(), message };
-        std::fs::create_dir_all(dir).map_err(|e| directory(format!("cannot create it: {e}")))?;
+        create_private_dir(dir).map_err(|e| directory(format!("cannot create it: {e}")))?;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -252,23 +250,25 @@ impl Storage {
         .await
     }
 
-    /// Applies a batch (consecutive positions) to the counters, in one transaction with the tally
-    /// position, only if it continues the stored position.
+    /// Applies the votes of positions `first..=last` to the counters, in one transaction with the
+    /// tally position, only if they continue the stored position.
     pub async fn apply_tally(
         self: &Arc<Self>,
-        batch: Vec<Queued>,
+        first: u64,
+        last: u64,
+        votes: Vec<Vote>,
         counted_at: String,
     ) -> Result<TallyApplied, StorageError> {
         let ttl = self.seen_ttl.as_millis() as i64;
         self.with_sink_write(move |db| {
             let tx = db.transaction()?;
             let stored = position(&tx, pipelines::TALLY)?;
-            let Some(first) = batch.first() else { return Ok(TallyApplied::Refused { stored }) };
-            if first.seq != stored + 1 {
+            if first != stored + 1 || last < first {
                 return Ok(TallyApplied::Refused { stored });
             }
             let now = bandvote_core::time::parse(&counted_at).map_or(0, |t| t.timestamp_millis());
             let (mut counted, mut duplicates) = (0, 0);
+            let mut newest: Option<&str> = None;
             {
                 let mut seen = tx.prepare_cached(
                     "INSERT INTO seen (id, expires_ms) VALUES (?1, ?2) \
@@ -282,17 +282,20 @@ impl Storage {
                 )?;
                 // Increments are summed per band and album first: one statement each per batch.
                 let mut bands: HashMap<&str, i64> = HashMap::new();
-                let mut albums: HashMap<String, i64> = HashMap::new();
-                for queued in &batch {
+                let mut albums: HashMap<&str, i64> = HashMap::new();
+                for vote in &votes {
                     // A client's key already counted (and not expired) is a retry.
-                    if queued.client_key && seen.execute(params![queued.message.id, now + ttl, now])? == 0 {
+                    if vote.client_key && seen.execute(params![vote.message.id, now + ttl, now])? == 0 {
                         duplicates += 1;
                         continue;
                     }
-                    let vote = &queued.message;
-                    *bands.entry(&vote.name).or_default() += 1;
-                    *albums.entry(bandvote_core::vote::album_key(&vote.name, &vote.album)).or_default() += 1;
+                    *bands.entry(&vote.message.name).or_default() += 1;
+                    *albums.entry(&vote.album_key).or_default() += 1;
                     counted += 1;
+                    let received = vote.message.received_at.as_str();
+                    if newest.is_none_or(|n| received > n) {
+                        newest = Some(received);
+                    }
                 }
                 for (name, n) in bands {
                     band.execute(params![name, n])?;
@@ -301,16 +304,17 @@ impl Storage {
                     album.execute(params![key, n])?;
                 }
             }
-            let last = batch.last().expect("a non-empty batch");
-            tx.execute(
-                "UPDATE totals SET total = total + ?1, received_at = ?2, counted_at = ?3 WHERE id = 1",
-                params![counted, last.message.received_at, counted_at],
-            )?;
-            tx.execute(
-                "INSERT INTO timeline (at, n, total) SELECT ?1, ?2, total FROM totals WHERE id = 1",
-                params![counted_at, counted],
-            )?;
-            set_position(&tx, pipelines::TALLY, last.seq)?;
+            if let Some(newest) = newest {
+                tx.execute(
+                    "UPDATE totals SET total = total + ?1, received_at = ?2, counted_at = ?3 WHERE id = 1",
+                    params![counted, newest, counted_at],
+                )?;
+                tx.execute(
+                    "INSERT INTO timeline (at, n, total) SELECT ?1, ?2, total FROM totals WHERE id = 1",
+                    params![counted_at, counted],
+                )?;
+            }
+            set_position(&tx, pipelines::TALLY, last)?;
             let total: i64 = tx.query_row("SELECT total FROM totals WHERE id = 1", [], |r| r.get(0))?;
             tx.commit()?;
             Ok(TallyApplied::Counted { counted, duplicates, total: total as u64 })
@@ -318,9 +322,9 @@ impl Storage {
         .await
     }
 
-    /// Logs a batch (ids already logged are replays and are skipped), in one transaction with the
-    /// log position; returns how many were new.
-    pub async fn apply_log(self: &Arc<Self>, batch: Vec<Queued>, counted_at: String) -> Result<u64, StorageError> {
+    /// Logs votes (ids already logged are replays and are skipped); returns how many were new. The
+    /// log's position is its source's to store, after this (the insert is idempotent).
+    pub async fn log_votes(self: &Arc<Self>, votes: Vec<VoteMessage>, counted_at: String) -> Result<u64, StorageError> {
         self.with_sink_write(move |db| {
             let tx = db.transaction()?;
             let mut inserted = 0;
@@ -329,8 +333,7 @@ impl Storage {
                     "INSERT OR IGNORE INTO logs (id, name, album, year, rank, path, received_at, received_ms, counted_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
-                for queued in &batch {
-                    let m = &queued.message;
+                for m in &votes {
                     let received_ms = bandvote_core::time::parse(&m.received_at).map_or(0, |t| t.timestamp_millis());
                     inserted += insert.execute(params![
                         m.id,
@@ -345,11 +348,22 @@ impl Storage {
                     ])? as u64;
                 }
             }
-            if let Some(last) = batch.last() {
-                set_position(&tx, pipelines::LOG, last.seq)?;
-            }
             tx.commit()?;
             Ok(inserted)
+        })
+        .await
+    }
+
+    /// The position the next appended vote will get.
+    pub async fn end_position(self: &Arc<Self>) -> Result<u64, StorageError> {
+        // Pruning may have emptied the queue; positions never go back, so they bound it too.
+        self.with_sink(|db| {
+            db.query_row(
+                "SELECT max((SELECT coalesce(max(seq), 0) FROM queue), (SELECT coalesce(max(seq), 0) FROM positions))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64 + 1)
         })
         .await
     }
@@ -373,19 +387,19 @@ impl Storage {
                 let mut bands = tx.prepare_cached("SELECT name, votes FROM bands")?;
                 for row in bands.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                     let (name, votes) = row?;
-                    counters.bands.insert(name, votes as u64);
+                    counters.counts.bands.insert(name, votes as u64);
                 }
                 let mut albums = tx.prepare_cached("SELECT key, votes FROM albums")?;
                 for row in albums.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                     let (key, votes) = row?;
-                    counters.albums.insert(key, votes as u64);
+                    counters.counts.albums.insert(key, votes as u64);
                 }
             }
             let (total, received, counted) =
                 tx.query_row("SELECT total, received_at, counted_at FROM totals WHERE id = 1", [], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
                 })?;
-            counters.total = total as u64;
+            counters.counts.total = total as u64;
             counters.received_at = received;
             counters.counted_at = counted;
             tx.finish()?;
@@ -427,10 +441,8 @@ impl Storage {
     }
 
     /// A trivial read, for readiness.
-    pub async fn ping(self: &Arc<Self>) -> Result<(), String> {
-        self.with_reader(|db| db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop))
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn ping(self: &Arc<Self>) -> Result<(), StorageError> {
+        self.with_reader(|db| db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop)).await
     }
 
     async fn with_sink<T: Send + 'static>(
@@ -498,6 +510,16 @@ fn query_logs(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusq
     rows.collect()
 }
 
+/// Creates `dir` (and its parents) readable by this user only: it holds every vote and voter key.
+/// An existing directory keeps its permissions (the operator chose them).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Turns SQLite's errors at open time into messages that say what to do.
 fn classify(dir: &Path, error: rusqlite::Error) -> StorageError {
     let text = error.to_string();
@@ -532,7 +554,7 @@ impl VoteQueue for Storage {
         })
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
         Box::pin(async move { if self.appender.is_running() { Ok(()) } else { Err("embedded queue stopped".into()) } })
     }
 

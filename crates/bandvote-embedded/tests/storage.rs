@@ -7,7 +7,8 @@ use std::{
 };
 
 use bandvote_core::{IngestPath, Vote, VoteId, VoteMessage};
-use bandvote_embedded::{Storage, StorageError, TallyApplied, pipelines};
+use bandvote_embedded::{EmbeddedSource, Queued, Storage, StorageError, TallyApplied, pipelines};
+use bandvote_queue::QueueSource;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bandvote-embedded-{name}-{}", std::process::id()));
@@ -19,6 +20,13 @@ fn message(id: &str, band: &str, album: &str) -> VoteMessage {
     let vote = Vote::from_strings(band, album, "1997", "9.5").unwrap();
     let id = VoteId::from_client_key(id).unwrap();
     VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into())
+}
+
+/// Applies queued votes as the tally pipeline would (their first and last positions, their votes).
+async fn tally(storage: &Arc<Storage>, queued: &[Queued], counted_at: &str) -> TallyApplied {
+    let votes = queued.iter().map(|q| bandvote_queue::Vote::new(q.message.clone(), q.client_key)).collect();
+    let (first, last) = (queued[0].seq, queued[queued.len() - 1].seq);
+    storage.apply_tally(first, last, votes, counted_at.into()).await.unwrap()
 }
 
 fn open(dir: &Path) -> Arc<Storage> {
@@ -38,33 +46,33 @@ async fn votes_are_counted_and_logged_once_in_order_of_the_queue() {
     assert_eq!(queued.iter().map(|q| q.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
 
     // A batch that does not continue the stored position is refused.
-    let refused = storage.apply_tally(queued[1..].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    let refused = tally(&storage, &queued[1..], "2026-11-26T16:04:06.000Z").await;
     assert_eq!(refused, TallyApplied::Refused { stored: 0 });
-    let applied = storage.apply_tally(queued[..3].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    let applied = tally(&storage, &queued[..3], "2026-11-26T16:04:06.000Z").await;
     assert_eq!(applied, TallyApplied::Counted { counted: 3, duplicates: 0, total: 3 });
     // Replaying the same batch (a crash before the caller saw the answer) is refused, not recounted.
-    let replay = storage.apply_tally(queued[..3].to_vec(), "2026-11-26T16:04:06.000Z".into()).await.unwrap();
+    let replay = tally(&storage, &queued[..3], "2026-11-26T16:04:06.000Z").await;
     assert_eq!(replay, TallyApplied::Refused { stored: 3 });
-    let rest = storage.apply_tally(queued[3..].to_vec(), "2026-11-26T16:04:07.000Z".into()).await.unwrap();
+    let rest = tally(&storage, &queued[3..], "2026-11-26T16:04:07.000Z").await;
     assert_eq!(rest, TallyApplied::Counted { counted: 1, duplicates: 1, total: 4 });
 
     let counters = storage.counters().await.unwrap();
-    assert_eq!(counters.total, 4);
-    assert_eq!(counters.bands.get("A"), Some(&3));
-    assert_eq!(counters.albums.get("A / x"), Some(&2));
+    assert_eq!(counters.counts.total, 4);
+    assert_eq!(counters.counts.bands.get("A"), Some(&3));
+    assert_eq!(counters.counts.albums.get("A / x"), Some(&2));
     assert_eq!(counters.counted_at.as_deref(), Some("2026-11-26T16:04:07.000Z"));
 
-    assert_eq!(storage.apply_log(queued.clone(), "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 4);
-    assert_eq!(storage.apply_log(queued, "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 0, "replays skipped");
+    let messages: Vec<VoteMessage> = queued.iter().map(|q| q.message.clone()).collect();
+    assert_eq!(storage.log_votes(messages.clone(), "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 4);
+    assert_eq!(storage.log_votes(messages, "2026-11-26T16:04:07.000Z".into()).await.unwrap(), 0, "replays skipped");
     assert_eq!(storage.logged().await.unwrap(), 4);
-    assert_eq!(storage.position(pipelines::LOG).await.unwrap(), 5);
     assert_eq!(storage.latest_logs(2).await.unwrap().len(), 2);
 
     // Everything survives a reopen; pruning keeps positions going.
     storage.prune(5, 0).await.unwrap();
     drop(storage);
     let storage = open(&dir);
-    assert_eq!(storage.counters().await.unwrap().total, 4);
+    assert_eq!(storage.counters().await.unwrap().counts.total, 4);
     assert_eq!(storage.position(pipelines::TALLY).await.unwrap(), 5);
     assert_eq!(storage.append(&message("k9", "C", "w"), true).await.unwrap(), 6, "positions continue after pruning");
     std::fs::remove_dir_all(dir).unwrap();
@@ -119,4 +127,39 @@ async fn an_unusable_directory_is_a_clear_error() {
     assert!(matches!(error, StorageError::Directory { .. }), "{error}");
     assert!(error.to_string().contains("cannot create it"), "{error}");
     std::fs::remove_file(file).unwrap();
+}
+
+#[tokio::test]
+async fn a_source_reads_after_its_committed_position_and_seeks_back() {
+    let dir = temp_dir("source");
+    let storage = open(&dir);
+    for i in 0..5 {
+        storage.append(&message(&format!("s{i}"), "A", "x"), true).await.unwrap();
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let source = EmbeddedSource::open(Arc::clone(&storage), pipelines::LOG, 3).await.unwrap();
+    let offsets = |batch: &[bandvote_queue::Record]| batch.iter().map(|r| r.offset).collect::<Vec<_>>();
+    let first = source.next_batch(&shutdown).await.unwrap();
+    assert_eq!(offsets(&first), [1, 2, 3]);
+    source.commit(&first).await.unwrap();
+    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [4, 5]);
+    assert_eq!(source.lag().await.unwrap(), 0);
+    assert_eq!(source.end_offset(0).await.unwrap(), 6);
+    source.seek(0, 2).unwrap();
+    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [2, 3, 4]);
+    // A new reader begins after the committed position.
+    let again = EmbeddedSource::open(Arc::clone(&storage), pipelines::LOG, 10).await.unwrap();
+    assert_eq!(offsets(&again.next_batch(&shutdown).await.unwrap()), [4, 5]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_new_data_directory_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("private").join("nested");
+    let _storage = open(&dir);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }

@@ -34,6 +34,15 @@ pub struct AcceptedVote {
 /// Reads and validates a vote request: `415` unless the body is JSON, `413` over 16 KiB, `400` for
 /// a malformed body, an invalid field or an invalid `Idempotency-Key`.
 pub async fn read_vote(path: IngestPath, headers: &HeaderMap, body: Body) -> Result<AcceptedVote, ApiError> {
+    read_vote_and_body(path, headers, body).await.map(|(vote, _)| vote)
+}
+
+/// [`read_vote`], also giving back the body it read (the wasm host hands it on to its guest).
+pub async fn read_vote_and_body(
+    path: IngestPath,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(AcceptedVote, bytes::Bytes), ApiError> {
     let result = read(headers, body).await;
     if let Err((reason, _)) = &result {
         metrics::counter!(names::VOTES_REJECTED, "path" => path.as_str(), "reason" => *reason).increment(1);
@@ -41,7 +50,7 @@ pub async fn read_vote(path: IngestPath, headers: &HeaderMap, body: Body) -> Res
     result.map_err(|(_, error)| error)
 }
 
-async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static str, ApiError)> {
+async fn read(headers: &HeaderMap, body: Body) -> Result<(AcceptedVote, bytes::Bytes), (&'static str, ApiError)> {
     if !is_json(headers) {
         let error = ApiError::client(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json", None);
         return Err(("media_type", error));
@@ -68,7 +77,7 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<AcceptedVote, (&'static
         }
     };
     let vote = Vote::parse_json(&bytes).map_err(|e| ("invalid", ApiError::bad_request(e.message, e.field)))?;
-    Ok(AcceptedVote { id, vote })
+    Ok((AcceptedVote { id, vote }, bytes))
 }
 
 fn too_large() -> ApiError {

@@ -1,12 +1,20 @@
 //! Fair voting, checked by the gateways before a vote is accepted (all off by default, as in the
 //! original contest):
-//! - a per-client rate limit on the vote endpoints (per client address, per gateway process);
+//! - a per-client rate limit on the vote endpoints (per client address as the listener resolved it,
+//!   IPv6 by /64, per gateway process);
 //! - the contest's list of bands and albums: a vote for anything else is a `400`;
 //! - a voter policy on a voter identity header: unlimited, at most N votes per voter per minute, or
 //!   one vote per voter; a voter over the limit gets `429` with `Retry-After`. With a Redis URL the
 //!   policy holds across every gateway replica (one Lua script decides atomically); without, within
 //!   this process (`bandvote up`). A retry of a vote under the same `Idempotency-Key` is never
-//!   refused: it is the same vote.
+//!   refused: it is the same vote. Voters are remembered for their window (per minute) or
+//!   `voter_memory` (once), then forgotten.
+//!
+//! The voter is the header's value, NFC-normalised and lowercased (`Alice` = `ALICE`); or the voter
+//! a token signed with `--voter-secret` names; or the `sub` of a JWT from the show's identity
+//! provider, verified with `--voter-jwt-key` ([`crate::voter_jwt`]). A token that is not genuine
+//! or has expired is a `401`. Every check runs before the vote is forwarded: nothing is stored for
+//! a refused vote.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,9 +27,19 @@ use std::{
 
 use anyhow::Context;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
-use bandvote_core::{Vote, voter_token::VoterTokens};
-use bandvote_runtime::http::ApiError;
-use redis::{Script, aio::ConnectionManager};
+use bandvote_core::{
+    Vote,
+    voter_token::{VoterTokens, normalise_voter},
+};
+use bandvote_runtime::{
+    http::ApiError,
+    per_client::{Limited, RateLimiter},
+};
+
+use crate::voter_jwt::VoterJwt;
+use bandvote_runtime::redis_client::{Redis, RedisTarget, Timeouts};
+use redis::Script;
+use secrecy::{ExposeSecret, SecretString};
 
 /// How many votes a voter may cast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,16 +86,34 @@ pub struct FairnessConfig {
     pub policy: VotePolicy,
     /// The header carrying the voter identity. Default `x-voter-id`.
     pub voter_header: String,
-    /// Redis shared by every gateway replica; `None`: this process only.
-    pub redis_url: Option<String>,
+    /// Redis shared by every gateway replica (its URL may hold a password); `None`: this process only.
+    pub redis_url: Option<SecretString>,
     /// JSON file `[{"name": band, "album": album}, ...]`: the only votes accepted.
     pub contest: Option<PathBuf>,
     /// Votes per second per client address (0: no limit).
     pub rate_limit: u32,
     /// With a secret, the voter header must carry a voter token the API signed with it
     /// (`POST /api/voter-token`), and the voter is the one the token names.
-    pub voter_secret: Option<String>,
+    pub voter_secret: Option<SecretString>,
+    /// PEM public key (Ed25519, P-256 or RSA) of the show's identity provider: the voter header must
+    /// then carry a JWT it signed, and the voter is its `sub`. Exclusive with `voter_secret`.
+    pub voter_jwt_key: Option<PathBuf>,
+    /// The `aud` a voter JWT must carry; `None`: not checked.
+    pub voter_jwt_audience: Option<String>,
+    /// How long a voter's vote under `once` is remembered (then the voter may vote again). Default 72 h.
+    pub voter_memory: Duration,
+    /// Voters remembered within this process (without Redis); when every one of them is current, a
+    /// new voter gets `503` rather than an old vote being forgotten. Default 1,000,000.
+    pub max_local_voters: usize,
+    /// Voter tokens the API issues per minute to one client address (IPv6: one /64). Default 10.
+    pub voter_tokens_per_minute: u32,
 }
+
+/// Default of [`FairnessConfig::voter_memory`].
+pub const DEFAULT_VOTER_MEMORY: Duration = Duration::from_secs(72 * 3600);
+
+/// Default of [`FairnessConfig::voter_tokens_per_minute`].
+pub const DEFAULT_VOTER_TOKENS_PER_MINUTE: u32 = 10;
 
 impl Default for FairnessConfig {
     fn default() -> Self {
@@ -88,13 +124,28 @@ impl Default for FairnessConfig {
             contest: None,
             rate_limit: 0,
             voter_secret: None,
+            voter_jwt_key: None,
+            voter_jwt_audience: None,
+            voter_memory: DEFAULT_VOTER_MEMORY,
+            max_local_voters: 1_000_000,
+            voter_tokens_per_minute: DEFAULT_VOTER_TOKENS_PER_MINUTE,
         }
     }
 }
 
 enum Voters {
-    Local(Mutex<HashMap<String, Vec<(String, Instant)>>>),
-    Redis(ConnectionManager, Script),
+    Local(Mutex<LocalVoters>),
+    Redis(Redis, Script),
+}
+
+/// Who the voter header names.
+enum Identity {
+    /// Whoever the header says (normalised).
+    Asserted,
+    /// The voter of a token signed with the voter secret.
+    Signed(VoterTokens),
+    /// The `sub` of a JWT from the show's identity provider.
+    Jwt(Box<VoterJwt>),
 }
 
 /// The checks of one process, shared by its gateways.
@@ -103,16 +154,24 @@ pub struct Fairness {
     header: HeaderName,
     voters: Voters,
     contest: Option<HashMap<String, HashSet<String>>>,
-    rate_limit: u32,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-    tokens: Option<VoterTokens>,
+    rate: Option<RateLimiter>,
+    identity: Identity,
+    memory: Duration,
+    names: Option<crate::names::Names>,
 }
 
 /// Longest voter identity accepted.
 const MAX_VOTER_CHARS: usize = 256;
 
+/// Longest voter token (a JWT signed with a 4096-bit RSA key and a few claims fits easily).
+const MAX_TOKEN_BYTES: usize = 8 << 10;
+
+/// Client addresses the vote rate limit tracks at once (idle ones are forgotten after a second).
+const MAX_RATE_CLIENTS: usize = 100_000;
+
 const SCRIPT: &str = r"
--- KEYS[1]: the voter's hash (vote key -> ms); ARGV: vote key, now ms, window ms (0 = forever), limit
+-- KEYS[1]: the voter's hash (vote key -> ms); ARGV: vote key, now ms, window ms (0 = forever), limit,
+-- how long the hash is kept after this vote (ms): the window, or the voter memory under once
 local voter = KEYS[1]
 if redis.call('HEXISTS', voter, ARGV[1]) == 1 then return {1, 0} end
 local now, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -132,27 +191,57 @@ if count >= limit then
   return {0, -1}
 end
 redis.call('HSET', voter, ARGV[1], now)
-if window > 0 then redis.call('PEXPIRE', voter, window) end
+redis.call('PEXPIRE', voter, tonumber(ARGV[5]))
 return {1, 0}
 ";
 
 impl Fairness {
     /// Builds the checks; `None` when nothing is enabled.
     pub async fn new(config: &FairnessConfig) -> anyhow::Result<Option<Arc<Self>>> {
-        if config.policy == VotePolicy::Unlimited && config.contest.is_none() && config.rate_limit == 0 {
+        Self::with_names(config, None).await
+    }
+
+    /// [`Fairness::new`] plus the cap on distinct names ([`crate::names`]), checked when there is
+    /// no contest list, after the voter's identity and before the voter policy.
+    pub async fn with_names(
+        config: &FairnessConfig,
+        names: Option<crate::names::Names>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        let names = names.filter(|_| config.contest.is_none());
+        if names.is_none()
+            && config.policy == VotePolicy::Unlimited
+            && config.contest.is_none()
+            && config.rate_limit == 0
+            && config.voter_secret.is_none()
+            && config.voter_jwt_key.is_none()
+        {
             return Ok(None);
         }
+        let identity = match (&config.voter_secret, &config.voter_jwt_key) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("--voter-secret and --voter-jwt-key are two ways to name voters: choose one")
+            }
+            (Some(secret), None) => Identity::Signed(VoterTokens::new(secret.expose_secret().as_bytes())),
+            (None, Some(path)) => {
+                Identity::Jwt(Box::new(VoterJwt::from_pem_file(path, config.voter_jwt_audience.as_deref())?))
+            }
+            (None, None) => Identity::Asserted,
+        };
         let header = HeaderName::from_str(&config.voter_header.to_ascii_lowercase())
             .with_context(|| format!("invalid voter header name {:?}", config.voter_header))?;
         let voters = match &config.redis_url {
             Some(url) if config.policy != VotePolicy::Unlimited => {
-                let client = redis::Client::open(url.as_str()).context("invalid redis url for the voter policy")?;
-                Voters::Redis(
-                    ConnectionManager::new(client).await.context("failed to connect to redis")?,
-                    Script::new(SCRIPT),
-                )
+                let target =
+                    RedisTarget::parse(url.expose_secret()).context("invalid redis url for the voter policy")?;
+                Voters::Redis(target.connect(Timeouts::default()).await?, Script::new(SCRIPT))
             }
-            _ => Voters::Local(Mutex::new(HashMap::new())),
+            _ => {
+                let lifetime = match config.policy.limit() {
+                    Some((_, window)) if !window.is_zero() => window,
+                    _ => config.voter_memory,
+                };
+                Voters::Local(Mutex::new(LocalVoters::new(config.max_local_voters, lifetime)))
+            }
         };
         let contest = match &config.contest {
             None => None,
@@ -176,14 +265,19 @@ impl Fairness {
             header,
             voters,
             contest,
-            rate_limit: config.rate_limit,
-            buckets: Mutex::new(HashMap::new()),
-            tokens: config.voter_secret.as_deref().map(|secret| VoterTokens::new(secret.as_bytes())),
+            rate: (config.rate_limit > 0)
+                .then(|| RateLimiter::new(config.rate_limit, Duration::from_secs(1), MAX_RATE_CLIENTS)),
+            identity,
+            memory: config.voter_memory.max(Duration::from_secs(1)),
+            names,
         })))
     }
 
-    /// Admits a valid vote, or says why not: `429` (rate or voter limit, with `Retry-After`) or `400`
-    /// (not in the contest, no voter identity). `vote_key` is the vote's id: a retry is admitted.
+    /// Admits a valid vote, or says why not: `429` (rate or voter limit, with `Retry-After`), `400`
+    /// (not in the contest, no voter identity), `401` (a voter token that is not genuine or has
+    /// expired) or `503` (the in-process voter register is full). `client` is the request's client
+    /// ([`bandvote_runtime::per_client::client_address`]); `vote_key` is the vote's id: a retry is
+    /// admitted.
     pub async fn admit(
         &self,
         headers: &HeaderMap,
@@ -206,27 +300,20 @@ impl Fairness {
                 Some(_) => {}
             }
         }
-        let Some((limit, window)) = self.policy.limit() else { return Ok(()) };
-        let voter = headers
-            .get(&self.header)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.chars().count() <= MAX_VOTER_CHARS)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("a voter identity (1-{MAX_VOTER_CHARS} characters) is required"), None)
-            })?;
-        let verified;
-        let voter = match &self.tokens {
-            None => voter,
-            Some(tokens) => {
-                verified = tokens.verify(voter, chrono::Utc::now().timestamp()).map_err(|error| {
-                    ApiError::client(StatusCode::UNAUTHORIZED, format!("{error}: get a new one"), None)
-                })?;
-                verified.as_str()
-            }
-        };
+        let voter = self.voter(headers)?;
+        if let Some(names) = &self.names {
+            names.admit(vote).await?;
+        }
+        let (Some((limit, window)), Some(voter)) = (self.policy.limit(), voter) else { return Ok(()) };
+        // Under once, a vote is remembered for the voter memory; per minute, for its window.
+        let lifetime = if window.is_zero() { self.memory } else { window };
         let retry_ms = match &self.voters {
-            Voters::Local(voters) => local_admit(voters, voter, vote_key, limit, window),
+            Voters::Local(voters) => {
+                let mut voters = voters.lock().unwrap_or_else(|e| e.into_inner());
+                voters.admit(&voter, vote_key, limit, window, Instant::now()).map_err(|Full| {
+                    ApiError::unavailable_because("the voter register of this process is full", Duration::from_secs(60))
+                })?
+            }
             Voters::Redis(connection, script) => {
                 let now = chrono::Utc::now().timestamp_millis();
                 let mut connection = connection.clone();
@@ -236,6 +323,7 @@ impl Fairness {
                     .arg(now)
                     .arg(window.as_millis() as i64)
                     .arg(limit)
+                    .arg(lifetime.as_millis() as i64)
                     .invoke_async(&mut connection)
                     .await
                     .map_err(|e| ApiError::unavailable(format!("voter policy: redis: {e}"), Duration::from_secs(1)))?;
@@ -246,7 +334,7 @@ impl Fairness {
             None => Ok(()),
             Some(ms) => {
                 let (message, retry) = if ms < 0 {
-                    ("this voter has already voted".to_owned(), Duration::from_secs(24 * 3600))
+                    ("this voter has already voted".to_owned(), Duration::from_secs(24 * 3600).min(lifetime))
                 } else {
                     (format!("at most {limit} votes per voter per minute"), Duration::from_millis(ms as u64))
                 };
@@ -255,55 +343,133 @@ impl Fairness {
         }
     }
 
-    /// A token bucket per client address: `rate_limit` tokens per second, as many in a burst.
+    /// The voter the header names, verified when it carries a token; `None` when no voter is
+    /// needed (no policy, no token configured) and none is given.
+    fn voter(&self, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+        let needed = self.policy != VotePolicy::Unlimited || !matches!(self.identity, Identity::Asserted);
+        // UTF-8, not only visible ASCII: a voter id may be a name, which is why it is normalised.
+        let value = headers.get(&self.header).map(|v| std::str::from_utf8(v.as_bytes()).map(str::trim));
+        let value = match value {
+            Some(Ok(value)) if !value.is_empty() => value,
+            _ if !needed => return Ok(None),
+            _ => {
+                return Err(match self.identity {
+                    Identity::Asserted => ApiError::bad_request(
+                        format!("a voter identity (1-{MAX_VOTER_CHARS} characters) is required"),
+                        None,
+                    ),
+                    Identity::Signed(_) | Identity::Jwt(_) => unauthorized("a voter token is required"),
+                });
+            }
+        };
+        match &self.identity {
+            Identity::Asserted => {
+                let voter = normalise_voter(value);
+                if voter.is_empty() || voter.chars().count() > MAX_VOTER_CHARS {
+                    return Err(ApiError::bad_request(
+                        format!("a voter identity (1-{MAX_VOTER_CHARS} characters) is required"),
+                        None,
+                    ));
+                }
+                Ok(Some(voter))
+            }
+            _ if value.len() > MAX_TOKEN_BYTES => Err(unauthorized("the voter token is too long")),
+            Identity::Signed(tokens) => tokens
+                .verify(value, chrono::Utc::now().timestamp())
+                .map(Some)
+                .map_err(|error| unauthorized(&format!("{error}: get a new one"))),
+            Identity::Jwt(jwt) => jwt.verify(value).map(Some).map_err(|error| unauthorized(&error.to_string())),
+        }
+    }
+
+    /// The vote rate limit: a token bucket per client group, `rate_limit` a second, as many in a burst.
     fn rate(&self, client: IpAddr) -> Result<(), ApiError> {
-        if self.rate_limit == 0 {
-            return Ok(());
-        }
-        let rate = f64::from(self.rate_limit);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(10));
-        }
-        let (tokens, at) = buckets.entry(client).or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let message = format!("at most {} votes per second from one client", self.rate_limit);
-            Err(ApiError::client(StatusCode::TOO_MANY_REQUESTS, message, None).with_retry_after(Duration::from_secs(1)))
+        let Some(rate) = &self.rate else { return Ok(()) };
+        match rate.check(client) {
+            Ok(()) => Ok(()),
+            Err(Limited::Empty(_)) => {
+                let message = format!("at most {} votes per second from one client", rate.burst());
+                Err(ApiError::client(StatusCode::TOO_MANY_REQUESTS, message, None)
+                    .with_retry_after(Duration::from_secs(1)))
+            }
+            Err(Limited::Crowded) => {
+                Err(ApiError::unavailable_because("too many clients at once", Duration::from_secs(1)))
+            }
         }
     }
 }
 
-/// The voter policy within this process: the same rule as the Redis script.
-fn local_admit(
-    voters: &Mutex<HashMap<String, Vec<(String, Instant)>>>,
-    voter: &str,
-    vote_key: &str,
-    limit: u32,
-    window: Duration,
-) -> Option<i64> {
-    let mut voters = voters.lock().unwrap_or_else(|e| e.into_inner());
-    let now = Instant::now();
-    let votes = voters.entry(voter.to_owned()).or_default();
-    if votes.iter().any(|(key, _)| key == vote_key) {
-        return None;
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::client(StatusCode::UNAUTHORIZED, message, None)
+}
+
+/// The in-process register is full of current voters.
+#[derive(Debug, PartialEq, Eq)]
+struct Full;
+
+/// The voter policy within this process: the same rule as the Redis script, with every vote
+/// forgotten after `lifetime` (the policy's window, or the voter memory under once) and at most
+/// `max` voters.
+struct LocalVoters {
+    voters: HashMap<String, Vec<(String, Instant)>>,
+    max: usize,
+    lifetime: Duration,
+    swept: Instant,
+}
+
+/// How often the register drops the votes that outlived their lifetime.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl LocalVoters {
+    fn new(max: usize, lifetime: Duration) -> Self {
+        Self { voters: HashMap::new(), max: max.max(1), lifetime, swept: Instant::now() }
     }
-    if !window.is_zero() {
-        votes.retain(|(_, at)| now.duration_since(*at) < window);
+
+    /// `None`: admitted (and remembered for the lifetime); `Some(ms)`: refused, retry in `ms`
+    /// (`-1`: not within the window).
+    fn admit(
+        &mut self,
+        voter: &str,
+        vote_key: &str,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Result<Option<i64>, Full> {
+        let lifetime = self.lifetime;
+        let current = |at: &Instant| now.saturating_duration_since(*at) < lifetime;
+        if !self.voters.contains_key(voter) {
+            if self.voters.len() >= self.max || now.saturating_duration_since(self.swept) >= SWEEP_EVERY {
+                self.voters.retain(|_, votes| {
+                    votes.retain(|(_, at)| current(at));
+                    !votes.is_empty()
+                });
+                self.swept = now;
+            }
+            if self.voters.len() >= self.max {
+                return Err(Full);
+            }
+        }
+        let votes = self.voters.entry(voter.to_owned()).or_default();
+        votes.retain(|(_, at)| current(at));
+        if votes.iter().any(|(key, _)| key == vote_key) {
+            return Ok(None);
+        }
+        if votes.len() >= limit as usize {
+            return Ok(Some(match votes.iter().map(|(_, at)| *at).min() {
+                Some(oldest) if !window.is_zero() => {
+                    (window.saturating_sub(now.saturating_duration_since(oldest))).as_millis() as i64
+                }
+                _ => -1,
+            }));
+        }
+        votes.push((vote_key.to_owned(), now));
+        Ok(None)
     }
-    if votes.len() >= limit as usize {
-        return Some(match votes.iter().map(|(_, at)| *at).min() {
-            Some(oldest) if !window.is_zero() => (window.saturating_sub(now.duration_since(oldest))).as_millis() as i64,
-            _ => -1,
-        });
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.voters.len()
     }
-    votes.push((vote_key.to_owned(), now));
-    None
 }
 
 #[cfg(test)]
@@ -321,14 +487,47 @@ mod tests {
 
     #[test]
     fn local_policy_counts_distinct_votes_and_admits_retries() {
-        let voters = Mutex::new(HashMap::new());
-        let minute = Duration::from_secs(60);
-        assert_eq!(local_admit(&voters, "v", "k1", 2, minute), None);
-        assert_eq!(local_admit(&voters, "v", "k1", 2, minute), None, "a retry of k1");
-        assert_eq!(local_admit(&voters, "v", "k2", 2, minute), None);
-        assert!(local_admit(&voters, "v", "k3", 2, minute).is_some_and(|ms| ms > 59_000));
-        assert_eq!(local_admit(&voters, "w", "k3", 2, minute), None, "another voter");
-        assert_eq!(local_admit(&voters, "once", "a", 1, Duration::ZERO), None);
-        assert_eq!(local_admit(&voters, "once", "b", 1, Duration::ZERO), Some(-1));
+        let (minute, now) = (Duration::from_secs(60), Instant::now());
+        let mut voters = LocalVoters::new(100, minute);
+        assert_eq!(voters.admit("v", "k1", 2, minute, now), Ok(None));
+        assert_eq!(voters.admit("v", "k1", 2, minute, now), Ok(None), "a retry of k1");
+        assert_eq!(voters.admit("v", "k2", 2, minute, now), Ok(None));
+        assert!(voters.admit("v", "k3", 2, minute, now).is_ok_and(|r| r.is_some_and(|ms| ms > 59_000)));
+        assert_eq!(voters.admit("w", "k3", 2, minute, now), Ok(None), "another voter");
+        let mut once = LocalVoters::new(100, DEFAULT_VOTER_MEMORY);
+        assert_eq!(once.admit("once", "a", 1, Duration::ZERO, now), Ok(None));
+        assert_eq!(once.admit("once", "b", 1, Duration::ZERO, now), Ok(Some(-1)));
+        assert_eq!(once.admit("once", "a", 1, Duration::ZERO, now), Ok(None), "a retry of a");
+    }
+
+    #[test]
+    fn local_per_minute_votes_are_forgotten_after_their_window() {
+        let (minute, start) = (Duration::from_secs(60), Instant::now());
+        let mut voters = LocalVoters::new(2, minute);
+        assert_eq!(voters.admit("a", "1", 1, minute, start), Ok(None));
+        assert_eq!(voters.admit("b", "1", 1, minute, start), Ok(None));
+        assert!(voters.admit("a", "2", 1, minute, start).is_ok_and(|r| r.is_some()));
+        // Full of current voters: a new voter is refused rather than an old vote forgotten.
+        assert_eq!(voters.admit("c", "1", 1, minute, start + minute / 2), Err(Full));
+        // A window later both are forgotten: the register makes room and "a" votes again.
+        assert_eq!(voters.admit("c", "1", 1, minute, start + minute), Ok(None));
+        assert_eq!(voters.len(), 1);
+        assert_eq!(voters.admit("a", "2", 1, minute, start + minute), Ok(None));
+    }
+
+    #[test]
+    fn local_once_votes_last_the_voter_memory_then_are_forgotten() {
+        let (memory, start) = (Duration::from_secs(3 * 3600), Instant::now());
+        let mut voters = LocalVoters::new(2, memory);
+        assert_eq!(voters.admit("once", "a", 1, Duration::ZERO, start), Ok(None));
+        let within = start + memory - Duration::from_secs(1);
+        assert_eq!(voters.admit("once", "b", 1, Duration::ZERO, within), Ok(Some(-1)), "still remembered");
+        assert_eq!(voters.admit("other", "a", 1, Duration::ZERO, within), Ok(None));
+        assert_eq!(voters.admit("third", "a", 1, Duration::ZERO, within), Err(Full), "never forgets early");
+        assert_eq!(voters.admit("once", "b", 1, Duration::ZERO, start + memory), Ok(None), "forgotten");
+        // The periodic sweep drops every expired voter, not only the one voting.
+        let much_later = start + 3 * memory;
+        assert_eq!(voters.admit("fourth", "a", 1, Duration::ZERO, much_later), Ok(None));
+        assert_eq!(voters.len(), 1);
     }
 }

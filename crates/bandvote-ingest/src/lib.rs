@@ -2,15 +2,19 @@
 //! - [`edge`]: the HTTP edge every vote endpoint shares: media type, body size, JSON validation and
 //!   `Idempotency-Key`, each refused with the contract's 4xx and a JSON `{error, field}`;
 //! - [`grpc_gateway`]: `POST /grpc/votes`, forwarding each vote over one long-lived gRPC channel;
-//! - [`grpc_producer`]: the gRPC server that writes votes to the queue and answers once they are
-//!   acknowledged;
-//! - [`http_producer`]: `POST /votes` over plain HTTP for the WebAssembly guest, same guarantees.
+//! - [`producer`]: the service that writes votes to the queue and answers once they are
+//!   acknowledged, with two front doors: [`grpc_producer`] (gRPC) and [`http_producer`] (`POST
+//!   /votes` over plain HTTP for the WebAssembly guest);
+//! - [`trace`]: the `vote` span of each request and the trace context it passes on;
+//! - [`fairness`] and [`voter_jwt`]: the checks a vote passes before it is forwarded.
+//! - [`names`]: the cap on distinct bands and albums when there is no contest list.
 
 pub mod edge;
 pub mod fairness;
 pub mod grpc_gateway;
 pub mod grpc_producer;
 pub mod http_producer;
-mod producing;
-
-pub use producing::queue_checks;
+pub mod names;
+pub mod producer;
+pub mod trace;
+pub mod voter_jwt;

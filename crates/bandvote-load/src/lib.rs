@@ -12,7 +12,7 @@ mod run;
 mod source;
 mod verify;
 
-pub use report::{Breakdown, Latency, Report, Second, Tally, write_html};
+pub use report::{Breakdown, Latency, Report, Second, write_html};
 pub use run::{LoadConfig, run};
 pub use source::VoteSource;
 pub use verify::{Counts, Difference, Verification, fetch_counts, verify};

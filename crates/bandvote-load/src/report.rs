@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
+use bandvote_core::Counts as Tally;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -10,25 +11,6 @@ use crate::{
     run::{Outcome, Sample},
     source::VoteSource,
 };
-
-/// Votes per band and per album (`<band> / <album>`), as the API reports counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Tally {
-    /// Votes in all.
-    pub total: u64,
-    /// Band → votes.
-    pub bands: BTreeMap<String, u64>,
-    /// `<band> / <album>` → votes.
-    pub albums: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn add(&mut self, vote: &bandvote_core::Vote) {
-        self.total += 1;
-        *self.bands.entry(vote.name.clone()).or_default() += 1;
-        *self.albums.entry(vote.album_key()).or_default() += 1;
-    }
-}
 
 /// Latency percentiles, in milliseconds, measured from each vote's intended send time.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -209,10 +191,10 @@ impl Collector {
         self.retries += u64::from(sample.retries);
         let vote = &self.source.get(sample.vote).vote;
         match sample.outcome {
-            Outcome::Accepted => self.accepted.add(vote),
+            Outcome::Accepted => self.accepted.add(&vote.name, &vote.album),
             Outcome::Rejected(code) => *self.statuses.entry(code.to_string()).or_default() += 1,
             Outcome::Failed(code) => {
-                self.unknown.add(vote);
+                self.unknown.add(&vote.name, &vote.album);
                 *self.statuses.entry(code.map_or_else(|| "none".to_owned(), |c| c.to_string())).or_default() += 1;
             }
         }

@@ -6,10 +6,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::report::Tally;
-
-/// The counts `GET /api/results` reports: the same shape as a run's tally.
-pub type Counts = Tally;
+pub use bandvote_core::Counts;
 
 /// Reads the current counts from the API at `api` (its base URL, e.g. `http://127.0.0.1:8080`).
 pub async fn fetch_counts(client: &reqwest::Client, api: &str) -> anyhow::Result<Counts> {
@@ -72,7 +69,7 @@ impl fmt::Display for Verification {
 
 /// Every count the run touched: what it gained (`after - before`) must be at least the accepted
 /// votes and at most accepted + unknown.
-fn compare(before: &Counts, after: &Counts, accepted: &Tally, unknown: &Tally) -> Vec<Difference> {
+fn compare(before: &Counts, after: &Counts, accepted: &Counts, unknown: &Counts) -> Vec<Difference> {
     let mut differences = Vec::new();
     let mut check = |what: String, before: u64, after: u64, accepted: u64, unknown: u64| {
         let counted = after.saturating_sub(before);
@@ -116,8 +113,8 @@ pub async fn verify(
     client: &reqwest::Client,
     api: &str,
     before: &Counts,
-    accepted: &Tally,
-    unknown: &Tally,
+    accepted: &Counts,
+    unknown: &Counts,
     timeout: Duration,
 ) -> anyhow::Result<Verification> {
     let start = Instant::now();
@@ -162,10 +159,10 @@ mod tests {
         let before = counts(5, &[("A", 5)], &[("A / x", 5)]);
         let accepted = counts(3, &[("A", 2), ("B", 1)], &[("A / x", 2), ("B / y", 1)]);
         let exact = counts(8, &[("A", 7), ("B", 1)], &[("A / x", 7), ("B / y", 1)]);
-        assert!(compare(&before, &exact, &accepted, &Tally::default()).is_empty());
+        assert!(compare(&before, &exact, &accepted, &Counts::default()).is_empty());
 
         let missing = counts(7, &[("A", 7)], &[("A / x", 7)]);
-        let differences = compare(&before, &missing, &accepted, &Tally::default());
+        let differences = compare(&before, &missing, &accepted, &Counts::default());
         let lines: Vec<_> = differences.iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
@@ -177,7 +174,7 @@ mod tests {
         );
 
         let twice = counts(9, &[("A", 8), ("B", 1)], &[("A / x", 8), ("B / y", 1)]);
-        let differences = compare(&before, &twice, &accepted, &Tally::default());
+        let differences = compare(&before, &twice, &accepted, &Counts::default());
         assert_eq!(differences[0].to_string(), "total: accepted 3, counted 4 (counted twice)");
         // A vote with no answer may or may not have been counted.
         let unknown = counts(1, &[("A", 1)], &[("A / x", 1)]);

@@ -38,13 +38,22 @@ pub const CONSUMER_REFUSALS: &str = "bandvote_consumer_refused_batches_total";
 pub const CONSUMER_SINK_ERRORS: &str = "bandvote_consumer_sink_errors_total";
 /// Messages that were not votes and went to the dead-letter topic.
 pub const CONSUMER_DEAD_LETTERS: &str = "bandvote_consumer_dead_letters_total";
+/// Partitions found reset under the tally's stored offset (a recreated topic, a lost log) and
+/// counted again from their start, by `pipeline`.
+pub const CONSUMER_QUEUE_RESETS: &str = "bandvote_consumer_queue_resets_total";
 /// Messages behind the newest one, per pipeline, summed over assigned partitions.
 pub const CONSUMER_LAG: &str = "bandvote_consumer_lag_messages";
 /// Seconds from a vote's `received_at` to when it was counted, for the newest counted vote.
 pub const CONSUMER_FRESHNESS: &str = "bandvote_consumer_freshness_seconds";
 
-/// Connections closed at once because the listener had `BANDVOTE_MAX_CONNECTIONS` open.
+/// Connections closed at once, by `reason`: `max_connections` (the listener had
+/// `BANDVOTE_MAX_CONNECTIONS` open) or `per_client` (the client's address had
+/// `BANDVOTE_MAX_CONNECTIONS_PER_CLIENT` open).
 pub const CONNECTIONS_REFUSED: &str = "bandvote_connections_refused_total";
+/// Connections the listener closed, by `reason`: `header_timeout` (no complete request head in
+/// time) or `idle` (no request in flight for the idle timeout, and the client did not leave after
+/// the goodbye).
+pub const CONNECTIONS_CLOSED: &str = "bandvote_connections_closed_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -99,4 +108,5 @@ pub fn announce_consumer() {
     }
     metrics::counter!(CONSUMER_DEAD_LETTERS).increment(0);
     metrics::counter!(CONSUMER_REFUSALS).increment(0);
+    metrics::counter!(CONSUMER_QUEUE_RESETS, "pipeline" => "tally").increment(0);
 }

@@ -1,5 +1,10 @@
 //! Logging set-up: `tracing` with an env filter (`RUST_LOG`, default `info`), human-readable by
 //! default, JSON lines when `BANDVOTE_LOG_FORMAT=json`.
+//!
+//! A line logged within a request's `vote` span carries the span's fields (`path`, `vote_id`,
+//! `trace_id`): as a `vote{…}:` prefix in text, as the `"span"` object in JSON (the innermost span
+//! only: the request span is the only one on a vote's path, so the list of enclosing spans would
+//! repeat it).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -10,7 +15,8 @@ pub fn init(json: bool) {
     let registry = tracing_subscriber::registry().with(filter);
     // A second call (tests build several apps in one process) keeps the first subscriber.
     let _ = if json {
-        registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init()
+        let layer = fmt::layer().json().with_current_span(true).with_span_list(false);
+        registry.with(layer.with_writer(std::io::stderr)).try_init()
     } else {
         registry.with(fmt::layer().with_target(true).with_writer(std::io::stderr)).try_init()
     };

@@ -12,9 +12,11 @@ use axum::{
     http::{StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use bandvote_core::{IngestPath, TraceContext};
 use bandvote_runtime::metrics as names;
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     component::{Component, Linker, ResourceTable},
@@ -33,6 +35,9 @@ use crate::{
 /// Bytes of each reused linear memory kept resident and reset by memset: the guest's stack
 /// (128 KiB, see its build script), data and the heap of a typical request fit in this.
 const KEEP_RESIDENT: usize = 512 << 10;
+
+/// The guest's one vote route; the host validates and admits what is posted to it.
+const VOTE_ROUTE: &str = "/wasm/votes";
 
 /// How often the epoch advances; a guest's deadline is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -113,7 +118,7 @@ impl Host {
             engine,
             pre,
             upstream: config.upstream.trim_end_matches('/').to_owned(),
-            hooks: UpstreamOnly { client: outgoing::client(), authority },
+            hooks: UpstreamOnly { client: outgoing::client(), authority, trace: None, span: Span::none() },
             deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
             request_timeout: config.request_timeout,
             fairness: None,
@@ -135,15 +140,11 @@ impl Host {
         })
     }
 
-    fn store(&self) -> Store<GuestState> {
+    fn store(&self, trace: TraceContext) -> Store<GuestState> {
         let mut wasi = WasiCtx::builder();
         wasi.env("BANDVOTE_UPSTREAM", &self.upstream);
-        let state = GuestState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: self.hooks.clone(),
-        };
+        let hooks = UpstreamOnly { trace: Some(trace), span: Span::current(), ..self.hooks.clone() };
+        let state = GuestState { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
@@ -156,35 +157,54 @@ impl Host {
         self
     }
 
-    /// Runs one request through a fresh guest instance. A guest that traps, runs out of memory or
-    /// time yields `500` for this request only.
+    /// Runs one request through a fresh guest instance, within the request's `vote` span (whose
+    /// vote id is the producer's answer's). A guest that traps, runs out of memory or time yields
+    /// `500` for this request only.
     pub async fn handle(&self, request: axum::extract::Request) -> Response {
+        let trace = bandvote_ingest::trace::from_headers(request.headers());
+        let span = bandvote_ingest::trace::vote_span(IngestPath::Wasm, None, &trace);
+        let response = self.handle_traced(request, trace).instrument(span.clone()).await;
+        span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "vote answered"));
+        response
+    }
+
+    async fn handle_traced(&self, request: axum::extract::Request, trace: TraceContext) -> Response {
         let started = Instant::now();
-        // The body is read here, within the size and time limits, before any guest is started: a
-        // huge or slow-drip body costs no instance.
         let (parts, body) = request.into_parts();
-        let body = match bandvote_runtime::http::read_body(body, bandvote_core::MAX_BODY_BYTES).await {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                let response = error.into_api_error(bandvote_core::MAX_BODY_BYTES).into_response();
-                record(response.status(), started);
-                return response;
+        let body = if parts.method == axum::http::Method::POST && parts.uri.path() == VOTE_ROUTE {
+            // A vote is validated here, as the other path's edge does (media type, key, size,
+            // fields), before anything else: a refused vote costs no instance and is never admitted
+            // by the voter policy or remembered.
+            let (accepted, body) =
+                match bandvote_ingest::edge::read_vote_and_body(IngestPath::Wasm, &parts.headers, body).await {
+                    Ok(read) => read,
+                    // Counted as rejected by the edge, with its reason.
+                    Err(error) => return error.into_response(),
+                };
+            if let Some(fairness) = &self.fairness {
+                let client = bandvote_runtime::per_client::client_address(&parts.extensions);
+                if let Err(refused) = fairness.admit(&parts.headers, client, &accepted.vote, accepted.id.as_str()).await
+                {
+                    let response = refused.into_response();
+                    record(response.status(), started);
+                    return response;
+                }
+            }
+            body
+        } else {
+            // Anything else is the guest's to answer (404, 405), with its body read here within the
+            // size and time limits: a huge or slow-drip body costs no instance.
+            match bandvote_runtime::http::read_body(body, bandvote_core::MAX_BODY_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let response = error.into_api_error(bandvote_core::MAX_BODY_BYTES).into_response();
+                    record(response.status(), started);
+                    return response;
+                }
             }
         };
-        // Fair voting is the host's: a valid vote is checked before its guest starts (an invalid one
-        // goes on to the guest, which explains what is wrong).
-        if let (Some(fairness), Ok(vote)) = (&self.fairness, bandvote_core::Vote::parse_json(&body)) {
-            let client = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-            let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let key = key.unwrap_or_else(|| bandvote_core::VoteId::generate().as_str().to_owned());
-            if let Err(refused) = fairness.admit(&parts.headers, client, &vote, &key).await {
-                let response = refused.into_response();
-                record(response.status(), started);
-                return response;
-            }
-        }
         let request = axum::extract::Request::from_parts(parts, Body::from(body));
-        let response = match self.run_guest(request).await {
+        let response = match self.run_guest(request, trace).await {
             Ok(response) => response,
             Err(error) => {
                 metrics::counter!(names::WASM_GUEST_FAILURES).increment(1);
@@ -197,8 +217,8 @@ impl Host {
         response
     }
 
-    async fn run_guest(&self, request: axum::extract::Request) -> anyhow::Result<Response> {
-        let mut store = self.store();
+    async fn run_guest(&self, request: axum::extract::Request, trace: TraceContext) -> anyhow::Result<Response> {
+        let mut store = self.store(trace);
         let (mut parts, body) = request.into_parts();
         // The guest sees an absolute URI, as a proxy would.
         if parts.uri.authority().is_none() {
@@ -247,14 +267,14 @@ impl Host {
     }
 
     /// Whether the upstream answers its `/healthz`, for readiness.
-    pub async fn check_upstream(&self) -> Result<(), String> {
+    pub async fn check_upstream(&self) -> Result<(), bandvote_runtime::health::CheckError> {
         let uri: Uri = format!("{}/healthz", self.upstream).parse().map_err(|e| format!("upstream URL: {e}"))?;
         let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed_unsync();
-        let request = hyper::Request::get(uri).body(body).map_err(|e| e.to_string())?;
+        let request = hyper::Request::get(uri).body(body)?;
         match self.hooks.client.request(request).await {
             Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("http-producer answered {}", response.status())),
-            Err(error) => Err(format!("http-producer: {error}")),
+            Ok(response) => Err(format!("http-producer answered {}", response.status()).into()),
+            Err(error) => Err(format!("http-producer: {error}").into()),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, extract::State, response::Response};
-use bandvote_runtime::{health, http};
+use bandvote_runtime::{health, http, service::Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,12 @@ pub struct WasmGatewayConfig {
     pub max_instances: u32,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Limits on the listener's clients (`--max-connections`). Default [`http::Limits::default`].
+    pub limits: http::Limits,
     /// Fair voting: rate limit, contest list, voter policy (all off by default).
     pub fairness: bandvote_ingest::fairness::FairnessConfig,
+    /// The cap on distinct names without a contest list (across replicas with the fair-voting Redis).
+    pub names: bandvote_ingest::names::NamesConfig,
     /// Origins whose pages may post votes from a browser (CORS). None by default.
     pub cors_origins: Vec<String>,
 }
@@ -58,7 +62,9 @@ impl Default for WasmGatewayConfig {
             request_timeout: Duration::from_secs(10),
             max_instances: 1000,
             grace: Duration::from_secs(10),
+            limits: http::Limits::default(),
             fairness: bandvote_ingest::fairness::FairnessConfig::default(),
+            names: bandvote_ingest::names::NamesConfig::default(),
             cors_origins: Vec::new(),
         }
     }
@@ -77,41 +83,53 @@ async fn handle(State(host): State<Arc<Host>>, request: axum::extract::Request) 
     host.handle(request).await
 }
 
+/// The component to run: the configured file, or the embedded guest.
+pub fn component(config: &WasmGatewayConfig) -> anyhow::Result<Vec<u8>> {
+    match &config.component {
+        Some(path) => std::fs::read(path).with_context(|| format!("failed to read the component {}", path.display())),
+        None => Ok(EMBEDDED_GUEST.to_vec()),
+    }
+}
+
+/// The gateway over `fairness` (shared with another gateway in `up`): its routes, the readiness of
+/// the HTTP producer, the epoch ticker that interrupts guests past their time, and CORS for
+/// `config.cors_origins`. Compiles the component (once).
+pub fn service(
+    config: &WasmGatewayConfig,
+    fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>,
+) -> anyhow::Result<Service> {
+    let host = Arc::new(Host::new(config, &component(config)?)?.with_fairness(fairness));
+    let (probe, ticker) = (Arc::clone(&host), Arc::clone(&host));
+    let (origins, voter_header) = (config.cors_origins.clone(), config.fairness.voter_header.clone());
+    Ok(Service::new(router(host))
+        .check(
+            "http-producer",
+            health::check(move || {
+                let probe = Arc::clone(&probe);
+                async move { probe.check_upstream().await }
+            }),
+        )
+        .task("epoch-ticker", move |shutdown| async move {
+            ticker.start_epoch_ticker(shutdown).await.context("the epoch ticker panicked")
+        })
+        .wrap(move |router| bandvote_ingest::edge::with_vote_cors(router, &origins, &voter_header)))
+}
+
 /// A built wasm gateway, bound and ready to run.
 pub struct App {
     listener: TcpListener,
-    router: Router,
-    host: Arc<Host>,
+    service: Service,
     grace: Duration,
 }
 
 impl App {
     /// Compiles the component (once), binds the listener and prepares the pooled upstream client.
     pub async fn build(config: WasmGatewayConfig) -> anyhow::Result<Self> {
-        let component = match &config.component {
-            Some(path) => {
-                std::fs::read(path).with_context(|| format!("failed to read the component {}", path.display()))?
-            }
-            None => EMBEDDED_GUEST.to_vec(),
-        };
-        let fairness = bandvote_ingest::fairness::Fairness::new(&config.fairness).await?;
-        let host = Arc::new(Host::new(&config, &component)?.with_fairness(fairness));
-        let probe = Arc::clone(&host);
-        let checks = vec![(
-            "http-producer",
-            health::check(move || {
-                let probe = Arc::clone(&probe);
-                async move { probe.check_upstream().await }
-            }),
-        )];
-        // CORS wraps everything, fallbacks included, so that preflights reach it.
-        let router = bandvote_ingest::edge::with_vote_cors(
-            http::with_fallbacks(router(Arc::clone(&host)).merge(health::router(checks))),
-            &config.cors_origins,
-            &config.fairness.voter_header,
-        );
+        let names = bandvote_ingest::names::Names::connect(config.names, config.fairness.redis_url.as_ref()).await?;
+        let fairness = bandvote_ingest::fairness::Fairness::with_names(&config.fairness, names).await?;
+        let service = service(&config, fairness)?.limits(config.limits);
         let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, host, grace: config.grace })
+        Ok(Self { listener, service, grace: config.grace })
     }
 
     /// The bound address.
@@ -122,9 +140,6 @@ impl App {
     /// Serves until `shutdown`, then drains in-flight requests.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "wasm-gateway listening");
-        let ticker = self.host.start_epoch_ticker(shutdown.clone());
-        let served = http::serve(self.listener, self.router, shutdown, self.grace).await;
-        ticker.abort();
-        served
+        self.service.serve(self.listener, shutdown, self.grace).await
     }
 }

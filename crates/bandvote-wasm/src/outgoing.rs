@@ -3,11 +3,15 @@
 
 use std::{future::Future, time::Duration};
 
+use bandvote_core::{TraceContext, trace::TRACEPARENT};
+use bandvote_ingest::trace::VOTE_ID_HEADER;
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use tracing::Span;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// How long the guest may wait for the upstream's first byte when it sets no timeout itself.
@@ -27,14 +31,18 @@ pub fn client() -> UpstreamClient {
         .build(connector)
 }
 
-/// `wasi:http` hooks of one guest instance: requests to `authority` go through the pooled client;
-/// every other request is denied.
+/// `wasi:http` hooks of one guest instance: requests to `authority` go through the pooled client,
+/// with the `traceparent` of the instance's request; every other request is denied.
 #[derive(Clone)]
 pub struct UpstreamOnly {
     /// The pooled client.
     pub client: UpstreamClient,
     /// `host:port` of the upstream.
     pub authority: String,
+    /// The trace context of the request the instance handles (the guest needs not know it).
+    pub trace: Option<TraceContext>,
+    /// The request's `vote` span, which learns the vote id from the upstream's answer.
+    pub span: Span,
 }
 
 type BoxedIo = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -42,7 +50,7 @@ type BoxedIo = Box<dyn Future<Output = Result<(), Error>> + Send>;
 impl WasiHttpHooks for UpstreamOnly {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _io: BoxedIo,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, BoxedIo), Error>> + Send> {
@@ -54,6 +62,11 @@ impl WasiHttpHooks for UpstreamOnly {
                 tracing::warn!(uri = %request.uri(), "guest tried to reach a host other than its upstream");
                 return Err(Error::HttpRequestDenied);
             }
+            if let Some(trace) = hooks.trace
+                && let Ok(value) = HeaderValue::from_str(trace.traceparent().as_str())
+            {
+                request.headers_mut().insert(TRACEPARENT, value);
+            }
             let timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(FIRST_BYTE_TIMEOUT);
             let response = match tokio::time::timeout(timeout, hooks.client.request(request)).await {
                 Ok(Ok(response)) => response,
@@ -61,6 +74,9 @@ impl WasiHttpHooks for UpstreamOnly {
                 Ok(Err(error)) => return Err(Error::InternalError(Some(error.to_string()))),
                 Err(_) => return Err(Error::ConnectionReadTimeout),
             };
+            if let Some(id) = response.headers().get(VOTE_ID_HEADER).and_then(|id| id.to_str().ok()) {
+                hooks.span.record("vote_id", id);
+            }
             let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
             Ok((response, Box::new(async { Ok(()) }) as BoxedIo))
         })

@@ -1,26 +1,40 @@
-//! The command line: every flag has a `BANDVOTE_*` environment variable and a compiled-in default.
+//! The command line: every flag has a `BANDVOTE_*` environment variable and a compiled-in default,
+//! and may be set in the `--config` file ([`crate::config_file`]).
 
 use std::{net::SocketAddr, time::Duration};
 
 use bandvote_api::{ApiConfig, routes::admin::AdminConfig};
-use bandvote_consumer::{ConsumerConfig, Pipelines, recount::RecountConfig};
+use bandvote_consumer::{ConsumerConfig, Pipelines};
 use bandvote_ingest::{
     fairness::{FairnessConfig, VotePolicy},
     grpc_gateway::GatewayConfig,
-    grpc_producer::ProducerConfig,
-    http_producer::HttpProducerConfig,
+    names::NamesConfig,
+    producer::{FrontDoor, ProducerConfig},
 };
 use bandvote_queue::KafkaConfig;
+use bandvote_runtime::{client::TrustedProxies, http};
+use bandvote_store::recount::RecountConfig;
 use bandvote_wasm::WasmGatewayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 /// bandvote: a real-time voting system for a live music contest.
 #[derive(Debug, Parser)]
 #[command(name = "bandvote", version, about, long_about = None)]
 pub struct Cli {
+    /// TOML file of settings, under the environment and the flags: its keys are the long flags,
+    /// top-level for the options of every subcommand and in a table per subcommand for the others
+    /// (`[up]` with `listen = "0.0.0.0:8080"`, `data-dir = "..."`); unknown keys are refused.
+    #[arg(long, env = "BANDVOTE_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "BANDVOTE_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
+    /// After SIGTERM or SIGINT, the longest the drain may take before the process exits with an
+    /// error, in seconds; keep it below the pod's terminationGracePeriodSeconds. A second signal
+    /// exits at once (code 130).
+    #[arg(long, env = "BANDVOTE_SHUTDOWN_GRACE_SECS", default_value_t = 25, global = true)]
+    pub shutdown_grace_secs: u64,
     /// The service to run.
     #[command(subcommand)]
     pub command: Command,
@@ -126,18 +140,93 @@ impl KafkaArgs {
 /// Redis and MongoDB connection flags.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Redis URL (a database number in the path is honoured).
-    #[arg(long, env = "BANDVOTE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// MongoDB URL.
-    #[arg(long, env = "BANDVOTE_MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongo_url: String,
+    /// Redis URL (a database number in the path is honoured; a password in it is never printed).
+    /// `redis-sentinel://[:PASSWORD@]HOST:PORT,…[/DB]#MASTER` names Sentinels instead.
+    #[arg(long, env = "BANDVOTE_REDIS_URL", hide_env_values = true, default_value = bandvote_store::DEFAULT_REDIS_URL)]
+    pub redis_url: SecretString,
+    /// Redis Sentinels, HOST:PORT comma-separated: Redis is then the primary they name for
+    /// --redis-master (password and database from --redis-url), found again after a failover.
+    #[arg(long, env = "BANDVOTE_REDIS_SENTINEL", value_delimiter = ',')]
+    pub redis_sentinel: Vec<String>,
+    /// The master name the Sentinels monitor (with --redis-sentinel).
+    #[arg(long, env = "BANDVOTE_REDIS_MASTER", default_value = bandvote_store::redis_client::DEFAULT_MASTER)]
+    pub redis_master: String,
+    /// MongoDB URL (a password in it is never printed).
+    #[arg(long, env = "BANDVOTE_MONGO_URL", hide_env_values = true, default_value = bandvote_store::DEFAULT_MONGO_URL)]
+    pub mongo_url: SecretString,
     /// MongoDB database.
-    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = bandvote_store::DEFAULT_MONGO_DB)]
     pub mongo_db: String,
     /// Hours a client's Idempotency-Key is remembered.
     #[arg(long, env = "BANDVOTE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
     pub idempotency_ttl_hours: u64,
+}
+
+impl StoreArgs {
+    /// The Redis to use: --redis-url, or the Sentinels' primary when --redis-sentinel is given.
+    pub fn redis(&self) -> SecretString {
+        bandvote_store::redis_client::RedisTarget::sentinel_url(
+            &self.redis_url,
+            &self.redis_sentinel,
+            &self.redis_master,
+        )
+    }
+}
+
+/// Limits every listener applies to its clients.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Connections the listener keeps open at once; the next ones are closed at once.
+    #[arg(long, env = "BANDVOTE_MAX_CONNECTIONS", default_value_t = http::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Connections one client address keeps open at once (IPv6: per /64; a trusted proxy is not
+    /// capped); the next ones are closed at once. 0: no cap.
+    #[arg(long, env = "BANDVOTE_MAX_CONNECTIONS_PER_CLIENT", default_value_t = http::DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: usize,
+    /// Milliseconds a connection has to send a complete request head (from its opening, whatever
+    /// its protocol, and between HTTP/1 requests); slower connections are closed.
+    #[arg(long, env = "BANDVOTE_HEADER_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_HEADER_TIMEOUT))]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a connection may stay open with no request in flight (an HTTP/2 connection with
+    /// no open stream) before it is closed.
+    #[arg(long, env = "BANDVOTE_IDLE_TIMEOUT_MS", default_value_t = millis(http::DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout_ms: u64,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the
+    /// client, for the limits that count per client; none by default (the TCP peer is the client).
+    #[arg(long, env = "BANDVOTE_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    pub trusted_proxies: Option<TrustedProxies>,
+}
+
+const fn millis(duration: Duration) -> u64 {
+    duration.as_secs() * 1000 + duration.subsec_millis() as u64
+}
+
+impl LimitArgs {
+    fn into_limits(self) -> http::Limits {
+        http::Limits {
+            max_connections: self.max_connections.max(1),
+            max_connections_per_client: self.max_connections_per_client,
+            header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
+            ..http::Limits::default()
+        }
+    }
+}
+
+/// The gateways' cap on distinct names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Distinct bands, and distinct albums, counted at most when there is no --contest list (0: no
+    /// cap): a vote for a new one beyond it gets 400. Across replicas with --fairness-redis-url.
+    #[arg(long, env = "BANDVOTE_MAX_NAMES", default_value_t = bandvote_ingest::names::DEFAULT_MAX_NAMES)]
+    pub max_names: usize,
+}
+
+impl NamesArgs {
+    fn into_config(self) -> NamesConfig {
+        NamesConfig { max_names: self.max_names }
+    }
 }
 
 /// Fair-voting flags of the gateways (all off by default).
@@ -149,10 +238,11 @@ pub struct FairnessArgs {
     /// Header carrying the voter identity (with a --vote-policy other than unlimited).
     #[arg(long, env = "BANDVOTE_VOTER_HEADER", default_value = "x-voter-id")]
     pub voter_header: String,
-    /// Redis that every gateway replica shares for the voter policy [default: within this process;
-    /// `up` uses --redis-url when given].
-    #[arg(long, env = "BANDVOTE_FAIRNESS_REDIS_URL")]
-    pub fairness_redis_url: Option<String>,
+    /// Redis that every gateway replica shares for the voter policy and the names cap: `redis://`,
+    /// or `redis-sentinel://HOST:PORT,.../DB#MASTER` to follow a failover [default: within this
+    /// process; `up` uses --redis-url when given].
+    #[arg(long, env = "BANDVOTE_FAIRNESS_REDIS_URL", hide_env_values = true)]
+    pub fairness_redis_url: Option<SecretString>,
     /// JSON file `[{"name": band, "album": album}, ...]`: votes for anything else are refused (400).
     #[arg(long, env = "BANDVOTE_CONTEST")]
     pub contest: Option<std::path::PathBuf>,
@@ -162,7 +252,21 @@ pub struct FairnessArgs {
     /// Secret of the signed voter tokens: the voter header must then carry a token from the API's
     /// POST /api/voter-token, signed with the same secret.
     #[arg(long, env = "BANDVOTE_VOTER_SECRET", hide_env_values = true)]
-    pub voter_secret: Option<String>,
+    pub voter_secret: Option<SecretString>,
+    /// PEM public key (Ed25519, P-256 or RSA) of the show's identity provider: the voter header
+    /// must then carry a JWT it signed (EdDSA, ES256 or RS256, with `sub` and `exp`); `sub` is the
+    /// voter; a forged, altered or expired token gets 401.
+    #[arg(long, env = "BANDVOTE_VOTER_JWT_KEY")]
+    pub voter_jwt_key: Option<std::path::PathBuf>,
+    /// The `aud` a voter JWT must carry [default: not checked].
+    #[arg(long, env = "BANDVOTE_VOTER_JWT_AUDIENCE")]
+    pub voter_jwt_audience: Option<String>,
+    /// Hours a vote under --vote-policy once is remembered (the voter may vote again after that).
+    #[arg(long, env = "BANDVOTE_VOTER_MEMORY_HOURS", default_value_t = 72)]
+    pub voter_memory_hours: u64,
+    /// Voter tokens POST /api/voter-token issues per minute to one client address.
+    #[arg(long, env = "BANDVOTE_VOTER_TOKENS_PER_MINUTE", default_value_t = 10)]
+    pub voter_tokens_per_minute: u32,
 }
 
 impl FairnessArgs {
@@ -175,6 +279,11 @@ impl FairnessArgs {
             contest: self.contest,
             rate_limit: self.rate_limit,
             voter_secret: self.voter_secret,
+            voter_jwt_key: self.voter_jwt_key,
+            voter_jwt_audience: self.voter_jwt_audience,
+            voter_memory: Duration::from_secs(self.voter_memory_hours.max(1) * 3600),
+            voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),
+            ..FairnessConfig::default()
         }
     }
 }
@@ -201,6 +310,12 @@ pub struct GatewayArgs {
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
+    /// The cap on distinct names.
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl GatewayArgs {
@@ -212,7 +327,9 @@ impl GatewayArgs {
             connections: self.upstream_connections,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             fairness: self.fairness.into_config(),
+            names: self.names.into_config(),
             cors_origins: self.cors_origins,
+            limits: self.limits.into_limits(),
             ..GatewayConfig::default()
         }
     }
@@ -227,12 +344,20 @@ pub struct ProducerArgs {
     /// Kafka.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl ProducerArgs {
     /// The producer's configuration.
     pub fn into_config(self) -> ProducerConfig {
-        ProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..ProducerConfig::default() }
+        ProducerConfig {
+            listen: self.listen,
+            kafka: self.kafka.into_config(),
+            limits: self.limits.into_limits(),
+            ..ProducerConfig::default()
+        }
     }
 }
 
@@ -254,13 +379,13 @@ pub struct UpArgs {
     #[arg(long, env = "BANDVOTE_KAFKA_TOPIC", default_value = "votes")]
     pub kafka_topic: String,
     /// Count votes in Redis at this URL instead of the embedded counters.
-    #[arg(long, env = "BANDVOTE_REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "BANDVOTE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
     /// Log votes in MongoDB at this URL instead of the embedded log.
-    #[arg(long, env = "BANDVOTE_MONGO_URL")]
-    pub mongo_url: Option<String>,
+    #[arg(long, env = "BANDVOTE_MONGO_URL", hide_env_values = true)]
+    pub mongo_url: Option<SecretString>,
     /// MongoDB database (with --mongo-url).
-    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = "bandvote")]
+    #[arg(long, env = "BANDVOTE_MONGO_DB", default_value = bandvote_store::DEFAULT_MONGO_DB)]
     pub mongo_db: String,
     /// Hours a client's Idempotency-Key is remembered.
     #[arg(long, env = "BANDVOTE_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
@@ -268,6 +393,15 @@ pub struct UpArgs {
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
+    /// Clients of /api/stream at once; the next get 503 with Retry-After.
+    #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
+    pub max_stream_clients: usize,
+    /// The cap on distinct names.
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl UpArgs {
@@ -290,6 +424,9 @@ impl UpArgs {
             mongo_url: self.mongo_url,
             mongo_db: self.mongo_db,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600),
+            limits: self.limits.into_limits(),
+            names: self.names.into_config(),
+            max_stream_clients: self.max_stream_clients.max(1),
         }
     }
 }
@@ -322,6 +459,12 @@ pub struct WasmGatewayArgs {
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
+    /// The cap on distinct names.
+    #[command(flatten)]
+    pub names: NamesArgs,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl WasmGatewayArgs {
@@ -335,7 +478,9 @@ impl WasmGatewayArgs {
             request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),
             max_instances: self.guest_instances.max(1),
             fairness: self.fairness.into_config(),
+            names: self.names.into_config(),
             cors_origins: self.cors_origins,
+            limits: self.limits.into_limits(),
             ..WasmGatewayConfig::default()
         }
     }
@@ -350,12 +495,21 @@ pub struct HttpProducerArgs {
     /// Kafka.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl HttpProducerArgs {
     /// The HTTP producer's configuration.
-    pub fn into_config(self) -> HttpProducerConfig {
-        HttpProducerConfig { listen: self.listen, kafka: self.kafka.into_config(), ..HttpProducerConfig::default() }
+    pub fn into_config(self) -> ProducerConfig {
+        let defaults = ProducerConfig::default_for(FrontDoor::Http);
+        ProducerConfig {
+            listen: self.listen,
+            kafka: self.kafka.into_config(),
+            limits: self.limits.into_limits(),
+            ..defaults
+        }
     }
 }
 
@@ -389,6 +543,9 @@ pub struct ConsumerArgs {
     /// Pipelines to run in this process (scale or measure them apart).
     #[arg(long, env = "BANDVOTE_PIPELINES", value_delimiter = ',', default_value = "tally,log")]
     pub pipelines: Vec<PipelineName>,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// A consumer pipeline.
@@ -406,7 +563,7 @@ impl ConsumerArgs {
         ConsumerConfig {
             listen: self.listen,
             kafka: self.kafka.into_config(),
-            redis_url: self.stores.redis_url,
+            redis_url: self.stores.redis(),
             mongo_url: self.stores.mongo_url,
             mongo_db: self.stores.mongo_db,
             tally_group: self.tally_group,
@@ -419,18 +576,25 @@ impl ConsumerArgs {
                 tally: self.pipelines.contains(&PipelineName::Tally),
                 log: self.pipelines.contains(&PipelineName::Log),
             },
+            limits: self.limits.into_limits(),
             ..ConsumerConfig::default()
         }
     }
 }
 
+/// The API's port when neither --listen nor PORT is given.
+const API_PORT: u16 = 8000;
+
 /// Flags of `api`.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// Listener for /, /api/..., /healthz, /readyz and /metrics [default: 0.0.0.0:$PORT when PORT is
-    /// set, as on Cloud Run, else 0.0.0.0:8000].
+    /// Listener for /, /api/..., /healthz, /readyz and /metrics; without it, 0.0.0.0:$PORT (see
+    /// --port; Cloud Run sets PORT) [default: 0.0.0.0:8000].
     #[arg(long, env = "BANDVOTE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Port to listen on, on every interface, when --listen is not given (Cloud Run sets PORT).
+    #[arg(long, env = "PORT", default_value_t = API_PORT)]
+    pub port: u16,
     /// Redis and MongoDB.
     #[command(flatten)]
     pub stores: StoreArgs,
@@ -444,30 +608,38 @@ pub struct ApiArgs {
     /// Secret of the signed voter tokens: enables POST /api/voter-token (the gateways check the
     /// tokens with the same secret).
     #[arg(long, env = "BANDVOTE_VOTER_SECRET", hide_env_values = true)]
-    pub voter_secret: Option<String>,
+    pub voter_secret: Option<SecretString>,
     /// The gateways' voter header, which the web app sends its token in.
     #[arg(long, env = "BANDVOTE_VOTER_HEADER", default_value = "x-voter-id")]
     pub voter_header: String,
+    /// Voter tokens POST /api/voter-token issues per minute to one client address.
+    #[arg(long, env = "BANDVOTE_VOTER_TOKENS_PER_MINUTE", default_value_t = 10)]
+    pub voter_tokens_per_minute: u32,
+    /// Clients of /api/stream at once; the next get 503 with Retry-After.
+    #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
+    pub max_stream_clients: usize,
     /// Bearer token for POST /api/admin/recount (from a secret); without it the route does not exist.
     #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretString>,
     /// Kafka (for the admin recount's consistent cut).
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The log pipeline's consumer group (for the admin recount).
     #[arg(long, env = "BANDVOTE_LOG_GROUP", default_value = "bandvote-log")]
     pub log_group: String,
+    /// Client limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl ApiArgs {
     /// The API's configuration.
     pub fn into_config(self) -> ApiConfig {
-        let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8000);
         let admin = self.admin_token.map(|token| AdminConfig {
             token,
             recount: RecountConfig {
                 kafka: self.kafka.into_config(),
-                redis_url: self.stores.redis_url.clone(),
+                redis_url: self.stores.redis(),
                 mongo_url: self.stores.mongo_url.clone(),
                 mongo_db: self.stores.mongo_db.clone(),
                 log_group: self.log_group,
@@ -476,15 +648,18 @@ impl ApiArgs {
             },
         });
         ApiConfig {
-            listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port))),
-            redis_url: self.stores.redis_url,
+            listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], self.port))),
+            redis_url: self.stores.redis(),
             mongo_url: self.stores.mongo_url,
             mongo_db: self.stores.mongo_db,
             cors_origins: self.cors_origins,
             vote_url: self.vote_url,
             voter_secret: self.voter_secret,
             voter_header: self.voter_header,
+            voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),
+            max_stream_clients: self.max_stream_clients.max(1),
             admin,
+            limits: self.limits.into_limits(),
             ..ApiConfig::default()
         }
     }
@@ -512,7 +687,7 @@ impl RecountArgs {
     pub fn into_config(self) -> RecountConfig {
         RecountConfig {
             kafka: self.kafka.into_config(),
-            redis_url: self.stores.redis_url,
+            redis_url: self.stores.redis(),
             mongo_url: self.stores.mongo_url,
             mongo_db: self.stores.mongo_db,
             log_group: self.log_group,
@@ -616,7 +791,12 @@ mod tests {
 
     use std::time::Duration;
 
-    use super::{Cli, parse_duration};
+    use clap::Parser;
+
+    use bandvote_ingest::fairness::FairnessConfig;
+    use bandvote_runtime::http;
+
+    use super::{Cli, Command, parse_duration};
 
     #[test]
     fn durations_parse() {
@@ -632,5 +812,160 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `bandvote ARGS` as parsed with no environment variable read: the compiled-in defaults.
+    fn parse_without_env(args: &[&str]) -> Command {
+        let mut command = Cli::command();
+        let roles: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+        for role in roles {
+            command = command.mut_subcommand(role, |sub| sub.mut_args(|arg| arg.env(None)));
+        }
+        let command = command.mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(args).expect("parses");
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("parses").command
+    }
+
+    /// Each service's flags default to what its config's `Default` says: the two cannot drift.
+    #[test]
+    fn flag_defaults_are_the_configs_defaults() {
+        use bandvote_ingest::producer::{FrontDoor, ProducerConfig};
+        let same = |role: &str, parsed: String, default: String| assert_eq!(parsed, default, "{role}");
+        match parse_without_env(&["bandvote", "grpc-gateway"]) {
+            Command::GrpcGateway(args) => same(
+                "grpc-gateway",
+                format!("{:?}", args.into_config()),
+                format!("{:?}", bandvote_ingest::grpc_gateway::GatewayConfig::default()),
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_without_env(&["bandvote", "grpc-producer"]) {
+            Command::GrpcProducer(args) => same(
+                "grpc-producer",
+                format!("{:?}", args.into_config()),
+                format!("{:?}", ProducerConfig::default_for(FrontDoor::Grpc)),
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_without_env(&["bandvote", "http-producer"]) {
+            Command::HttpProducer(args) => same(
+                "http-producer",
+                format!("{:?}", args.into_config()),
+                format!("{:?}", ProducerConfig::default_for(FrontDoor::Http)),
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_without_env(&["bandvote", "wasm-gateway"]) {
+            Command::WasmGateway(args) => same(
+                "wasm-gateway",
+                format!("{:?}", args.into_config()),
+                format!("{:?}", bandvote_wasm::WasmGatewayConfig::default()),
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_without_env(&["bandvote", "consumer"]) {
+            Command::Consumer(args) => same(
+                "consumer",
+                format!("{:?}", args.into_config()),
+                format!("{:?}", bandvote_consumer::ConsumerConfig::default()),
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_without_env(&["bandvote", "api"]) {
+            Command::Api(args) => {
+                let config = args.into_config();
+                same("api", format!("{config:?}"), format!("{:?}", bandvote_api::ApiConfig::default()));
+                // Debug hides the URLs; they come from one constant on both sides.
+                use secrecy::ExposeSecret;
+                assert_eq!(config.redis_url.expose_secret(), bandvote_store::DEFAULT_REDIS_URL);
+                assert_eq!(config.mongo_url.expose_secret(), bandvote_store::DEFAULT_MONGO_URL);
+            }
+            other => panic!("{other:?}"),
+        }
+        // `up` has no config of its own to compare with: its pieces' defaults.
+        match parse_without_env(&["bandvote", "up", "--kafka-brokers", "k:9092"]) {
+            Command::Up(args) => {
+                let config = args.into_config();
+                let kafka = bandvote_queue::KafkaConfig { brokers: "k:9092".into(), ..Default::default() };
+                same("up", format!("{:?}", config.kafka), format!("{:?}", Some(kafka)));
+                let consumer = bandvote_consumer::ConsumerConfig::default();
+                same("up", format!("{:?}", config.idempotency_ttl), format!("{:?}", consumer.idempotency_ttl));
+                same("up", config.mongo_db, consumer.mongo_db);
+                same("up", format!("{:?}", config.fairness), format!("{:?}", FairnessConfig::default()));
+                same("up", format!("{:?}", config.limits), format!("{:?}", http::Limits::default()));
+                same(
+                    "up",
+                    format!("{:?}", config.names),
+                    format!("{:?}", bandvote_ingest::names::NamesConfig::default()),
+                );
+                same(
+                    "up",
+                    config.max_stream_clients.to_string(),
+                    bandvote_api::ApiConfig::default().max_stream_clients.to_string(),
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SECRETS: [&str; 4] = ["rpw-0a1b", "mpw-2c3d", "adm-4e5f", "vsec-6a7b"];
+
+    fn with_secrets(role: &str) -> Vec<String> {
+        let mut args = vec!["bandvote".to_owned(), role.to_owned()];
+        args.extend(
+            [
+                "--redis-url",
+                &format!("redis://:{}@127.0.0.1:6379/", SECRETS[0]),
+                "--mongo-url",
+                &format!("mongodb://voter:{}@127.0.0.1:27017/", SECRETS[1]),
+                "--voter-secret",
+                SECRETS[3],
+            ]
+            .map(str::to_owned),
+        );
+        if role == "api" {
+            args.extend(["--admin-token".to_owned(), SECRETS[2].to_owned()]);
+        }
+        args
+    }
+
+    fn assert_hidden(role: &str, debug: &str) {
+        for secret in SECRETS {
+            assert!(!debug.contains(secret), "{role}: {secret} in {debug}");
+        }
+    }
+
+    #[test]
+    fn debug_of_the_command_line_and_the_configs_never_prints_a_secret() {
+        let cli = Cli::parse_from(with_secrets("api"));
+        assert_hidden("api", &format!("{cli:?}"));
+        let Command::Api(args) = cli.command else { panic!("api") };
+        let config = args.into_config();
+        assert!(config.admin.is_some(), "the admin token was read");
+        assert_hidden("api", &format!("{config:?}"));
+
+        let cli = Cli::parse_from(with_secrets("up"));
+        assert_hidden("up", &format!("{cli:?}"));
+        let Command::Up(args) = cli.command else { panic!("up") };
+        assert_hidden("up", &format!("{:?}", args.into_config()));
+
+        let cli = Cli::parse_from(&with_secrets("consumer")[..6]);
+        assert_hidden("consumer", &format!("{cli:?}"));
+        let Command::Consumer(args) = cli.command else { panic!("consumer") };
+        assert_hidden("consumer", &format!("{:?}", args.into_config()));
+    }
+
+    #[test]
+    fn help_never_prints_the_value_of_a_secret_variable() {
+        let secret = ["redis_url", "mongo_url", "fairness_redis_url", "voter_secret", "admin_token"];
+        let command = Cli::command();
+        let mut checked = 0;
+        for sub in command.get_subcommands() {
+            for arg in sub.get_arguments().filter(|a| secret.contains(&a.get_id().as_str())) {
+                assert!(arg.is_hide_env_values_set(), "{} --{}", sub.get_name(), arg.get_id());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} secret settings found");
     }
 }

@@ -1,7 +1,8 @@
 //! `bandvote up`: every service in one process (the API and the web app included), behind one
-//! listener, with the same public paths as every other deployment. The gRPC and wasm hops stay
-//! real (a loopback gRPC channel, a real WebAssembly guest), so the two ingest paths can still be
-//! compared.
+//! listener, with the same public paths as every other deployment. Each service is the one its own
+//! process runs ([`bandvote_runtime::service::Service`]: routes, readiness checks, tasks), merged
+//! onto one listener. The gRPC and wasm hops stay real (the producer's two front doors on a
+//! loopback listener, a real WebAssembly guest), so the two ingest paths can still be compared.
 //!
 //! Storage, piece by piece: the queue is the embedded one (SQLite in `--data-dir`) unless
 //! `--kafka-brokers` is given; the counters are embedded unless `--redis-url`; the log is embedded
@@ -10,21 +11,25 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use bandvote_api::{ApiConfig, ApiState, store::EmbeddedReads};
+use bandvote_api::{ApiConfig, store::EmbeddedReads};
 use bandvote_consumer::{
-    ConsumerConfig,
-    embedded::{CounterSink, EmbeddedConsumer, LogSink},
-    sinks::{mongodb::MongoLog, redis::RedisTally},
+    Consumer, ConsumerConfig,
+    sinks::{
+        Counters, VoteLog,
+        embedded::{EmbeddedCounters, EmbeddedLog},
+        mongodb::MongoLog,
+        redis::RedisTally,
+    },
 };
 use bandvote_embedded::Storage;
 use bandvote_ingest::{
-    grpc_gateway::{self, GatewayConfig, GatewayState},
-    grpc_producer::{self, ProducerConfig},
-    http_producer::{self, HttpProducerConfig},
+    grpc_gateway::{self, GatewayConfig},
+    producer::{self, FrontDoor},
 };
-use bandvote_queue::{KafkaConfig, VoteQueue};
-use bandvote_runtime::{health, http, shutdown::CancellationToken, shutdown::spawn_named};
-use bandvote_wasm::{Host, WasmGatewayConfig};
+use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
+use bandvote_runtime::{http, service::Service, shutdown::CancellationToken, shutdown::spawn_named};
+use bandvote_wasm::WasmGatewayConfig;
+use secrecy::{ExposeSecret, SecretString};
 
 /// What `up` runs.
 #[derive(Debug, Clone)]
@@ -35,16 +40,22 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// Kafka as the queue, instead of the embedded one.
     pub kafka: Option<KafkaConfig>,
-    /// Redis for the counters, instead of the embedded ones.
-    pub redis_url: Option<String>,
-    /// MongoDB for the log, instead of the embedded one.
-    pub mongo_url: Option<String>,
+    /// Redis for the counters, instead of the embedded ones (the URL may hold a password).
+    pub redis_url: Option<SecretString>,
+    /// MongoDB for the log, instead of the embedded one (the URL may hold a password).
+    pub mongo_url: Option<SecretString>,
     /// MongoDB database.
     pub mongo_db: String,
     /// How long a client's idempotency key is remembered.
     pub idempotency_ttl: Duration,
     /// Fair voting, for both gateways.
     pub fairness: bandvote_ingest::fairness::FairnessConfig,
+    /// Limits on the public listener's clients.
+    pub limits: http::Limits,
+    /// The cap on distinct names without a contest list.
+    pub names: bandvote_ingest::names::NamesConfig,
+    /// Clients of `/api/stream` at once.
+    pub max_stream_clients: usize,
 }
 
 /// Starts everything, prints where, and serves until `shutdown`.
@@ -65,17 +76,22 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         .transpose()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
 
+    // The producer, both front doors on one loopback listener: the gRPC and HTTP hops stay real.
     let grace = GatewayConfig::default().grace;
-    let (grpc_producer, http_producer, mut tasks, mut checks) = match (&config.kafka, &embedded) {
+    let both = [FrontDoor::Grpc, FrontDoor::Http];
+    let (producer, consumer) = match (&config.kafka, &embedded) {
         (Some(kafka), _) => {
-            let grpc = grpc_producer::App::build(ProducerConfig { listen: internal, kafka: kafka.clone(), grace })
-                .await
-                .context("failed to start the grpc-producer")?;
-            let http = http_producer::App::build(HttpProducerConfig { listen: internal, kafka: kafka.clone(), grace })
-                .await
-                .context("failed to start the http-producer")?;
-            let consumer = bandvote_consumer::App::build(ConsumerConfig {
-                listen: internal,
+            let kafka_producer = KafkaProducer::new(kafka.clone())?;
+            let producer = producer::App::with_queue(
+                internal,
+                Arc::new(kafka_producer.clone()),
+                Some(kafka_producer),
+                grace,
+                &both,
+            )
+            .await
+            .context("failed to start the producer")?;
+            let consumer = bandvote_consumer::service(ConsumerConfig {
                 kafka: kafka.clone(),
                 redis_url: config.redis_url.clone().unwrap_or_default(),
                 mongo_url: config.mongo_url.clone().unwrap_or_default(),
@@ -85,54 +101,61 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
             })
             .await
             .context("failed to start the consumer")?;
-            let check = ("consumer", upstream_check(format!("http://{}", consumer.local_addr()?)));
-            (grpc, http, vec![spawn_named("consumer", shutdown.clone(), consumer.run(shutdown.clone()))], vec![check])
+            (producer, consumer)
         }
         (None, Some(storage)) => {
             let queue: Arc<dyn VoteQueue> = Arc::clone(storage) as Arc<dyn VoteQueue>;
-            let queue_checks = || bandvote_ingest::queue_checks(&queue);
-            let grpc = grpc_producer::App::with_queue(internal, Arc::clone(&queue), None, queue_checks(), grace)
+            let producer = producer::App::with_queue(internal, queue, None, grace, &both)
                 .await
-                .context("failed to start the grpc-producer")?;
-            let http = http_producer::App::with_queue(internal, Arc::clone(&queue), None, queue_checks(), grace)
-                .await
-                .context("failed to start the http-producer")?;
-            let counters = match &config.redis_url {
-                Some(url) => CounterSink::Redis(
-                    RedisTally::connect(url, config.idempotency_ttl.as_secs().max(1))
-                        .await
-                        .with_context(|| format!("failed to connect to redis at {}", bandvote_consumer::redact(url)))?,
-                ),
-                None => CounterSink::Embedded,
+                .context("failed to start the producer")?;
+            let counters: Arc<dyn Counters> = match &config.redis_url {
+                Some(url) => {
+                    Arc::new(RedisTally::connect(url.expose_secret(), config.idempotency_ttl.as_secs().max(1)).await?)
+                }
+                None => Arc::new(EmbeddedCounters(Arc::clone(storage))),
             };
-            let log =
-                match &config.mongo_url {
-                    Some(url) => LogSink::Mongo(MongoLog::connect(url, &config.mongo_db).await.with_context(|| {
-                        format!("failed to connect to mongodb at {}", bandvote_consumer::redact(url))
-                    })?),
-                    None => LogSink::Embedded,
-                };
-            let consumer = EmbeddedConsumer::new(Arc::clone(storage), counters, log);
-            (grpc, http, vec![spawn_named("consumer", shutdown.clone(), consumer.run(shutdown.clone()))], vec![])
+            let log: Arc<dyn VoteLog> = match &config.mongo_url {
+                Some(url) => {
+                    Arc::new(MongoLog::connect(url.expose_secret(), &config.mongo_db).await.with_context(|| {
+                        format!("failed to connect to mongodb at {}", bandvote_store::redact(url.expose_secret()))
+                    })?)
+                }
+                None => Arc::new(EmbeddedLog(Arc::clone(storage))),
+            };
+            let prune = config.redis_url.is_none() && config.mongo_url.is_none();
+            (producer, Consumer::embedded(Arc::clone(storage), counters, log, prune).await?.into_service())
         }
         (None, None) => unreachable!("without Kafka the embedded storage is open"),
     };
-    let grpc_upstream = format!("http://{}", grpc_producer.local_addr()?);
-    let http_upstream = format!("http://{}", http_producer.local_addr()?);
+    let upstream = format!("http://{}", producer.local_addr()?);
 
-    let fairness = bandvote_ingest::fairness::Fairness::new(&config.fairness).await?;
-    let gateway = GatewayState::connect(&GatewayConfig { upstream: grpc_upstream.clone(), ..Default::default() })?
-        .with_fairness(fairness.clone());
-    let wasm_config = WasmGatewayConfig { upstream: http_upstream.clone(), ..Default::default() };
-    let host = Arc::new(Host::new(&wasm_config, bandvote_wasm::EMBEDDED_GUEST)?.with_fairness(fairness));
+    // The gateways share one fair-voting state, so that a voter's limit holds across both paths.
+    // So does the cap on distinct names; on embedded counters it starts from the names counted, so
+    // that a restart keeps it honest (with Redis the sets are seeded from the counters there).
+    let names = bandvote_ingest::names::Names::connect(config.names, config.fairness.redis_url.as_ref()).await?;
+    if let (Some(names), Some(storage), None) = (&names, &embedded, &config.redis_url) {
+        let counted = storage.counters().await.context("failed to read the counted names")?.counts;
+        names.seed(counted.bands.into_keys(), counted.albums.into_keys());
+    }
+    let fairness = bandvote_ingest::fairness::Fairness::with_names(&config.fairness, names).await?;
+    let gateway = grpc_gateway::service(
+        &GatewayConfig { upstream: upstream.clone(), fairness: config.fairness.clone(), ..Default::default() },
+        fairness.clone(),
+    )?;
+    let wasm = bandvote_wasm::service(
+        &WasmGatewayConfig { upstream, fairness: config.fairness.clone(), ..Default::default() },
+        fairness,
+    )?;
     let api_config = ApiConfig {
         redis_url: config.redis_url.clone().unwrap_or_else(|| ApiConfig::default().redis_url),
         mongo_url: config.mongo_url.clone().unwrap_or_else(|| ApiConfig::default().mongo_url),
         mongo_db: config.mongo_db.clone(),
         // The vote paths are on this same listener.
         vote_url: Some(String::new()),
+        max_stream_clients: config.max_stream_clients,
         voter_secret: config.fairness.voter_secret.clone(),
         voter_header: config.fairness.voter_header.clone(),
+        voter_tokens_per_minute: config.fairness.voter_tokens_per_minute,
         embedded: embedded.as_ref().map(|storage| EmbeddedReads {
             storage: Arc::clone(storage),
             counters: config.redis_url.is_none(),
@@ -140,29 +163,14 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         }),
         ..ApiConfig::default()
     };
-    let api = ApiState::new(&api_config, shutdown.child_token()).await.context("failed to prepare the api")?;
-    checks.insert(0, ("grpc-producer", upstream_check(grpc_upstream)));
-    checks.insert(1, ("http-producer", upstream_check(http_upstream)));
-    checks.extend(bandvote_api::store_checks(&api.store));
-    let router = http::with_fallbacks(
-        grpc_gateway::router(gateway)
-            .merge(bandvote_wasm::router(Arc::clone(&host)))
-            .merge(bandvote_api::router(api.clone()))
-            .merge(health::router(checks)),
-    );
+    let api = bandvote_api::service(&api_config, shutdown.clone()).await.context("failed to prepare the api")?;
+    let public = gateway.merge(wasm).merge(api).merge(consumer).merge(Service::default().checks(producer.readiness()));
 
     print_banner(&config, embedded.as_deref(), http::local_addr(&listener)?);
-    tasks.push(spawn_named("grpc-producer", shutdown.clone(), grpc_producer.run(shutdown.clone())));
-    tasks.push(spawn_named("http-producer", shutdown.clone(), http_producer.run(shutdown.clone())));
-    let ticker = host.start_epoch_ticker(shutdown.clone());
-    let reader = api.start_stream();
-    let served = http::serve(listener, router, shutdown.clone(), grace).await;
+    let producer = spawn_named("producer", shutdown.clone(), producer.run(shutdown.clone()));
+    let served = public.limits(config.limits).serve(listener, shutdown.clone(), grace).await;
     shutdown.cancel();
-    ticker.abort();
-    reader.abort();
-    for task in futures::future::join_all(tasks).await {
-        task.context("a service panicked")??;
-    }
+    producer.await.context("the producer panicked")??;
     served
 }
 
@@ -173,9 +181,12 @@ fn print_banner(config: &UpConfig, storage: Option<&Storage>, public: SocketAddr
         Some(kafka) => format!("Kafka {} (topic {})", kafka.brokers, kafka.topic),
         None => format!("embedded ({dir})"),
     };
-    let counters = config.redis_url.as_deref().map_or_else(|| "embedded".to_owned(), bandvote_consumer::redact);
+    let counters = config
+        .redis_url
+        .as_ref()
+        .map_or_else(|| "embedded".to_owned(), |url| bandvote_store::redact(url.expose_secret()));
     let log = match &config.mongo_url {
-        Some(url) => format!("MongoDB {} (database {})", bandvote_consumer::redact(url), config.mongo_db),
+        Some(url) => format!("MongoDB {} (database {})", bandvote_store::redact(url.expose_secret()), config.mongo_db),
         None => "embedded".to_owned(),
     };
     eprintln!("bandvote up: gRPC and wasm gateways, both producers, the consumer and the API in one process");
@@ -192,19 +203,4 @@ fn print_banner(config: &UpConfig, storage: Option<&Storage>, public: SocketAddr
     );
     eprintln!("  health:  http://{public}/readyz    metrics: http://{public}/metrics");
     eprintln!("  Ctrl-C drains and stops.");
-}
-
-/// Readiness of an in-process service: its own `/readyz`.
-fn upstream_check(base: String) -> health::Check {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().unwrap_or_default();
-    health::check(move || {
-        let (client, url) = (client.clone(), format!("{base}/readyz"));
-        async move {
-            match client.get(&url).send().await {
-                Ok(answer) if answer.status().is_success() => Ok(()),
-                Ok(answer) => Err(format!("{url} answered {}", answer.status())),
-                Err(error) => Err(format!("{url}: {error}")),
-            }
-        }
-    })
 }

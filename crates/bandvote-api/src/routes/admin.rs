@@ -2,8 +2,6 @@
 //! cut as `bandvote recount`), for an operator holding the admin token. The route exists only when
 //! a token is configured; a request without the right `Authorization: Bearer` gets `401`.
 
-use std::fmt;
-
 use axum::{
     Json, Router,
     extract::State,
@@ -11,25 +9,19 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use bandvote_consumer::recount::{RecountConfig, recount};
 use bandvote_runtime::http::ApiError;
+use bandvote_store::recount::{RecountConfig, RecountError, recount};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::ApiState;
 
 /// Administrative operations' settings.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AdminConfig {
     /// The bearer token (from a secret).
-    pub token: String,
+    pub token: SecretString,
     /// How to recount (Kafka, the stores, the log group).
     pub recount: RecountConfig,
-}
-
-impl fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the token.
-        f.debug_struct("AdminConfig").field("token", &"***").finish_non_exhaustive()
-    }
 }
 
 /// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
@@ -42,7 +34,7 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
 
 async fn post_recount(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let admin = state.admin.as_ref().ok_or_else(|| ApiError::client(StatusCode::NOT_FOUND, "no such route", None))?;
-    if !authorised(&headers, &admin.token) {
+    if !authorised(&headers, admin.token.expose_secret()) {
         let mut response =
             ApiError::client(StatusCode::UNAUTHORIZED, "an administrator's bearer token is required", None)
                 .into_response();
@@ -50,16 +42,17 @@ async fn post_recount(State(state): State<ApiState>, headers: HeaderMap) -> Resu
         return Ok(response);
     }
     match recount(&admin.recount).await {
-        Ok(report) => {
-            tracing::info!(total = report.total, "recount done through the admin API");
-            Ok(Json(serde_json::json!({"total": report.total, "bands": report.bands, "albums": report.albums}))
-                .into_response())
+        Ok(counts) => {
+            tracing::info!(total = counts.total, "recount done through the admin API");
+            Ok(Json(counts).into_response())
         }
         // The consistency rule refused: say why, the operator can retry.
-        Err(error) if format!("{error:#}").contains("behind") || format!("{error:#}").contains("arrived") => {
-            Err(ApiError::client(StatusCode::CONFLICT, format!("{error:#}"), None))
+        Err(error @ (RecountError::Behind(_) | RecountError::Moved)) => {
+            Err(ApiError::client(StatusCode::CONFLICT, error.to_string(), None))
         }
-        Err(error) => Err(ApiError::unavailable_because(format!("{error:#}"), std::time::Duration::from_secs(5))),
+        Err(RecountError::Failed(error)) => {
+            Err(ApiError::unavailable_because(format!("{error:#}"), std::time::Duration::from_secs(5)))
+        }
     }
 }
 

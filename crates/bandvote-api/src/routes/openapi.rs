@@ -48,7 +48,7 @@ pub fn document() -> Value {
             }},
             "/api/voter-token": {"post": {
                 "summary": "A signed voter token (24 h) naming a new voter, to send in the gateways' voter header; 404 unless a voter secret is configured",
-                "responses": {"200": {"description": "{token, voter, expires_at}"}, "404": {"description": "voter tokens are not enabled"}}
+                "responses": {"200": {"description": "{token, voter, expires_at}"}, "404": {"description": "voter tokens are not enabled"}, "429": {"description": "this client address has had its voter tokens for this minute (Retry-After)"}}
             }},
             "/": {"get": {"summary": "The web app (embedded static files)", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
         },

@@ -1,38 +1,70 @@
 //! `GET /api/stream`: Server-Sent Events from the one shared reader.
 
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use axum::{
+    body::{Body, Bytes},
     extract::State,
-    response::sse::{Event as SseEvent, KeepAlive, Sse},
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
 };
-use futures::{Stream, StreamExt, stream};
-use tokio_stream::wrappers::BroadcastStream;
+use bandvote_runtime::http::ApiError;
+use futures::stream;
 
-use crate::{ApiState, stream::Event};
+use crate::{
+    ApiState,
+    stream::{Next, Subscription},
+};
+
+/// How long a client refused for the client cap is asked to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// `event: results` whenever the counters change (at most every 250 ms), `event: log` for each
-/// logged vote, `event: status` when a store stops or resumes answering. The current results come
-/// first, so a new page has data at once. Keep-alive comments every 15 s; ends on shutdown.
-pub async fn get_stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let receiver = state.events.subscribe();
-    let first = match state.store.results().await {
-        Ok(results) => Event::Results(results.into()),
-        Err(error) => Event::Status(error.to_string().into()),
-    };
-    let updates = BroadcastStream::new(receiver).filter_map(|event| async move { event.ok() });
-    let events = stream::once(async move { first })
-        .chain(updates)
-        .filter_map(|event| async move { to_sse(&event).map(Ok) })
-        .take_until(state.shutdown.cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+/// logged vote, `event: status` when a store stops or resumes answering; every event has an `id:`,
+/// and a client reconnecting with `Last-Event-ID` first gets the buffered events after it. The
+/// current results come first, so a new page has data at once. Keep-alive comments every 15 s;
+/// ends on shutdown. Beyond the client cap, `503` with `Retry-After`; a client too slow to take
+/// its events is disconnected (it reconnects to the latest state).
+pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let slot = state.events.reserve().map_err(|full| {
+        ApiError::client(StatusCode::SERVICE_UNAVAILABLE, full.to_string(), None).with_retry_after(RETRY_AFTER)
+    })?;
+    let last_event_id =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    // While nobody listened the reader published nothing: read the results once for this client
+    // and publish them, so that the clients arriving together share them.
+    let mut first = None;
+    if !state.events.has_results() {
+        match state.store.results().await {
+            Ok(results) => match serde_json::to_vec(&results) {
+                Ok(json) => {
+                    state.events.publish_results(&json);
+                }
+                Err(error) => return Err(ApiError::internal(format!("results could not be serialised: {error}"))),
+            },
+            Err(error) => {
+                let data = serde_json::json!({"status": error.to_string()});
+                first = Some(Bytes::from(format!("event: status\ndata: {data}\n\n")));
+            }
+        }
+    }
+    let subscription = state.events.subscribe(slot, last_event_id, first);
+    let frames = stream::unfold(Some((subscription, state.shutdown.clone())), next_frame);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(frames))
+        .map_err(|error| ApiError::internal(format!("stream response: {error}")))
 }
 
-fn to_sse(event: &Event) -> Option<SseEvent> {
-    let (name, data) = match event {
-        Event::Results(results) => ("results", serde_json::to_string(results.as_ref()).ok()?),
-        Event::Log(entry) => ("log", serde_json::to_string(entry.as_ref()).ok()?),
-        Event::Status(status) => ("status", serde_json::json!({"status": status.as_str()}).to_string()),
-    };
-    Some(SseEvent::default().event(name).data(data))
+type ClientState = Option<(Subscription, tokio_util::sync::CancellationToken)>;
+
+/// The client's next frame; a dropped client's response ends with an error, which closes its
+/// connection rather than ending the response cleanly.
+async fn next_frame(state: ClientState) -> Option<(Result<Bytes, std::io::Error>, ClientState)> {
+    let (subscription, shutdown) = state?;
+    match subscription.next(&shutdown).await? {
+        Next::Frame(bytes) => Some((Ok(bytes), Some((subscription, shutdown)))),
+        Next::Dropped => Some((Err(std::io::Error::other("too slow to take the live stream")), None)),
+    }
 }

@@ -8,7 +8,9 @@ use axum::{
     routing::get,
 };
 
-use bandvote_runtime::http::ApiError;
+use std::time::Duration;
+
+use bandvote_runtime::{http::ApiError, per_client::Limited};
 
 use crate::ApiState;
 
@@ -78,12 +80,31 @@ async fn get_config(State(state): State<ApiState>) -> Json<serde_json::Value> {
 const VOTER_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
 /// `POST /api/voter-token`: a signed token naming a new voter, for the vote form to send in the
-/// gateways' voter header (404 when no secret is configured).
-async fn post_voter_token(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// gateways' voter header (404 when no secret is configured). A token makes a browser's voter
+/// sticky, not unique: anyone may ask again, so each client address gets a few a minute (`429`
+/// with `Retry-After` beyond).
+async fn post_voter_token(
+    State(state): State<ApiState>,
+    extensions: axum::http::Extensions,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let tokens = state
         .voter_tokens
         .as_ref()
         .ok_or_else(|| ApiError::client(StatusCode::NOT_FOUND, "voter tokens are not enabled here", None))?;
+    if let Some(client) = bandvote_runtime::per_client::client_address(&extensions) {
+        match state.voter_token_limit.check(client) {
+            Ok(()) => {}
+            Err(Limited::Empty(wait)) => {
+                let message =
+                    format!("at most {} voter tokens per minute from one client", state.voter_token_limit.burst());
+                let retry = Duration::from_secs(wait.as_secs() + 1);
+                return Err(ApiError::client(StatusCode::TOO_MANY_REQUESTS, message, None).with_retry_after(retry));
+            }
+            Err(Limited::Crowded) => {
+                return Err(ApiError::unavailable_because("too many clients at once", Duration::from_secs(1)));
+            }
+        }
+    }
     // Unique, not secret: only the signature makes a token genuine.
     let voter = bandvote_core::VoteId::generate().as_str().to_owned();
     let expires = chrono::Utc::now() + VOTER_TOKEN_LIFETIME;

@@ -1,31 +1,30 @@
-//! The log pipeline (group `bandvote-log`): Kafka → one MongoDB document per vote.
+//! The log pipeline (group `bandvote-log`): the queue → one log entry per vote (MongoDB, or the
+//! embedded database), whatever the queue.
 //!
-//! Unordered `insert_many` with `_id` = vote id, then the Kafka commit: a crash between the two
-//! replays the batch, and the replayed documents are duplicate keys, ignored.
+//! An unordered insert keyed by vote id, then the source's commit: a crash between the two replays
+//! the batch, and the replayed entries are duplicate keys, ignored.
 
 use std::{sync::Arc, time::Duration};
 
+use bandvote_queue::{QueueSource, Record};
 use bandvote_runtime::metrics as names;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff;
-use crate::{
-    sinks::mongodb::MongoLog,
-    sources::kafka::{KafkaSource, Record},
-};
+use crate::sinks::VoteLog;
 
 /// The pipeline's parts.
 pub struct LogPipeline {
     /// Source.
-    pub source: Arc<KafkaSource>,
+    pub source: Arc<dyn QueueSource>,
     /// Sink.
-    pub log: MongoLog,
+    pub log: Arc<dyn VoteLog>,
 }
 
 impl LogPipeline {
     /// Runs until `shutdown`; a batch is committed only after it is written.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        if let Err(error) = self.log.ensure_indexes().await {
+        if let Err(error) = self.log.prepare().await {
             tracing::warn!(%error, "log: could not create the received_at index yet");
         }
         while let Some(batch) = self.source.next_batch(&shutdown).await {
@@ -35,6 +34,7 @@ impl LogPipeline {
                 let started = std::time::Instant::now();
                 match self.log.insert(&votes).await {
                     Ok(inserted) => {
+                        super::trace_votes("log", votes.iter().copied());
                         metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "log").increment(inserted.inserted);
                         metrics::counter!(names::CONSUMER_BATCHES, "pipeline" => "log").increment(1);
                         metrics::histogram!(names::CONSUMER_BATCH_DURATION, "pipeline" => "log")
@@ -47,7 +47,7 @@ impl LogPipeline {
                     }
                     Err(error) => {
                         metrics::counter!(names::CONSUMER_SINK_ERRORS, "pipeline" => "log").increment(1);
-                        tracing::warn!(%error, "log: mongodb write failed, retrying the batch");
+                        tracing::warn!(%error, "log: write failed, retrying the batch");
                         if !backoff(&mut delay, Duration::from_secs(5), &shutdown).await {
                             // Not committed: the batch is read again after restart.
                             return Ok(());
@@ -55,8 +55,8 @@ impl LogPipeline {
                     }
                 }
             }
-            if let Err(error) = self.source.commit(&batch) {
-                tracing::warn!(%error, "log: kafka commit failed; the batch may be replayed (duplicates are ignored)");
+            if let Err(error) = self.source.commit(&batch).await {
+                tracing::warn!(%error, "log: commit failed; the batch may be replayed (duplicates are ignored)");
             }
         }
         Ok(())

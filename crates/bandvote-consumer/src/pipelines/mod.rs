@@ -18,3 +18,20 @@ pub(crate) async fn backoff(delay: &mut Duration, max: Duration, shutdown: &Canc
         () = tokio::time::sleep(wait) => true,
     }
 }
+
+/// One DEBUG line per vote of a written batch, with its vote id and the trace id of the request
+/// that sent it (when the queue carried one): how a vote is followed from its request to its count.
+/// Nothing is done at all unless DEBUG is enabled for the pipelines.
+pub(crate) fn trace_votes<'a>(pipeline: &'static str, votes: impl IntoIterator<Item = &'a bandvote_queue::Vote>) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for vote in votes {
+        tracing::debug!(
+            pipeline,
+            vote_id = %vote.message.id,
+            trace_id = vote.trace.map(|trace| tracing::field::display(trace.trace_id())),
+            "vote written"
+        );
+    }
+}

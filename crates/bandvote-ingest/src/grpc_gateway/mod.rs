@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context;
 use axum::Router;
 use bandvote_proto::v1::vote_service_client::VoteServiceClient;
-use bandvote_runtime::{health, http};
+use bandvote_runtime::{health, http, service::Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -37,8 +37,12 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
+    /// Limits on the listener's clients (`--max-connections`). Default [`http::Limits::default`].
+    pub limits: http::Limits,
     /// Fair voting: rate limit, contest list, voter policy (all off by default).
     pub fairness: crate::fairness::FairnessConfig,
+    /// The cap on distinct names without a contest list (across replicas with the fair-voting Redis).
+    pub names: crate::names::NamesConfig,
     /// Origins whose pages may post votes from a browser (CORS). None by default.
     pub cors_origins: Vec<String>,
 }
@@ -51,7 +55,9 @@ impl Default for GatewayConfig {
             connections: 2,
             request_timeout: Duration::from_secs(6),
             grace: Duration::from_secs(10),
+            limits: http::Limits::default(),
             fairness: crate::fairness::FairnessConfig::default(),
+            names: crate::names::NamesConfig::default(),
             cors_origins: Vec::new(),
         }
     }
@@ -97,13 +103,13 @@ impl GatewayState {
         VoteServiceClient::new(self.channels[i].clone())
     }
 
-    async fn check_upstream(&self) -> Result<(), String> {
+    async fn check_upstream(&self) -> Result<(), health::CheckError> {
         let mut client = HealthClient::new(self.channels[0].clone());
         let request = HealthCheckRequest { service: String::new() };
         match client.check(request).await {
             Ok(answer) if answer.get_ref().status() == ServingStatus::Serving => Ok(()),
-            Ok(answer) => Err(format!("grpc-producer is {:?}", answer.get_ref().status())),
-            Err(status) => Err(format!("grpc-producer: {}", status.message())),
+            Ok(answer) => Err(format!("grpc-producer is {:?}", answer.get_ref().status()).into()),
+            Err(status) => Err(format!("grpc-producer: {}", status.message()).into()),
         }
     }
 }
@@ -114,34 +120,38 @@ pub fn router(state: GatewayState) -> Router {
     Router::new().route("/grpc/votes", axum::routing::post(post_grpc_vote)).with_state(state)
 }
 
+/// The gateway over `fairness` (shared with another gateway in `up`): its route, the readiness of
+/// the gRPC producer, and CORS for `config.cors_origins`.
+pub fn service(config: &GatewayConfig, fairness: Option<Arc<crate::fairness::Fairness>>) -> anyhow::Result<Service> {
+    let state = GatewayState::connect(config)?.with_fairness(fairness);
+    let probe = state.clone();
+    let (origins, voter_header) = (config.cors_origins.clone(), config.fairness.voter_header.clone());
+    Ok(Service::new(router(state))
+        .check(
+            "grpc-producer",
+            health::check(move || {
+                let probe = probe.clone();
+                async move { probe.check_upstream().await }
+            }),
+        )
+        .wrap(move |router| crate::edge::with_vote_cors(router, &origins, &voter_header)))
+}
+
 /// A built gateway, bound and ready to run.
 pub struct App {
     listener: TcpListener,
-    router: Router,
+    service: Service,
     grace: Duration,
 }
 
 impl App {
     /// Binds the listener (port 0 allowed) and prepares the channels to the producer.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let fairness = crate::fairness::Fairness::new(&config.fairness).await?;
-        let state = GatewayState::connect(&config)?.with_fairness(fairness);
-        let probe = state.clone();
-        let checks = vec![(
-            "grpc-producer",
-            health::check(move || {
-                let probe = probe.clone();
-                async move { probe.check_upstream().await }
-            }),
-        )];
-        // CORS wraps everything, fallbacks included, so that preflights reach it.
-        let router = crate::edge::with_vote_cors(
-            http::with_fallbacks(router(state).merge(health::router(checks))),
-            &config.cors_origins,
-            &config.fairness.voter_header,
-        );
+        let names = crate::names::Names::connect(config.names, config.fairness.redis_url.as_ref()).await?;
+        let fairness = crate::fairness::Fairness::with_names(&config.fairness, names).await?;
+        let service = service(&config, fairness)?.limits(config.limits);
         let listener = http::bind(config.listen).await?;
-        Ok(Self { listener, router, grace: config.grace })
+        Ok(Self { listener, service, grace: config.grace })
     }
 
     /// The bound address.
@@ -152,6 +162,6 @@ impl App {
     /// Serves until `shutdown`, then drains in-flight votes.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "grpc-gateway listening");
-        http::serve(self.listener, self.router, shutdown, self.grace).await
+        self.service.serve(self.listener, shutdown, self.grace).await
     }
 }

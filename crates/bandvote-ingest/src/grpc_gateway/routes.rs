@@ -1,42 +1,58 @@
 //! `POST /grpc/votes`.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 use axum::{
-    Extension,
     body::Body,
-    extract::{ConnectInfo, State},
-    http::{HeaderMap, StatusCode},
-    response::Response,
+    extract::State,
+    http::{Extensions, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
 };
-use bandvote_core::IngestPath;
+use bandvote_core::{IngestPath, TraceContext, trace::TRACEPARENT};
 use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
 use bandvote_runtime::{
     http::{ApiError, json},
     metrics as names,
 };
 use serde_json::json;
-use tonic::Code;
+use tonic::{Code, metadata::MetadataValue};
+use tracing::Instrument;
 
 use super::GatewayState;
-use crate::edge;
+use crate::edge::{self, AcceptedVote};
 
 /// Validates a vote and forwards it to the gRPC producer; `202 {"id", "path": "grpc"}` once the
 /// producer reports it queued.
 pub async fn post_grpc_vote(
     State(state): State<GatewayState>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let client = bandvote_runtime::per_client::client_address(&extensions);
     let accepted = edge::read_vote(IngestPath::Grpc, &headers, body).await?;
-    if let Some(fairness) = &state.fairness {
-        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
-        if let Err(refused) = fairness.admit(&headers, client, &accepted.vote, accepted.id.as_str()).await {
-            metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
-            return Err(refused);
-        }
+    let trace = crate::trace::from_headers(&headers);
+    let span = crate::trace::vote_span(IngestPath::Grpc, Some(accepted.id.as_str()), &trace);
+    // The answer is made within the span: a 5xx is logged where it is made, with the vote's fields.
+    let answer = async { forward(state, client, &headers, accepted, trace, started).await.into_response() };
+    Ok(answer.instrument(span).await)
+}
+
+/// Checks the vote's fairness, then forwards it within its request's span.
+async fn forward(
+    state: GatewayState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+    accepted: AcceptedVote,
+    trace: TraceContext,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    if let Some(fairness) = &state.fairness
+        && let Err(refused) = fairness.admit(headers, client, &accepted.vote, accepted.id.as_str()).await
+    {
+        metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
+        return Err(refused);
     }
     let mut request = tonic::Request::new(SubmitVoteRequest {
         vote: Some(ProtoVote {
@@ -50,6 +66,9 @@ pub async fn post_grpc_vote(
         received_at: bandvote_core::time::now(),
     });
     request.set_timeout(state.request_timeout);
+    if let Ok(value) = MetadataValue::try_from(trace.traceparent().as_str()) {
+        request.metadata_mut().insert(TRACEPARENT, value);
+    }
     // The call runs in its own task: a client that hangs up does not cancel a vote already on its
     // way to the queue (its retry with the same key is then counted once), and the shared HTTP/2
     // connection is not flooded with stream resets by departing clients.
@@ -63,13 +82,18 @@ pub async fn post_grpc_vote(
     };
     match &result {
         Ok(_) => {
+            tracing::debug!("vote accepted");
             metrics::counter!(names::VOTES_ACCEPTED, "path" => "grpc").increment(1);
             metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "grpc").record(started.elapsed().as_secs_f64());
         }
         Err(error) if error.status().is_server_error() => {
+            tracing::debug!(status = error.status().as_u16(), "vote not accepted");
             metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "grpc").increment(1);
         }
-        Err(_) => metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "invalid").increment(1),
+        Err(error) => {
+            tracing::debug!(status = error.status().as_u16(), "vote refused");
+            metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "invalid").increment(1);
+        }
     }
     result
 }

@@ -1,22 +1,19 @@
 //! The MongoDB log: one document per vote, `_id` = vote id, so a replayed vote is a duplicate key
 //! and never a second document.
 
-use std::time::Duration;
-
 use mongodb::{
-    Client, Collection, IndexModel,
+    Collection, IndexModel,
     bson::{DateTime, Document, doc},
     error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, IndexOptions},
+    options::IndexOptions,
 };
 
-use crate::sources::kafka::Vote;
+use bandvote_queue::{BoxFuture, CheckError, Vote};
+
+use super::{Inserted, SinkError, VoteLog};
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
-
-/// The collection of vote logs.
-pub const COLLECTION: &str = "logs";
 
 /// The MongoDB side of the log pipeline.
 #[derive(Clone)]
@@ -24,21 +21,10 @@ pub struct MongoLog {
     logs: Collection<Document>,
 }
 
-/// What an insert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inserted {
-    /// New documents.
-    pub inserted: u64,
-    /// Votes already logged (replays).
-    pub duplicates: u64,
-}
-
 impl MongoLog {
     /// Connects to `url`, database `db`, and makes sure the `received_at` index exists.
     pub async fn connect(url: &str, db: &str) -> mongodb::error::Result<Self> {
-        let client = connect_client(url).await?;
-        let logs = client.database(db).collection::<Document>(COLLECTION);
-        Ok(Self { logs })
+        Ok(Self { logs: bandvote_store::log::collection(url, db).await? })
     }
 
     /// Creates the `received_at` descending index if it is missing.
@@ -61,7 +47,7 @@ impl MongoLog {
             return Ok(Inserted { inserted: 0, duplicates: 0 });
         }
         let counted_at = DateTime::now();
-        let docs = votes.iter().map(|vote| to_document(vote, counted_at));
+        let docs = votes.iter().map(|vote| bandvote_store::log::to_document(&vote.message, counted_at));
         let total = votes.len() as u64;
         match self.logs.insert_many(docs).ordered(false).await {
             Ok(result) => Ok(Inserted { inserted: result.inserted_ids.len() as u64, duplicates: 0 }),
@@ -85,36 +71,25 @@ impl MongoLog {
     }
 
     /// `ping`, for readiness.
-    pub async fn ping(&self) -> Result<(), String> {
-        self.logs
-            .client()
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await
-            .map(drop)
-            .map_err(|e| format!("mongodb: {e}"))
+    pub async fn ping(&self) -> Result<(), mongodb::error::Error> {
+        self.logs.client().database("admin").run_command(doc! {"ping": 1}).await.map(drop)
     }
 }
 
-/// A client that gives up on an unreachable server within seconds, not the driver's 30 s.
-pub async fn connect_client(url: &str) -> mongodb::error::Result<Client> {
-    let mut options = ClientOptions::parse(url).await?;
-    options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
-    options.connect_timeout.get_or_insert(Duration::from_secs(3));
-    options.app_name.get_or_insert_with(|| "bandvote".to_owned());
-    Client::with_options(options)
-}
+impl VoteLog for MongoLog {
+    fn store(&self) -> &'static str {
+        "mongodb"
+    }
 
-/// The log document of a vote: `{_id, data: {name, album, year, rank}, path, received_at, counted_at}`.
-pub fn to_document(vote: &Vote, counted_at: DateTime) -> Document {
-    let message = &vote.message;
-    let received_at = bandvote_core::time::parse(&message.received_at)
-        .map_or(counted_at, |at| DateTime::from_millis(at.timestamp_millis()));
-    doc! {
-        "_id": &message.id,
-        "data": {"name": &message.name, "album": &message.album, "year": &message.year, "rank": &message.rank},
-        "path": message.path.as_str(),
-        "received_at": received_at,
-        "counted_at": counted_at,
+    fn prepare(&self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move { Ok(self.ensure_indexes().await?) })
+    }
+
+    fn insert<'a>(&'a self, votes: &'a [&'a Vote]) -> BoxFuture<'a, Result<Inserted, SinkError>> {
+        Box::pin(async move { Ok(MongoLog::insert(self, votes).await?) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), CheckError>> {
+        Box::pin(async move { Ok(MongoLog::ping(self).await?) })
     }
 }

@@ -1,116 +1,65 @@
 //! The Redis tally: live counters, applied by one Lua script per partition batch (`tally.lua`) that
-//! checks and stores the partition's offset in the same atomic step.
+//! checks and stores the partition's offset in the same atomic step (keys: [`bandvote_store::keys`]).
 
 use std::collections::HashMap;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
-use crate::sources::kafka::Vote;
+use bandvote_queue::{BoxFuture, CheckError};
+use bandvote_store::{
+    keys,
+    redis_client::{Redis, RedisTarget, Timeouts},
+};
 
-/// Keys of the contract (DESIGN.md), read by Grafana and the API.
-pub mod keys {
-    /// Hash band → count.
-    pub const BAND: &str = "votes:band";
-    /// Hash `<band> / <album>` → count.
-    pub const ALBUM: &str = "votes:album";
-    /// Integer, all counted votes.
-    pub const TOTAL: &str = "votes:total";
-    /// Hash `{received_at, counted_at}` of the newest counted vote.
-    pub const LAST: &str = "votes:last";
-    /// Stream, one entry per applied batch: `n`, `total`.
-    pub const TIMELINE: &str = "votes:timeline";
-    /// Hash `<topic>:<partition>` → last applied offset.
-    pub const OFFSETS: &str = "votes:offsets";
-    /// Prefix of the idempotency-key markers.
-    pub const SEEN_PREFIX: &str = "votes:seen:";
-}
-
-/// A run of consecutive messages of one partition, ready to be applied.
-#[derive(Debug)]
-pub struct PartitionBatch<'a> {
-    /// Topic name.
-    pub topic: &'a str,
-    /// Partition number.
-    pub partition: i32,
-    /// Offset of the first message.
-    pub first: i64,
-    /// Offset of the last message.
-    pub last: i64,
-    /// The first offset of the partition, expected when Redis stores none.
-    pub partition_start: i64,
-    /// The valid votes among the messages (invalid ones only advance the offset).
-    pub votes: Vec<&'a Vote>,
-}
-
-/// What the script did with a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// Applied: votes counted, votes skipped as retries of a known key, and the new total.
-    Counted {
-        /// Votes counted.
-        counted: u64,
-        /// Votes skipped because their idempotency key was already counted.
-        duplicates: u64,
-        /// `votes:total` afterwards.
-        total: u64,
-    },
-    /// Refused: the batch does not continue the stored offset (`None`: nothing stored).
-    Refused {
-        /// The stored offset.
-        stored: Option<i64>,
-    },
-}
+use super::{Applied, Counters, PartitionBatch, SinkError};
 
 /// The Redis side of the tally pipeline.
 #[derive(Clone)]
 pub struct RedisTally {
-    connection: ConnectionManager,
+    connection: Redis,
     script: Script,
     seen_ttl_secs: u64,
 }
 
 impl RedisTally {
-    /// Connects (with automatic reconnection) to the Redis at `url` (a database number is honoured).
-    pub async fn connect(url: &str, seen_ttl_secs: u64) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+    /// Connects (with automatic reconnection, following a Sentinel failover) to the Redis at `url`
+    /// (`redis://` or `redis-sentinel://`; a database number is honoured).
+    pub async fn connect(url: &str, seen_ttl_secs: u64) -> anyhow::Result<Self> {
+        let connection = RedisTarget::parse(url)?.connect(Timeouts::default()).await?;
         Ok(Self { connection, script: Script::new(include_str!("tally.lua")), seen_ttl_secs })
-    }
-
-    /// The connection, for readers of the same keys.
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
     }
 
     /// Applies one partition batch atomically (see `tally.lua`).
     pub async fn apply(&self, batch: &PartitionBatch<'_>, counted_at: &str) -> redis::RedisResult<Applied> {
-        let mut groups: HashMap<(&str, String), u64> = HashMap::new();
+        let mut groups: HashMap<(&str, &str), u64> = HashMap::new();
         let mut newest_unkeyed = "";
         let mut keyed = Vec::new();
         for vote in &batch.votes {
             if vote.client_key {
                 keyed.push(*vote);
             } else {
-                *groups.entry((vote.message.name.as_str(), vote.album_key.clone())).or_default() += 1;
+                *groups.entry((vote.message.name.as_str(), vote.album_key.as_str())).or_default() += 1;
                 if vote.message.received_at.as_str() > newest_unkeyed {
                     newest_unkeyed = &vote.message.received_at;
                 }
             }
         }
         let mut invocation = self.script.prepare_invoke();
+        for key in [keys::OFFSETS, keys::MARKS, keys::BAND, keys::ALBUM, keys::TOTAL, keys::LAST, keys::TIMELINE] {
+            invocation.key(key);
+        }
         invocation
-            .arg(format!("{}:{}", batch.topic, batch.partition))
+            .arg(format!("{}:{}", batch.queue, batch.partition))
             .arg(batch.first)
             .arg(batch.last)
             .arg(batch.partition_start)
             .arg(counted_at)
             .arg(self.seen_ttl_secs)
             .arg(newest_unkeyed)
-            .arg(groups.len());
+            .arg(&batch.mark)
+            .arg(batch.reset_from.map(|offset| offset.to_string()).unwrap_or_default())
+            .arg(groups.len())
+            .arg(keys::SEEN_PREFIX);
         for ((band, album), n) in &groups {
             invocation.arg(*band).arg(album).arg(*n);
         }
@@ -122,25 +71,51 @@ impl RedisTally {
                 .arg(&vote.message.received_at);
         }
         let mut connection = self.connection.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
-        match reply.as_slice() {
-            [1, counted, duplicates, total] => Ok(Applied::Counted {
+        let reply: Vec<redis::Value> = invocation.invoke_async(&mut connection).await?;
+        let int = |value: &redis::Value| match value {
+            redis::Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let ints: Vec<Option<i64>> = reply.iter().map(int).collect();
+        match (ints.as_slice(), reply.get(2)) {
+            ([Some(1), Some(counted), Some(duplicates), Some(total)], _) => Ok(Applied::Counted {
                 counted: u64::try_from(*counted).unwrap_or(0),
                 duplicates: u64::try_from(*duplicates).unwrap_or(0),
                 total: u64::try_from(*total).unwrap_or(0),
             }),
-            [0, stored] => Ok(Applied::Refused { stored: (*stored >= 0).then_some(*stored) }),
-            other => Err(redis::RedisError::from((
+            ([Some(0), Some(stored), _], Some(mark)) => Ok(Applied::Refused {
+                stored: (*stored >= 0).then_some(*stored),
+                mark: redis::from_redis_value::<String>(mark.clone()).ok().filter(|m| !m.is_empty()),
+            }),
+            _ => Err(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "unexpected reply from the tally script",
-                format!("{other:?}"),
+                format!("{reply:?}"),
             ))),
         }
     }
 
     /// `PING`, for readiness.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop).map_err(|e| format!("redis: {e}"))
+        redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop)
+    }
+}
+
+impl Counters for RedisTally {
+    fn store(&self) -> &'static str {
+        "redis"
+    }
+
+    fn apply<'a>(
+        &'a self,
+        batch: &'a PartitionBatch<'a>,
+        counted_at: &'a str,
+    ) -> BoxFuture<'a, Result<Applied, SinkError>> {
+        Box::pin(async move { Ok(RedisTally::apply(self, batch, counted_at).await?) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), CheckError>> {
+        Box::pin(async move { Ok(RedisTally::ping(self).await?) })
     }
 }

@@ -1,34 +1,45 @@
 -- Applies one batch of votes from one Kafka partition to the live counters, atomically, exactly once.
 --
+-- KEYS: votes:offsets, votes:offsets:marks, votes:band, votes:album, votes:total, votes:last,
+--       votes:timeline (bandvote_store::keys, in that order)
 -- ARGV[1]  the partition's field in votes:offsets ("<topic>:<partition>")
 -- ARGV[2]  the batch's first offset          ARGV[3]  the batch's last offset
 -- ARGV[4]  the partition's first offset (expected when no offset is stored yet)
 -- ARGV[5]  counted_at (RFC 3339)             ARGV[6]  idempotency-key memory, seconds
 -- ARGV[7]  newest received_at among the votes without a client key ('' if none)
--- ARGV[8]  G, the number of aggregated groups that follow
+-- ARGV[8]  the fingerprint of the batch's last record, stored in votes:offsets:marks
+-- ARGV[9]  a stored offset of a queue since reset ('' if none): if it is still the stored one, it is
+--          forgotten, and the batch must start at the partition's first offset
+-- ARGV[10] G, the number of aggregated groups that follow
+-- ARGV[11] the prefix of the idempotency-key markers ("votes:seen:")
 -- then G triples (band, "<band> / <album>", count) for votes without a client key,
 -- then quadruples (id, band, "<band> / <album>", received_at) for votes with a client key.
 --
 -- The batch is applied only if it continues the stored offset; otherwise nothing is written and the
--- answer is {0, stored offset or -1}. Applied: {1, counted, duplicates, total}.
+-- answer is {0, stored offset or -1, stored fingerprint or ''}. Applied: {1, counted, duplicates, total}.
 
+local offsets, marks, band_counts, album_counts, total_key, last_key, timeline =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local field = ARGV[1]
 local first = tonumber(ARGV[2])
-local stored = redis.call('HGET', 'votes:offsets', field)
+local stored = redis.call('HGET', offsets, field)
+if stored and ARGV[9] ~= '' and tonumber(stored) == tonumber(ARGV[9]) then
+  stored = nil
+end
 if stored then
   if tonumber(stored) + 1 ~= first then
-    return {0, tonumber(stored)}
+    return {0, tonumber(stored), redis.call('HGET', marks, field) or ''}
   end
 elseif first ~= tonumber(ARGV[4]) then
-  return {0, -1}
+  return {0, -1, ''}
 end
 
 local bands, albums = {}, {}
 local counted, duplicates = 0, 0
 local newest = ARGV[7]
 
-local i = 9
-for _ = 1, tonumber(ARGV[8]) do
+local i = 12
+for _ = 1, tonumber(ARGV[10]) do
   local n = tonumber(ARGV[i + 2])
   bands[ARGV[i]] = (bands[ARGV[i]] or 0) + n
   albums[ARGV[i + 1]] = (albums[ARGV[i + 1]] or 0) + n
@@ -38,7 +49,7 @@ end
 
 local ttl = ARGV[6]
 while i <= #ARGV do
-  if redis.call('SET', 'votes:seen:' .. ARGV[i], '1', 'NX', 'EX', ttl) then
+  if redis.call('SET', ARGV[11] .. ARGV[i], '1', 'NX', 'EX', ttl) then
     bands[ARGV[i + 1]] = (bands[ARGV[i + 1]] or 0) + 1
     albums[ARGV[i + 2]] = (albums[ARGV[i + 2]] or 0) + 1
     counted = counted + 1
@@ -49,15 +60,16 @@ while i <= #ARGV do
   i = i + 4
 end
 
-for band, n in pairs(bands) do redis.call('HINCRBY', 'votes:band', band, n) end
-for album, n in pairs(albums) do redis.call('HINCRBY', 'votes:album', album, n) end
-local total = redis.call('INCRBY', 'votes:total', counted)
+for band, n in pairs(bands) do redis.call('HINCRBY', band_counts, band, n) end
+for album, n in pairs(albums) do redis.call('HINCRBY', album_counts, album, n) end
+local total = redis.call('INCRBY', total_key, counted)
 if counted > 0 then
-  local last = redis.call('HGET', 'votes:last', 'received_at')
+  local last = redis.call('HGET', last_key, 'received_at')
   if (not last) or newest > last then
-    redis.call('HSET', 'votes:last', 'received_at', newest, 'counted_at', ARGV[5])
+    redis.call('HSET', last_key, 'received_at', newest, 'counted_at', ARGV[5])
   end
-  redis.call('XADD', 'votes:timeline', 'MAXLEN', '~', '100000', '*', 'n', counted, 'total', total)
+  redis.call('XADD', timeline, 'MAXLEN', '~', '100000', '*', 'n', counted, 'total', total)
 end
-redis.call('HSET', 'votes:offsets', field, ARGV[3])
+redis.call('HSET', offsets, field, ARGV[3])
+redis.call('HSET', marks, field, ARGV[8])
 return {1, counted, duplicates, total}

@@ -1,3 +1,0 @@
-//! Where the consumer reads: Kafka.
-
-pub mod kafka;

@@ -1,0 +1,43 @@
+//! The storage contract of bandvote, spelled once (DESIGN.md, "Redis" and "MongoDB"), and the tools
+//! that read one store to check or rebuild the other:
+//! - [`keys`]: the Redis keys of the live counters, read by the API and Grafana, written by the
+//!   tally pipeline;
+//! - [`log`]: the MongoDB vote log: its collection, its document, a client that fails fast;
+//! - [`recount`]: rebuilding the Redis counters from the log; [`audit`]: comparing the two;
+//! - [`redis_client`] (from bandvote-runtime, where the gateways find it too): where Redis is (one
+//!   URL, or the primary Sentinel names) and a connection that follows a failover;
+//! - [`redact`]: a store URL fit for logs and errors.
+
+pub mod audit;
+pub mod log;
+pub mod recount;
+
+pub use bandvote_runtime::{redis_client, url::redact};
+
+/// Redis URL of every service when none is given.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// MongoDB URL of every service when none is given.
+pub const DEFAULT_MONGO_URL: &str = "mongodb://127.0.0.1:27017";
+/// MongoDB database of every service when none is given.
+pub const DEFAULT_MONGO_DB: &str = "bandvote";
+
+/// Redis keys of the contract, read by Grafana and the API.
+pub mod keys {
+    /// Hash band → count.
+    pub const BAND: &str = "votes:band";
+    /// Hash `<band> / <album>` → count.
+    pub const ALBUM: &str = "votes:album";
+    /// Integer, all counted votes.
+    pub const TOTAL: &str = "votes:total";
+    /// Hash `{received_at, counted_at}` of the newest counted vote.
+    pub const LAST: &str = "votes:last";
+    /// Stream, one entry per applied batch: `n`, `total`.
+    pub const TIMELINE: &str = "votes:timeline";
+    /// Hash `<topic>:<partition>` → last applied offset.
+    pub const OFFSETS: &str = "votes:offsets";
+    /// Hash `<topic>:<partition>` → fingerprint of the record at that offset (a reset queue is told
+    /// apart by it).
+    pub const MARKS: &str = "votes:offsets:marks";
+    /// Prefix of the idempotency-key markers.
+    pub const SEEN_PREFIX: &str = "votes:seen:";
+}

@@ -1,0 +1,81 @@
+//! The MongoDB vote log: database `bandvote` (configurable), collection `logs`, one document per
+//! vote, `{_id: <vote id>, data: {name, album, year, rank}, path, received_at: Date, counted_at:
+//! Date}`, indexed on `received_at` descending.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bandvote_core::{Counts, VoteMessage};
+use futures::TryStreamExt;
+use mongodb::{
+    Client, Collection,
+    bson::{DateTime, Document, doc},
+    options::ClientOptions,
+};
+
+/// The collection of vote logs.
+pub const COLLECTION: &str = "logs";
+
+/// A client that gives up on an unreachable server within seconds, not the driver's 30 s.
+pub async fn connect_client(url: &str) -> mongodb::error::Result<Client> {
+    let mut options = ClientOptions::parse(url).await?;
+    options.server_selection_timeout.get_or_insert(Duration::from_secs(5));
+    options.connect_timeout.get_or_insert(Duration::from_secs(3));
+    options.app_name.get_or_insert_with(|| "bandvote".to_owned());
+    Client::with_options(options)
+}
+
+/// The log collection of database `db` at `url` (nothing is contacted yet).
+pub async fn collection(url: &str, db: &str) -> mongodb::error::Result<Collection<Document>> {
+    Ok(connect_client(url).await?.database(db).collection(COLLECTION))
+}
+
+/// The log document of a vote.
+pub fn to_document(message: &VoteMessage, counted_at: DateTime) -> Document {
+    let received_at = bandvote_core::time::parse(&message.received_at)
+        .map_or(counted_at, |at| DateTime::from_millis(at.timestamp_millis()));
+    doc! {
+        "_id": &message.id,
+        "data": {"name": &message.name, "album": &message.album, "year": &message.year, "rank": &message.rank},
+        "path": message.path.as_str(),
+        "received_at": received_at,
+        "counted_at": counted_at,
+    }
+}
+
+/// The whole log, counted: the counts, the newest `received_at`, and the ids still within
+/// `idempotency_ttl` with their remaining seconds.
+pub(crate) struct Scan {
+    pub(crate) counts: Counts,
+    pub(crate) newest: Option<DateTime>,
+    pub(crate) recent: Vec<(String, u64)>,
+}
+
+/// Counts the whole vote log.
+pub(crate) async fn scan(logs: &Collection<Document>, idempotency_ttl: Duration) -> anyhow::Result<Scan> {
+    let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1};
+    let mut cursor = logs.find(doc! {}).projection(projection).await.context("failed to read the vote log")?;
+    let mut scan = Scan { counts: Counts::default(), newest: None, recent: Vec::new() };
+    let ttl_ms = i64::try_from(idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+    let now = DateTime::now();
+    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
+        let (Some(id), Some((band, album))) = (document.get_str("_id").ok(), data_of(&document)) else {
+            tracing::warn!(?document, "skipping a log document without band or album");
+            continue;
+        };
+        scan.counts.add(band, album);
+        if let Ok(received) = document.get_datetime("received_at") {
+            scan.newest = scan.newest.max(Some(*received));
+            let age = now.timestamp_millis() - received.timestamp_millis();
+            if age < ttl_ms {
+                scan.recent.push((id.to_owned(), u64::try_from((ttl_ms - age) / 1000).unwrap_or(1).max(1)));
+            }
+        }
+    }
+    Ok(scan)
+}
+
+fn data_of(document: &Document) -> Option<(&str, &str)> {
+    let data = document.get_document("data").ok()?;
+    Some((data.get_str("name").ok()?, data.get_str("album").ok()?))
+}

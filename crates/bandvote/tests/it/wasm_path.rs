@@ -1,0 +1,148 @@
+//! The WebAssembly path end to end against the real servers: `POST /wasm/votes` → wasm-gateway
+//! (a fresh guest instance per request) → http-producer → Kafka → consumer → Redis + MongoDB.
+
+use std::{collections::HashSet, path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+
+use crate::support::{
+    PATIENCE, TestEnv, assert_bad_input_is_refused_and_nothing_written, expected, free_port, mix, post_all, post_vote,
+    repo_root,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn known_mix_through_the_wasm_path_is_counted_and_logged_exactly_once() {
+    let env = TestEnv::new().await;
+    let base = env.start_wasm_path().await;
+    env.start_consumer().await;
+    let votes = mix(300);
+    let ids = post_all(&format!("{base}/wasm/votes"), &votes, 8).await;
+    assert_eq!(env.wait_for_total(300).await, expected(&votes));
+    let docs = env.wait_for_logs(300).await;
+    let logged: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").expect("_id")).collect();
+    assert_eq!(logged, ids.iter().map(String::as_str).collect::<HashSet<_>>());
+    assert!(docs.iter().all(|d| d.get_str("path") == Ok("wasm")));
+
+    // Retries with one Idempotency-Key are counted once, as on the gRPC path.
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let (status, body) =
+            post_vote(&client, &format!("{base}/wasm/votes"), votes[0].body(), Some("wasm-key-1")).await;
+        assert_eq!((status, body["id"].as_str()), (202, Some("wasm-key-1")));
+    }
+    assert_eq!(env.wait_for_total(301).await.total, 301);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_through_both_paths_at_once_are_counted_exactly() {
+    let env = TestEnv::new().await;
+    let grpc = env.start_grpc_path().await;
+    let wasm = env.start_wasm_path().await;
+    env.start_consumer().await;
+    let (grpc_votes, wasm_votes) = (mix(400), mix(250));
+    let (grpc_url, wasm_url) = (format!("{grpc}/grpc/votes"), format!("{wasm}/wasm/votes"));
+    let (grpc_ids, wasm_ids) = tokio::join!(post_all(&grpc_url, &grpc_votes, 8), post_all(&wasm_url, &wasm_votes, 8));
+    let all: Vec<_> = grpc_votes.iter().chain(&wasm_votes).cloned().collect();
+    assert_eq!(env.wait_for_total(650).await, expected(&all));
+    let docs = env.wait_for_logs(650).await;
+    let by_path = |path: &str| docs.iter().filter(|d| d.get_str("path") == Ok(path)).count();
+    assert_eq!((by_path("grpc"), by_path("wasm")), (grpc_ids.len(), wasm_ids.len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_on_the_wasm_path_gets_the_same_errors_and_writes_nothing() {
+    let env = TestEnv::new().await;
+    let base = env.start_wasm_path().await;
+    env.start_consumer().await;
+    assert_bad_input_is_refused_and_nothing_written(&env, &base, "wasm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn producer_down_gives_503_with_retry_after_not_a_hang() {
+    let env = TestEnv::new().await;
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let base = env.start_wasm_gateway_for(&nobody, None).await;
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let response = client
+        .post(format!("{base}/wasm/votes"))
+        .header("content-type", "application/json")
+        .body(mix(1)[0].body())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(client.get(format!("{base}/readyz")).send().await.expect("readyz").status(), 503);
+}
+
+/// The guest built with its `misbehave` routes (trap, endless loop, unbounded allocation).
+fn misbehaving_guest() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let target_dir = root.join("target/guest-misbehave");
+            let output = Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["build", "--release", "-p", "bandvote-guest", "--features", "misbehave"])
+                .args(["--target", "wasm32-wasip2", "--target-dir"])
+                .arg(&target_dir)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+                .output()
+                .expect("cargo runs");
+            assert!(
+                output.status.success(),
+                "building the misbehaving guest failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            target_dir.join("wasm32-wasip2/release/bandvote-guest.wasm")
+        })
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_that_traps_or_exceeds_its_limits_fails_that_request_only() {
+    let env = TestEnv::new().await;
+    let component = tokio::task::spawn_blocking(misbehaving_guest).await.expect("built");
+    let (base, _) = env.start_wasm_gateway(Some(component)).await;
+    env.start_consumer().await;
+    let client = reqwest::Client::new();
+    for route in ["trap", "spin", "allocate"] {
+        let started = std::time::Instant::now();
+        let response = client.post(format!("{base}/wasm/misbehave/{route}")).send().await.expect("answered");
+        assert_eq!(response.status().as_u16(), 500, "{route}");
+        assert!(started.elapsed() < PATIENCE, "{route} answered, not hung");
+        // The gateway keeps serving: a normal vote right after is accepted.
+        let (status, body) = post_vote(&client, &format!("{base}/wasm/votes"), mix(1)[0].body(), None).await;
+        assert_eq!(status, 202, "after {route}: {body}");
+    }
+    assert_eq!(env.wait_for_total(3).await.total, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guest_can_reach_its_upstream_and_nothing_else() {
+    let env = TestEnv::new().await;
+    // A server the guest must not reach, counting every request it gets.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "reached" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let forbidden = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let component = tokio::task::spawn_blocking(misbehaving_guest).await.expect("built");
+    let (base, producer) = env.start_wasm_gateway(Some(component)).await;
+    let client = reqwest::Client::new();
+    let escape = |target: String| client.get(format!("{base}/wasm/misbehave/escape?{target}")).send();
+    let status = escape(format!("http://{forbidden}/")).await.expect("answered").status();
+    assert_eq!(status.as_u16(), 403, "the host refused the request");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the other server");
+    // The same request to the upstream goes through.
+    let status = escape(format!("http://{producer}/healthz")).await.expect("answered").status();
+    assert_eq!(status.as_u16(), 200);
+}

@@ -1,0 +1,75 @@
+//! The web app in headless Chromium (Debian's `chromium`, driven by playwright-core) against
+//! `bandvote up` on the real servers: votes through both paths show up live, errors are clear, and
+//! the freshness badge turns red when the server goes away. Screenshots go to target/screenshots.
+
+use std::{process::Stdio, time::Duration};
+
+use crate::support::{TestEnv, repo_root, start_up};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn the_web_app_follows_votes_live_in_a_browser() {
+    let env = TestEnv::new().await;
+    let (up, base) = start_up(&env).await;
+    browse(up, &base, "target/screenshots").await;
+}
+
+/// The same, against `bandvote up` on its embedded storage (the README's first command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn the_web_app_follows_votes_live_on_embedded_storage() {
+    let dir = std::env::temp_dir().join(format!("bandvote-web-embedded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = crate::support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = crate::support::embedded_up(port, &dir).stderr(Stdio::null()).spawn().expect("up starts");
+    crate::support::wait_ready(&base).await;
+    browse(up, &base, "target/screenshots/embedded").await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs web/e2e/live.mjs against `base`, killing `up` when the script asks for it.
+async fn browse(mut up: tokio::process::Child, base: &str, screenshots: &str) {
+    let shots = repo_root().join(screenshots);
+    let mut browser = tokio::process::Command::new("node")
+        .arg("e2e/live.mjs")
+        .arg(base)
+        .arg(&shots)
+        .current_dir(repo_root().join("web"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the browser test");
+    let mut stdin = browser.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(browser.stdout.take().expect("stdout")).lines();
+    let mut said = Vec::new();
+    let stop = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.expect("read the browser test's output") {
+            said.push(line.clone());
+            if line == "STOP_THE_SERVER" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the browser test reaches the outage step");
+    if stop {
+        // The server goes away (SIGKILL: no goodbye on the stream); the page must notice.
+        up.kill().await.expect("kill bandvote up");
+        stdin.write_all(b"stopped\n").await.expect("tell the browser test");
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push(line);
+        }
+    }
+    let status =
+        tokio::time::timeout(Duration::from_secs(60), browser.wait()).await.expect("finishes").expect("status");
+    assert!(status.success(), "browser test failed ({status}); its output:\n{}", said.join("\n"));
+    assert!(said.iter().any(|l| l.starts_with("OK: ")), "{}", said.join("\n"));
+    for shot in ["empty.png", "live.png", "vote-error.png", "phone.png", "stream-lost.png"] {
+        let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "screenshot {shot} was saved ({size} bytes)");
+    }
+}

@@ -1,0 +1,94 @@
+"""Puts each known deployment bug (files that passed the offline checks yet a current cluster refused)
+back, one at a time, in a scratch copy of the files, and shows that scripts/check_deploy.py catches
+it: prints the first FAIL line for each, and exits 1 if some break went unnoticed. Not part of CI
+(each break re-renders and re-runs the Strimzi model, a few minutes in all); run it by hand after
+changing a check, with the environment check-deploy sets:
+
+    eval "$(scripts/tools env)"; . deploy/versions.env
+    BANDVOTE_JAVA=... BANDVOTE_STRIMZI_CLASSPATH=... BANDVOTE_CRD_DIRS=... \
+        "$BANDVOTE_PYTHON" scripts/deploycheck/mutations.py "$BANDVOTE_KUSTOMIZE" target/debug/bandvote docker-compose
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+COPY = ["scripts", "deploy", "Dockerfile", ".dockerignore", "crates/bandvote-runtime/src/metrics.rs"]
+
+KAFKA = "deploy/k8s/base/kafka.yaml"
+# (what the bug was, file, text to replace, replacement)
+BREAKS = [
+    ("1 Strimzi API v1beta2", KAFKA, "apiVersion: kafka.strimzi.io/v1\nkind: Kafka\n", "apiVersion: kafka.strimzi.io/v1beta2\nkind: Kafka\n"),
+    ("1 Kafka 4.1.x", KAFKA, "version: 4.3.0", "version: 4.1.1"),
+    ("1 ignored KRaft annotation", KAFKA, "  name: bandvote\nspec:\n  kafka:", "  name: bandvote\n  annotations:\n    strimzi.io/kraft: enabled\nspec:\n  kafka:"),
+    ("1 v1beta2-only field", KAFKA, "    version: 4.3.0\n", "    version: 4.3.0\n    replicas: 1\n"),
+    ("1 unpinned operator in the guide", "deploy/README.md", ' --version "$STRIMZI_VERSION"', ""),
+    ("2 Kafka container without securityContext", KAFKA, "      kafkaContainer:\n        securityContext:\n          allowPrivilegeEscalation: false\n          runAsNonRoot: true\n          readOnlyRootFilesystem: true\n          capabilities: {drop: [ALL]}\n          seccompProfile: {type: RuntimeDefault}\n", ""),
+    ("3 no policy for the HTTP-01 solver", "deploy/k8s/base/network-policies.yaml", "matchLabels: {acme.cert-manager.io/http01-solver: \"true\"}", "matchLabels: {acme.cert-manager.io/http01-solver: \"nobody\"}"),
+    ("4 compose Kafka log off the volume", "deploy/compose/docker-compose.yml", "      KAFKA_LOG_DIRS: /var/lib/kafka/data\n", ""),
+    ("5 internal LB rewrites source IPs", "deploy/cloudrun/internal-lb.yaml", "  externalTrafficPolicy: Local\n", ""),
+    ("5 Kafka listener open to every namespace", KAFKA, "        networkPolicyPeers:\n          - podSelector:\n              matchExpressions:\n                - {key: app.kubernetes.io/name, operator: In, values: [grpc, wasm, consumer]}\n", ""),
+    ("5 production image that does not exist", "deploy/k8s/overlays/production/kustomization.yaml", "newName: us-central1-docker.pkg.dev/my-project/bandvote/bandvote\n", "newName: bandvote\n"),
+    ("5 consumer autoscaled on CPU", "deploy/k8s/base/consumer.yaml", "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject", "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: cpu}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: consumer}\n  maxReplicas: 5\n---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject"),
+    ("5 replicas in the Deployment", "deploy/k8s/base/consumer.yaml", "spec:\n  selector:\n    matchLabels: {app.kubernetes.io/name: consumer}\n  template", "spec:\n  replicas: 2\n  selector:\n    matchLabels: {app.kubernetes.io/name: consumer}\n  template"),
+    ("5 more consumers than partitions", "deploy/k8s/base/consumer.yaml", "maxReplicaCount: 6", "maxReplicaCount: 10"),
+    ("5 no scale-down stabilisation", "deploy/k8s/base/consumer.yaml", "stabilizationWindowSeconds: 600", "stabilizationWindowSeconds: 0"),
+    ("5 PDB minAvailable 1 with one replica", "deploy/k8s/base/api.yaml", "  maxUnavailable: 1\n", "  minAvailable: 1\n"),
+    ("5 .env in the build context", ".dockerignore", "**/.env\n", ""),
+    ("5 Redis password in its args", "deploy/k8s/base/redis.yaml", "exec redis-server /etc/redis/redis.conf", "exec redis-server /etc/redis/redis.conf --requirepass $(REDISCLI_AUTH)"),
+    ("5 Redis without maxmemory", "deploy/k8s/base/redis.yaml", "    maxmemory 768mb\n", ""),
+    ("5 apps as MongoDB's root user", "deploy/k8s/base/api.yaml", "mongodb://bandvote:$(MONGO_PASSWORD)@mongodb:27017/bandvote?authSource=bandvote", "mongodb://root:$(MONGO_PASSWORD)@mongodb:27017/?authSource=admin"),
+    ("5 Grafana downloads its plugin", "deploy/k8s/base/grafana.yaml", "          env:\n", "          env:\n            - {name: GF_INSTALL_PLUGINS, value: redis-datasource}\n"),
+    ("5 Redis Service not headless", "deploy/k8s/base/redis.yaml", "  clusterIP: None\n", ""),
+    ("5 production Kafka without anti-affinity", "deploy/k8s/overlays/production/kustomization.yaml", "topologyKey: kubernetes.io/hostname", "topologyKey: topology.kubernetes.io/zone-x"),
+    ("5 image build without cache mounts", "Dockerfile", "--mount=type=cache,target=/src/target,sharing=locked", ""),
+    ("route / exposes /metrics", "deploy/k8s/base/gateway.yaml", "        - path: {type: PathPrefix, value: /metrics}\n", ""),
+    ("CRD: unknown HTTPRoute field", "deploy/k8s/base/gateway.yaml", "      backendRefs:\n        - {name: grpc, port: 3000}", "      backendRefs:\n        - {name: grpc, port: 3000, weight: 1, timeout: 5s}"),
+    ("CRD: KEDA trigger metadata not a string", "deploy/k8s/base/consumer.yaml", 'threshold: "5000"', "threshold: 5000"),
+    ("6 stat over strings reduces numbers only", "deploy/grafana/dashboards/contest-live.json", '"fields": "/.*/"', '"fields": ""'),
+    ("6 time series without $time", "deploy/grafana/dashboards/contest-live.json", '"$time",', '"$streamId",'),
+    ("6 1 s refresh under the 5 s minimum", "deploy/grafana/Dockerfile", "    GF_DASHBOARDS_MIN_REFRESH_INTERVAL=1s\n", "    GF_X=1\n"),
+]
+
+
+def main():
+    args = sys.argv[1:4]
+    missed = 0
+    only = os.environ.get("ONLY", "")
+    for title, path, old, new in BREAKS:
+        if only not in title:
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            scratch = pathlib.Path(scratch)
+            for item in COPY:
+                source, target = ROOT / item, scratch / item
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+            if "grafana" in path and path.endswith(".json"):  # the k8s copies must stay equal
+                extra = scratch / "deploy/k8s/base/grafana" / pathlib.Path(path).name
+            else:
+                extra = None
+            for file in filter(None, [scratch / path, extra]):
+                text = file.read_text()
+                if old not in text:
+                    print(f"[{title}] the text to break is not in {path} any more; update mutations.py")
+                    missed += 1
+                    break
+                file.write_text(text.replace(old, new, 1))
+            else:
+                result = subprocess.run([sys.executable, str(scratch / "scripts/check_deploy.py"), *args],
+                                        capture_output=True, text=True, check=False)
+                fails = [l.strip() for l in result.stdout.splitlines() if l.strip().startswith("FAIL")]
+                if result.returncode == 0 or not fails:
+                    print(f"[{title}] NOT CAUGHT")
+                    missed += 1
+                else:
+                    print(f"[{title}] {fails[0]}")
+    sys.exit(1 if missed else 0)
+
+
+main()
