@@ -376,7 +376,7 @@ def check_network(name, docs, extra_policies=()):
         ("grpc", "kafka", 9092), ("wasm", "kafka", 9092), ("consumer", "kafka", 9092),
         ("consumer", "redis", 6379), ("consumer", "mongodb", 27017),
         ("api", "redis", 6379), ("api", "mongodb", 27017), ("grafana", "redis", 6379),
-        ("grafana", "prometheus", 9090), ("keda-operator", "prometheus", 9090),
+        ("grpc", "redis", 6379), ("wasm", "redis", 6379), ("grafana", "prometheus", 9090), ("keda-operator", "prometheus", 9090),
         ("prometheus", "grpc", 3000), ("prometheus", "grpc", 3001), ("prometheus", "wasm", 8080),
         ("prometheus", "wasm", 8001), ("prometheus", "consumer", 9100), ("prometheus", "api", 8000),
         ("kafka", "kafka", 9091), ("kafka", "kafka", 9090), ("entity-operator", "kafka", 9091),
@@ -391,7 +391,7 @@ def check_network(name, docs, extra_policies=()):
     closed_arrows += [(OTHER_NAMESPACE, target, port) for target, port in [
         ("kafka", 9092), ("redis", 6379), ("mongodb", 27017), ("prometheus", 9090), ("consumer", 9100)]]
     closed_arrows += [(OTHER_POD, "kafka", 9092), (OTHER_POD, "redis", 6379), (OTHER_POD, "mongodb", 27017),
-                      ("api", "kafka", 9092), ("grafana", "mongodb", 27017), ("grpc", "redis", 6379),
+                      ("api", "kafka", 9092), ("grafana", "mongodb", 27017), ("grpc", "mongodb", 27017),
                       ("wasm", "mongodb", 27017), ("keda-operator", "redis", 6379)]
 
     def resolve(x):
@@ -804,7 +804,7 @@ def check_guide():
     for chart, key in (("strimzi/strimzi-kafka-operator", "STRIMZI_VERSION"), ("jetstack/cert-manager", "CERT_MANAGER_VERSION"), ("kedacore/keda", "KEDA_VERSION")):
         if not re.search(rf"{re.escape(chart)}[^\n]*(\\\n[^\n]*)*--version \"?\$\{{?{key}", text):
             fail(f"deploy/README.md: {chart} must be installed with --version ${key}")
-    for secret_key in ("redis-password", "mongo-password", "mongo-root-password", "grafana-admin-password"):
+    for secret_key in ("redis-password", "mongo-password", "mongo-root-password", "grafana-admin-password", "admin-token"):
         if secret_key not in text:
             fail(f"deploy/README.md: the Secret bandvote-secrets needs {secret_key}")
 

@@ -1,14 +1,22 @@
 //! Reading the contract's stores: the counters (Redis, or `bandvote up`'s embedded database) and
 //! the vote log (MongoDB, or the embedded database).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use bandvote_core::Counts;
-use bandvote_embedded::Storage;
+use bandvote_core::{
+    Counts,
+    round::{DEFAULT_ROUND, Round, RoundStore},
+};
+use bandvote_embedded::{EmbeddedRounds, Storage};
 use bandvote_runtime::health::CheckError;
 use bandvote_store::{
     keys,
     redis_client::{Redis, RedisTarget, Timeouts},
+    rounds::RedisRounds,
 };
 
 use futures::TryStreamExt;
@@ -40,9 +48,26 @@ pub struct Results {
     pub freshness_ms: Option<i64>,
 }
 
+/// `GET /api/results`: the results of one round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoundResults {
+    /// `total`, `bands`, `albums`, `updated_at`, `freshness_ms`.
+    #[serde(flatten)]
+    pub results: Results,
+    /// The round.
+    pub round: String,
+    /// Whether the public sees only its total.
+    pub hidden: bool,
+    /// Whether every vote answered `202` for it is counted and its counters agree with the log.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
 /// One `GET /api/logs` item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogEntry {
+    /// The round it counts in.
+    pub round: String,
     /// The vote id.
     pub id: String,
     /// `{name, album, year, rank}`.
@@ -81,6 +106,7 @@ enum Logs {
 pub struct Store {
     counters: Counters,
     logs: Logs,
+    rounds: Arc<dyn RoundStore>,
 }
 
 impl Store {
@@ -113,7 +139,104 @@ impl Store {
                 )
             }
         };
-        Ok(Self { counters, logs })
+        // The rounds live beside the counters: in the embedded database whenever `up` has one
+        // open (its gateways read them there too), else in the counters' Redis.
+        let rounds: Arc<dyn RoundStore> = match embedded {
+            Some(e) => Arc::new(EmbeddedRounds(Arc::clone(&e.storage))),
+            None => Arc::new(RedisRounds::new(redis_url)?),
+        };
+        Ok(Self { counters, logs, rounds })
+    }
+
+    /// Where the rounds are.
+    pub fn rounds(&self) -> &Arc<dyn RoundStore> {
+        &self.rounds
+    }
+
+    /// Every round, as stored.
+    pub async fn load_rounds(&self) -> Result<Vec<Round>, Unavailable> {
+        match tokio::time::timeout(READ_TIMEOUT, self.rounds.load()).await {
+            Ok(Ok(stored)) => Ok(stored.rounds),
+            Ok(Err(error)) => Err(Unavailable(error.to_string())),
+            Err(_) => Err(Unavailable("round store: no answer".into())),
+        }
+    }
+
+    /// The ids of the rounds whose results are hidden.
+    pub async fn hidden_rounds(&self) -> Result<HashSet<String>, Unavailable> {
+        Ok(self.load_rounds().await?.into_iter().filter(Round::is_hidden).map(|r| r.id).collect())
+    }
+
+    /// Round `id`'s total.
+    pub async fn round_total(&self, id: &str) -> Result<u64, Unavailable> {
+        match &self.counters {
+            Counters::Redis { target, connection } if id != DEFAULT_ROUND => {
+                let mut redis = Self::redis(target, connection).await?;
+                let [_, _, total] = keys::round(id);
+                let mut get = redis::cmd("GET");
+                get.arg(total);
+                match tokio::time::timeout(READ_TIMEOUT, get.query_async::<Option<u64>>(&mut redis)).await {
+                    Ok(Ok(total)) => Ok(total.unwrap_or(0)),
+                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => Err(Unavailable("redis: no answer".into())),
+                }
+            }
+            _ => Ok(self.round_counts(id).await?.total),
+        }
+    }
+
+    /// The results the API answers for `round` (`None`: the open round, else the latest closed
+    /// one, else `default`); `None` for a round that does not exist. A hidden round's bands and
+    /// albums are left out unless `operator`.
+    pub async fn round_results(
+        &self,
+        round: Option<&str>,
+        operator: bool,
+    ) -> Result<Option<RoundResults>, Unavailable> {
+        let rounds = self.load_rounds().await?;
+        let chosen = match round {
+            Some(DEFAULT_ROUND) => None,
+            Some(id) => match rounds.iter().find(|r| r.id == id) {
+                Some(found) => Some(found),
+                None => return Ok(None),
+            },
+            None => bandvote_core::round::current(&rounds, chrono::Utc::now()),
+        };
+        let mut results = self.results().await?;
+        let (id, hidden) = match chosen {
+            Some(chosen) => {
+                results.counts = self.round_counts(&chosen.id).await?;
+                (chosen.id.clone(), chosen.is_hidden())
+            }
+            None => (DEFAULT_ROUND.to_owned(), false),
+        };
+        if hidden && !operator {
+            results.counts.bands.clear();
+            results.counts.albums.clear();
+        }
+        Ok(Some(RoundResults { results, round: id, hidden, is_final: false }))
+    }
+
+    /// Round `id`'s counters (the `default` round's are the all-time ones).
+    pub async fn round_counts(&self, id: &str) -> Result<Counts, Unavailable> {
+        if id == DEFAULT_ROUND {
+            return Ok(self.results().await?.counts);
+        }
+        match &self.counters {
+            Counters::Embedded(storage) => storage.round_counts(id).await.map_err(|e| Unavailable(e.to_string())),
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await?;
+                let [band, album, total] = keys::round(id);
+                let mut pipe = redis::pipe();
+                pipe.atomic().hgetall(band).hgetall(album).get(total);
+                type Snapshot = (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>);
+                match tokio::time::timeout(READ_TIMEOUT, pipe.query_async::<Snapshot>(&mut redis)).await {
+                    Ok(Ok((bands, albums, total))) => Ok(Counts { total: total.unwrap_or(0), bands, albums }),
+                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => Err(Unavailable("redis: no answer".into())),
+                }
+            }
+        }
     }
 
     /// The names of the two stores, for readiness: `redis` or `storage`, `mongodb` or `storage`.
@@ -251,6 +374,7 @@ fn embedded(
             ]),
             path: l.path,
             received_at: l.received_at,
+            round: l.round,
         })
         .collect())
 }
@@ -265,5 +389,6 @@ fn to_entry(doc: &Document) -> Option<LogEntry> {
         data: ["name", "album", "year", "rank"].into_iter().filter_map(field).collect(),
         path: doc.get_str("path").unwrap_or_default().to_owned(),
         received_at: bandvote_core::time::format(received),
+        round: doc.get_str("round").unwrap_or(DEFAULT_ROUND).to_owned(),
     })
 }

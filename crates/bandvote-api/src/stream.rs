@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Results, Store};
+use crate::store::{RoundResults, Store, Unavailable};
 
 /// How often the reader looks for changes (also the fastest `results` rate).
 pub const INTERVAL: Duration = Duration::from_millis(250);
@@ -366,7 +366,7 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
 
 /// Runs the reader until `shutdown`.
 pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: CancellationToken) {
-    let mut last_results: Option<Results> = None;
+    let mut last_results: Option<RoundResults> = None;
     let mut next_results_at = Instant::now();
     // Log entries are read from the newest seen `received_at` on (inclusive), skipping the ids
     // already sent at that exact millisecond.
@@ -388,7 +388,18 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
             sent_at_since.clear();
             continue;
         }
-        let (results, logs) = tokio::join!(store.results(), store.logs_since(since, MAX_LOGS_PER_TICK));
+        // The public's view: the current round, a hidden round's total only, its votes left out.
+        let (results, logs, hidden) = tokio::join!(
+            store.round_results(None, false),
+            store.logs_since(since, MAX_LOGS_PER_TICK),
+            store.hidden_rounds()
+        );
+        let results = results.and_then(|r| r.ok_or_else(|| Unavailable("no current round".into())));
+        // Without the hidden rounds no vote is sent: it may be one of theirs.
+        let (logs, hidden) = match hidden {
+            Ok(hidden) => (logs, hidden),
+            Err(error) => (Err(error), HashSet::new()),
+        };
         let status = match (&results, &logs) {
             (Ok(_), Ok(_)) if !healthy => {
                 healthy = true;
@@ -415,6 +426,9 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
                     }
                 }
                 sent_at_since.insert(entry.id.clone());
+                if hidden.contains(&entry.round) {
+                    continue;
+                }
                 match serde_json::to_vec(&entry) {
                     Ok(json) => entries.push(json),
                     Err(error) => tracing::warn!(%error, "stream: a log entry could not be serialised"),

@@ -46,7 +46,7 @@ const BANDS: [(&str, &str); 4] = [
 fn message(i: usize) -> VoteMessage {
     let (name, album) = BANDS[i % BANDS.len()];
     let vote = bandvote_core::Vote::from_strings(name, album, "1997", "9.5").expect("valid");
-    VoteMessage::new(&VoteId::generate(), vote, IngestPath::Grpc, bandvote_core::time::now())
+    VoteMessage::new(&VoteId::generate(), vote, IngestPath::Grpc, bandvote_core::time::now(), "default".into())
 }
 
 #[tokio::main]

@@ -6,6 +6,7 @@
 //! - [`counts`]: the `{total, bands, albums}` shape of every tally ([`Counts`]);
 //! - [`id`]: vote ids, from a client's `Idempotency-Key` or generated (UUIDv7);
 //! - [`message`]: the versioned queue message that carries an accepted vote to the consumers;
+//! - [`round`]: the show's voting windows, their lifecycle and the store every replica reads;
 //! - [`time`]: the one timestamp format used everywhere;
 //! - [`trace`]: the W3C `traceparent` that lets one vote be followed from its request to its count;
 //! - [`http`]: the media-type rule and the JSON error body of every vote endpoint.
@@ -14,6 +15,7 @@ pub mod counts;
 pub mod http;
 pub mod id;
 pub mod message;
+pub mod round;
 pub mod time;
 pub mod trace;
 pub mod vote;

@@ -37,7 +37,7 @@ impl IngestPath {
 }
 
 /// The JSON value of a message on the `votes` topic: `{"v": 1, id, name, album, year, rank, path,
-/// received_at}`. Whether the id is a client's idempotency key travels beside it (a Kafka header).
+/// received_at, round}` (`round` absent in messages written before rounds: `default`). Whether the id is a client's idempotency key travels beside it (a Kafka header).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteMessage {
     /// Schema version, always [`SCHEMA_VERSION`].
@@ -56,6 +56,13 @@ pub struct VoteMessage {
     pub path: IngestPath,
     /// When the gateway received the vote (RFC 3339, ms, `Z`).
     pub received_at: String,
+    /// The round that was open when the vote was received.
+    #[serde(default = "default_round")]
+    pub round: String,
+}
+
+fn default_round() -> String {
+    crate::round::DEFAULT_ROUND.to_owned()
 }
 
 /// A message that is not a vote of a known schema.
@@ -77,7 +84,7 @@ pub enum MessageError {
 
 impl VoteMessage {
     /// Builds the message for an accepted vote.
-    pub fn new(id: &VoteId, vote: Vote, path: IngestPath, received_at: String) -> Self {
+    pub fn new(id: &VoteId, vote: Vote, path: IngestPath, received_at: String, round: String) -> Self {
         Self {
             v: SCHEMA_VERSION,
             id: id.as_str().to_owned(),
@@ -87,6 +94,7 @@ impl VoteMessage {
             rank: vote.rank,
             path,
             received_at,
+            round,
         }
     }
 
@@ -109,6 +117,9 @@ impl VoteMessage {
         if crate::time::parse(&message.received_at).is_none() {
             return Err(MessageError::Field("received_at"));
         }
+        if !crate::round::is_valid_id(&message.round) {
+            return Err(MessageError::Field("round"));
+        }
         Vote::from_strings(&message.name, &message.album, &message.year, &message.rank)?;
         Ok(message)
     }
@@ -127,10 +138,11 @@ mod tests {
     fn round_trips_through_json_with_version_one() {
         let vote = Vote::from_strings("Bohemia Suburbana", "Mis palabras", "1997", "9.5").expect("valid");
         let id = VoteId::from_client_key("k-1").expect("valid");
-        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into());
+        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into(), "final".into());
         let json: serde_json::Value = serde_json::from_slice(&message.to_json()).expect("json");
         assert_eq!(json["v"], 1);
         assert_eq!(json["path"], "grpc");
+        assert_eq!(json["round"], "final");
         assert_eq!(VoteMessage::decode(&message.to_json()).expect("decodes"), message);
     }
 
@@ -142,5 +154,9 @@ mod tests {
         assert!(matches!(VoteMessage::decode(v2), Err(MessageError::Version(2))));
         let bad_year = br#"{"v":1,"id":"a","name":"n","album":"a","year":"97","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z"}"#;
         assert!(matches!(VoteMessage::decode(bad_year), Err(MessageError::Vote(_))));
+        let before_rounds = br#"{"v":1,"id":"a","name":"n","album":"a","year":"1997","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z"}"#;
+        assert_eq!(VoteMessage::decode(before_rounds).expect("decodes").round, "default");
+        let bad_round = br#"{"v":1,"id":"a","name":"n","album":"a","year":"1997","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z","round":"No Such"}"#;
+        assert!(matches!(VoteMessage::decode(bad_round), Err(MessageError::Field("round"))));
     }
 }

@@ -26,7 +26,10 @@ use std::{
     time::Duration,
 };
 
-use bandvote_core::{Counts, VoteMessage};
+use bandvote_core::{
+    Counts, VoteMessage,
+    round::{self, DEFAULT_ROUND, Round, RoundStore, Stored},
+};
 use bandvote_queue::{BoxFuture, CheckError, QueueError, Vote, VoteQueue};
 use rusqlite::{Connection, OptionalExtension, params};
 pub use source::EmbeddedSource;
@@ -133,6 +136,8 @@ pub struct Logged {
     pub path: String,
     /// RFC 3339, ms, `Z`.
     pub received_at: String,
+    /// The round it counts in.
+    pub round: String,
 }
 
 /// The embedded storage of one data directory.
@@ -283,6 +288,10 @@ impl Storage {
                 // Increments are summed per band and album first: one statement each per batch.
                 let mut bands: HashMap<&str, i64> = HashMap::new();
                 let mut albums: HashMap<&str, i64> = HashMap::new();
+                // The same per round (the default round's counters are the totals).
+                let mut round_bands: HashMap<(&str, &str), i64> = HashMap::new();
+                let mut round_albums: HashMap<(&str, &str), i64> = HashMap::new();
+                let mut round_totals: HashMap<&str, i64> = HashMap::new();
                 for vote in &votes {
                     // A client's key already counted (and not expired) is a retry.
                     if vote.client_key && seen.execute(params![vote.message.id, now + ttl, now])? == 0 {
@@ -291,6 +300,12 @@ impl Storage {
                     }
                     *bands.entry(&vote.message.name).or_default() += 1;
                     *albums.entry(&vote.album_key).or_default() += 1;
+                    let round = vote.message.round.as_str();
+                    if round != DEFAULT_ROUND {
+                        *round_bands.entry((round, &vote.message.name)).or_default() += 1;
+                        *round_albums.entry((round, &vote.album_key)).or_default() += 1;
+                        *round_totals.entry(round).or_default() += 1;
+                    }
                     counted += 1;
                     let received = vote.message.received_at.as_str();
                     if newest.is_none_or(|n| received > n) {
@@ -302,6 +317,27 @@ impl Storage {
                 }
                 for (key, n) in albums {
                     album.execute(params![key, n])?;
+                }
+                let mut band = tx.prepare_cached(
+                    "INSERT INTO round_bands (round, name, votes) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (round, name) DO UPDATE SET votes = votes + ?3",
+                )?;
+                for ((round, name), n) in round_bands {
+                    band.execute(params![round, name, n])?;
+                }
+                let mut album = tx.prepare_cached(
+                    "INSERT INTO round_albums (round, key, votes) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (round, key) DO UPDATE SET votes = votes + ?3",
+                )?;
+                for ((round, key), n) in round_albums {
+                    album.execute(params![round, key, n])?;
+                }
+                let mut total = tx.prepare_cached(
+                    "INSERT INTO round_totals (round, total) VALUES (?1, ?2) \
+                     ON CONFLICT (round) DO UPDATE SET total = total + ?2",
+                )?;
+                for (round, n) in round_totals {
+                    total.execute(params![round, n])?;
                 }
             }
             if let Some(newest) = newest {
@@ -330,8 +366,9 @@ impl Storage {
             let mut inserted = 0;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO logs (id, name, album, year, rank, path, received_at, received_ms, counted_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO logs \
+                     (id, name, album, year, rank, path, received_at, received_ms, counted_at, round) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 for m in &votes {
                     let received_ms = bandvote_core::time::parse(&m.received_at).map_or(0, |t| t.timestamp_millis());
@@ -344,7 +381,8 @@ impl Storage {
                         m.path.as_str(),
                         m.received_at,
                         received_ms,
-                        counted_at
+                        counted_at,
+                        m.round
                     ])? as u64;
                 }
             }
@@ -408,12 +446,39 @@ impl Storage {
         .await
     }
 
+    /// Round `id`'s counters (the default round's are [`Storage::counters`]).
+    pub async fn round_counts(self: &Arc<Self>, id: &str) -> Result<Counts, StorageError> {
+        let id = id.to_owned();
+        self.with_reader(move |db| {
+            let tx = db.transaction()?;
+            let mut counts = Counts::default();
+            {
+                let mut bands = tx.prepare_cached("SELECT name, votes FROM round_bands WHERE round = ?1")?;
+                for row in bands.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                    let (name, votes) = row?;
+                    counts.bands.insert(name, votes as u64);
+                }
+                let mut albums = tx.prepare_cached("SELECT key, votes FROM round_albums WHERE round = ?1")?;
+                for row in albums.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                    let (key, votes) = row?;
+                    counts.albums.insert(key, votes as u64);
+                }
+            }
+            let total: Option<i64> =
+                tx.query_row("SELECT total FROM round_totals WHERE round = ?1", [&id], |r| r.get(0)).optional()?;
+            counts.total = total.unwrap_or(0) as u64;
+            tx.finish()?;
+            Ok(counts)
+        })
+        .await
+    }
+
     /// The newest `limit` logged votes, newest first.
     pub async fn latest_logs(self: &Arc<Self>, limit: u64) -> Result<Vec<Logged>, StorageError> {
         self.with_reader(move |db| {
             query_logs(
                 db,
-                "SELECT id, name, album, year, rank, path, received_at FROM logs \
+                "SELECT id, name, album, year, rank, path, received_at, round FROM logs \
                  ORDER BY received_ms DESC, id DESC LIMIT ?1",
                 params![limit as i64],
             )
@@ -426,7 +491,7 @@ impl Storage {
         self.with_reader(move |db| {
             query_logs(
                 db,
-                "SELECT id, name, album, year, rank, path, received_at FROM logs \
+                "SELECT id, name, album, year, rank, path, received_at, round FROM logs \
                  WHERE received_ms >= ?1 ORDER BY received_ms, id LIMIT ?2",
                 params![since_ms, limit as i64],
             )
@@ -505,6 +570,7 @@ fn query_logs(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusq
             rank: r.get(4)?,
             path: r.get(5)?,
             received_at: r.get(6)?,
+            round: r.get(7)?,
         })
     })?;
     rows.collect()
@@ -562,4 +628,59 @@ impl VoteQueue for Storage {
         // Every answered append is already committed.
         Box::pin(async {})
     }
+}
+
+/// The rounds in the embedded database (`bandvote up`'s round store).
+#[derive(Debug, Clone)]
+pub struct EmbeddedRounds(pub Arc<Storage>);
+
+impl RoundStore for EmbeddedRounds {
+    fn load(&self) -> round::BoxFuture<'_, Result<Stored, round::StoreError>> {
+        Box::pin(async move {
+            let read = self.0.with_reader(|db| {
+                let version = rounds_version(db)?;
+                let mut statement = db.prepare_cached("SELECT round FROM rounds")?;
+                let rounds: Vec<String> = statement.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok((version, rounds))
+            });
+            let (version, texts) = read.await.map_err(|e| round::StoreError(e.to_string()))?;
+            let rounds = texts
+                .iter()
+                .map(|text| serde_json::from_str::<Round>(text))
+                .collect::<Result<_, _>>()
+                .map_err(|e| round::StoreError(format!("a stored round is not a round: {e}")))?;
+            Ok(Stored { version, rounds })
+        })
+    }
+
+    fn save<'a>(&'a self, version: u64, round: &'a Round) -> round::BoxFuture<'a, Result<bool, round::StoreError>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(round).map_err(|e| round::StoreError(e.to_string()))?;
+            let id = round.id.clone();
+            let write = self.0.with_sink_write(move |db| {
+                let tx = db.transaction()?;
+                if rounds_version(&tx)? != version {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO rounds (id, round) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET round = excluded.round",
+                    params![id, json],
+                )?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('rounds_version', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(version + 1).to_string()],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            });
+            write.await.map_err(|e| round::StoreError(e.to_string()))
+        })
+    }
+}
+
+fn rounds_version(db: &Connection) -> rusqlite::Result<u64> {
+    let stored: Option<String> =
+        db.query_row("SELECT value FROM meta WHERE key = 'rounds_version'", [], |r| r.get(0)).optional()?;
+    Ok(stored.and_then(|v| v.parse().ok()).unwrap_or(0))
 }

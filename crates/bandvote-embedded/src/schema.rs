@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 /// The schema version this build writes.
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,10 +41,24 @@ CREATE TABLE IF NOT EXISTS logs (
     path TEXT NOT NULL,
     received_at TEXT NOT NULL,
     received_ms INTEGER NOT NULL,
-    counted_at TEXT NOT NULL
+    counted_at TEXT NOT NULL,
+    round TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS logs_by_received ON logs (received_ms, id);
+-- The rounds (Redis's rounds hash): id -> the round's JSON; meta's rounds_version counts changes.
+CREATE TABLE IF NOT EXISTS rounds (id TEXT PRIMARY KEY, round TEXT NOT NULL);
+-- Each round's counters (votes:round:<id>:band, :album, :total); the default round's are the totals.
+CREATE TABLE IF NOT EXISTS round_bands (
+    round TEXT NOT NULL, name TEXT NOT NULL, votes INTEGER NOT NULL, PRIMARY KEY (round, name)
+);
+CREATE TABLE IF NOT EXISTS round_albums (
+    round TEXT NOT NULL, key TEXT NOT NULL, votes INTEGER NOT NULL, PRIMARY KEY (round, key)
+);
+CREATE TABLE IF NOT EXISTS round_totals (round TEXT PRIMARY KEY, total INTEGER NOT NULL);
 ";
+
+/// Run after [`SCHEMA`] and the upgrades, which may add the columns they index.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS logs_by_round ON logs (round, received_ms, id);";
 
 /// Opens a connection with the settings every connection uses: WAL, fsync on commit, a wait when
 /// another connection holds the write lock.
@@ -84,6 +98,13 @@ pub(crate) fn check_and_migrate(db: &Connection) -> rusqlite::Result<()> {
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [VERSION.to_string()])?;
         }
         Some(Ok(VERSION)) => {}
+        // Version 1 had no rounds: its votes are the default round's.
+        Some(Ok(1)) => {
+            db.execute_batch(
+                "ALTER TABLE logs ADD COLUMN round TEXT NOT NULL DEFAULT 'default';
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+            )?;
+        }
         Some(other) => {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
@@ -91,5 +112,5 @@ pub(crate) fn check_and_migrate(db: &Connection) -> rusqlite::Result<()> {
             ));
         }
     }
-    Ok(())
+    db.execute_batch(INDEXES)
 }

@@ -19,7 +19,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn message(id: &str, band: &str, album: &str) -> VoteMessage {
     let vote = Vote::from_strings(band, album, "1997", "9.5").unwrap();
     let id = VoteId::from_client_key(id).unwrap();
-    VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into())
+    VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into(), "default".into())
 }
 
 /// Applies queued votes as the tally pipeline would (their first and last positions, their votes).

@@ -12,6 +12,8 @@ use wstd::http::{Body, Client, Error, Method, Request, Response, StatusCode};
 
 /// The route this component serves.
 const ROUTE: &str = "/wasm/votes";
+/// The round the host stamped on the vote, passed on to the producer.
+const ROUND_HEADER: &str = "bandvote-round";
 
 #[wstd::http_server]
 async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
@@ -45,6 +47,7 @@ async fn handle(request: Request<Body>) -> Response<Body> {
             }
         },
     };
+    let round = headers.get(ROUND_HEADER).cloned();
     let body = match Limited::new(request.into_body().into_boxed_body(), MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -59,11 +62,12 @@ async fn handle(request: Request<Body>) -> Response<Body> {
         Ok(vote) => vote,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.message, e.field),
     };
-    forward(&vote, key.as_ref()).await
+    forward(&vote, key.as_ref(), round.as_ref()).await
 }
 
-/// Sends the validated vote to the HTTP producer and relays its status and body.
-async fn forward(vote: &Vote, key: Option<&VoteId>) -> Response<Body> {
+/// Sends the validated vote to the HTTP producer, with the round the host stamped on it, and
+/// relays its status and body.
+async fn forward(vote: &Vote, key: Option<&VoteId>, round: Option<&wstd::http::HeaderValue>) -> Response<Body> {
     let upstream = std::env::var("BANDVOTE_UPSTREAM").unwrap_or_else(|_| "http://127.0.0.1:8001".into());
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
     let mut builder = Request::builder()
@@ -72,6 +76,9 @@ async fn forward(vote: &Vote, key: Option<&VoteId>) -> Response<Body> {
         .header("content-type", "application/json");
     if let Some(key) = key {
         builder = builder.header("idempotency-key", key.as_str());
+    }
+    if let Some(round) = round {
+        builder = builder.header(ROUND_HEADER, round);
     }
     let request = match builder.body(Body::from(payload.to_string())) {
         Ok(request) => request,

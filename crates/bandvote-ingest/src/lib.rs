@@ -8,6 +8,7 @@
 //! - [`trace`]: the `vote` span of each request and the trace context it passes on;
 //! - [`fairness`] and [`voter_jwt`]: the checks a vote passes before it is forwarded.
 //! - [`names`]: the cap on distinct bands and albums when there is no contest list.
+//! - [`rounds`]: the round a vote counts in, or `409` while voting is closed.
 
 pub mod edge;
 pub mod fairness;
@@ -16,5 +17,6 @@ pub mod grpc_producer;
 pub mod http_producer;
 pub mod names;
 pub mod producer;
+pub mod rounds;
 pub mod trace;
 pub mod voter_jwt;

@@ -4,6 +4,7 @@
 //!   tally pipeline;
 //! - [`log`]: the MongoDB vote log: its collection, its document, a client that fails fast;
 //! - [`recount`]: rebuilding the Redis counters from the log; [`audit`]: comparing the two;
+//! - [`rounds`]: the show's rounds in Redis, read by every gateway replica and the API;
 //! - [`redis_client`] (from bandvote-runtime, where the gateways find it too): where Redis is (one
 //!   URL, or the primary Sentinel names) and a connection that follows a failover;
 //! - [`redact`]: a store URL fit for logs and errors.
@@ -11,6 +12,7 @@
 pub mod audit;
 pub mod log;
 pub mod recount;
+pub mod rounds;
 
 pub use bandvote_runtime::{redis_client, url::redact};
 
@@ -40,4 +42,15 @@ pub mod keys {
     pub const MARKS: &str = "votes:offsets:marks";
     /// Prefix of the idempotency-key markers.
     pub const SEEN_PREFIX: &str = "votes:seen:";
+    /// Prefix of a round's counters: `votes:round:<id>:band`, `:album`, `:total`.
+    pub const ROUND_PREFIX: &str = "votes:round:";
+    /// Hash round id → the round (JSON).
+    pub const ROUNDS: &str = "rounds";
+    /// Integer, changes to `rounds` so far.
+    pub const ROUNDS_VERSION: &str = "rounds:version";
+
+    /// The keys of round `id`'s counters: band, album, total.
+    pub fn round(id: &str) -> [String; 3] {
+        ["band", "album", "total"].map(|suffix| format!("{ROUND_PREFIX}{id}:{suffix}"))
+    }
 }

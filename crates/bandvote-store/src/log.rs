@@ -1,8 +1,8 @@
 //! The MongoDB vote log: database `bandvote` (configurable), collection `logs`, one document per
 //! vote, `{_id: <vote id>, data: {name, album, year, rank}, path, received_at: Date, counted_at:
-//! Date}`, indexed on `received_at` descending.
+//! Date, round}`, indexed on `received_at` descending.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context;
 use bandvote_core::{Counts, VoteMessage};
@@ -40,6 +40,7 @@ pub fn to_document(message: &VoteMessage, counted_at: DateTime) -> Document {
         "path": message.path.as_str(),
         "received_at": received_at,
         "counted_at": counted_at,
+        "round": &message.round,
     }
 }
 
@@ -47,15 +48,17 @@ pub fn to_document(message: &VoteMessage, counted_at: DateTime) -> Document {
 /// `idempotency_ttl` with their remaining seconds.
 pub(crate) struct Scan {
     pub(crate) counts: Counts,
+    /// Each round's counts but `default`'s (the all-time counts).
+    pub(crate) rounds: BTreeMap<String, Counts>,
     pub(crate) newest: Option<DateTime>,
     pub(crate) recent: Vec<(String, u64)>,
 }
 
 /// Counts the whole vote log.
 pub(crate) async fn scan(logs: &Collection<Document>, idempotency_ttl: Duration) -> anyhow::Result<Scan> {
-    let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1};
+    let projection = doc! {"_id": 1, "data.name": 1, "data.album": 1, "received_at": 1, "round": 1};
     let mut cursor = logs.find(doc! {}).projection(projection).await.context("failed to read the vote log")?;
-    let mut scan = Scan { counts: Counts::default(), newest: None, recent: Vec::new() };
+    let mut scan = Scan { counts: Counts::default(), rounds: BTreeMap::new(), newest: None, recent: Vec::new() };
     let ttl_ms = i64::try_from(idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
     let now = DateTime::now();
     while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
@@ -64,6 +67,12 @@ pub(crate) async fn scan(logs: &Collection<Document>, idempotency_ttl: Duration)
             continue;
         };
         scan.counts.add(band, album);
+        match document.get_str("round") {
+            Ok(round) if round != bandvote_core::round::DEFAULT_ROUND => {
+                scan.rounds.entry(round.to_owned()).or_default().add(band, album);
+            }
+            _ => {}
+        }
         if let Ok(received) = document.get_datetime("received_at") {
             scan.newest = scan.newest.max(Some(*received));
             let age = now.timestamp_millis() - received.timestamp_millis();

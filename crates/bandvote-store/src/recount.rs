@@ -106,7 +106,7 @@ pub async fn recount(config: &RecountConfig) -> Result<Counts, RecountError> {
     let logs = log::collection(config.mongo_url.expose_secret(), &config.mongo_db)
         .await
         .context("failed to configure mongodb")?;
-    let log::Scan { counts: report, newest, recent } = log::scan(&logs, config.idempotency_ttl).await?;
+    let log::Scan { counts: report, rounds, newest, recent } = log::scan(&logs, config.idempotency_ttl).await?;
 
     let after = cut(config).await?;
     let moved = before.iter().zip(&after).any(|(b, a)| b.2 != a.2);
@@ -123,10 +123,26 @@ pub async fn recount(config: &RecountConfig) -> Result<Counts, RecountError> {
         }
         pipe.query_async::<()>(&mut redis).await.context("failed to write idempotency keys")?;
     }
+    // Every round's counters are rebuilt too: those of the rounds known and of those in the log.
+    let known: Vec<String> =
+        redis::cmd("HKEYS").arg(keys::ROUNDS).query_async(&mut redis).await.context("failed to read the rounds")?;
     let mut pipe = redis::pipe();
     pipe.atomic();
     // The fingerprints belong to the offsets replaced here: a later check would find them stale.
     pipe.del(&[keys::BAND, keys::ALBUM, keys::TOTAL, keys::LAST, keys::OFFSETS, keys::MARKS]).ignore();
+    for id in known.iter().chain(rounds.keys()) {
+        pipe.del(&keys::round(id)).ignore();
+    }
+    for (id, counts) in &rounds {
+        let [band, album, total] = keys::round(id);
+        for (name, n) in &counts.bands {
+            pipe.hset(&band, name, *n).ignore();
+        }
+        for (key, n) in &counts.albums {
+            pipe.hset(&album, key, *n).ignore();
+        }
+        pipe.set(&total, counts.total).ignore();
+    }
     for (band, n) in &report.bands {
         pipe.hset(keys::BAND, band, *n).ignore();
     }

@@ -9,10 +9,11 @@ use std::{
 use anyhow::{Context, anyhow};
 use axum::{
     body::Body,
-    http::{StatusCode, Uri},
+    http::{HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
 use bandvote_core::{IngestPath, TraceContext};
+use bandvote_ingest::rounds::ROUND_HEADER;
 use bandvote_runtime::metrics as names;
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,7 @@ pub struct Host {
     deadline_ticks: u64,
     request_timeout: Duration,
     fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>,
+    rounds: Option<Arc<bandvote_ingest::rounds::RoundGate>>,
 }
 
 impl Host {
@@ -122,6 +124,7 @@ impl Host {
             deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
             request_timeout: config.request_timeout,
             fairness: None,
+            rounds: None,
         })
     }
 
@@ -157,6 +160,13 @@ impl Host {
         self
     }
 
+    /// The same host, stamping each vote with its round (and refusing votes while voting is
+    /// closed).
+    pub fn with_rounds(mut self, rounds: Option<Arc<bandvote_ingest::rounds::RoundGate>>) -> Self {
+        self.rounds = rounds;
+        self
+    }
+
     /// Runs one request through a fresh guest instance, within the request's `vote` span (whose
     /// vote id is the producer's answer's). A guest that traps, runs out of memory or time yields
     /// `500` for this request only.
@@ -170,7 +180,9 @@ impl Host {
 
     async fn handle_traced(&self, request: axum::extract::Request, trace: TraceContext) -> Response {
         let started = Instant::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // The round is the host's to say: a client's header of that name never reaches the guest.
+        parts.headers.remove(ROUND_HEADER);
         let body = if parts.method == axum::http::Method::POST && parts.uri.path() == VOTE_ROUTE {
             // A vote is validated here, as the other path's edge does (media type, key, size,
             // fields), before anything else: a refused vote costs no instance and is never admitted
@@ -181,6 +193,20 @@ impl Host {
                     // Counted as rejected by the edge, with its reason.
                     Err(error) => return error.into_response(),
                 };
+            // Before the voter policy: a vote refused for a closed round is not one of the voter's.
+            if let Some(gate) = &self.rounds {
+                match gate.admit().map(|round| HeaderValue::from_str(&round)) {
+                    Ok(Ok(round)) => {
+                        parts.headers.insert(ROUND_HEADER, round);
+                    }
+                    Ok(Err(_)) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    Err(refused) => {
+                        let response = refused.into_response();
+                        record(response.status(), started);
+                        return response;
+                    }
+                }
+            }
             if let Some(fairness) = &self.fairness {
                 let client = bandvote_runtime::per_client::client_address(&parts.extensions);
                 if let Err(refused) = fairness.admit(&parts.headers, client, &accepted.vote, accepted.id.as_str()).await

@@ -19,6 +19,7 @@ use bandvote_runtime::{health, http, service::Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use bandvote_ingest::rounds::RoundGate;
 pub use host::Host;
 
 /// The guest component built with this binary (`crates/bandvote-guest`).
@@ -50,6 +51,9 @@ pub struct WasmGatewayConfig {
     pub names: bandvote_ingest::names::NamesConfig,
     /// Origins whose pages may post votes from a browser (CORS). None by default.
     pub cors_origins: Vec<String>,
+    /// The Redis where the rounds are (the counters' Redis); without it every vote counts in the
+    /// `default` round at any time.
+    pub rounds_redis_url: Option<secrecy::SecretString>,
 }
 
 impl Default for WasmGatewayConfig {
@@ -66,6 +70,7 @@ impl Default for WasmGatewayConfig {
             fairness: bandvote_ingest::fairness::FairnessConfig::default(),
             names: bandvote_ingest::names::NamesConfig::default(),
             cors_origins: Vec::new(),
+            rounds_redis_url: None,
         }
     }
 }
@@ -91,14 +96,16 @@ pub fn component(config: &WasmGatewayConfig) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// The gateway over `fairness` (shared with another gateway in `up`): its routes, the readiness of
-/// the HTTP producer, the epoch ticker that interrupts guests past their time, and CORS for
-/// `config.cors_origins`. Compiles the component (once).
+/// The gateway over `fairness` and `rounds` (shared with another gateway in `up`, which runs the
+/// gate's refresh): its routes, the readiness of the HTTP producer, the epoch ticker that
+/// interrupts guests past their time, and CORS for `config.cors_origins`. Compiles the component
+/// (once).
 pub fn service(
     config: &WasmGatewayConfig,
     fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>,
+    rounds: Option<Arc<RoundGate>>,
 ) -> anyhow::Result<Service> {
-    let host = Arc::new(Host::new(config, &component(config)?)?.with_fairness(fairness));
+    let host = Arc::new(Host::new(config, &component(config)?)?.with_fairness(fairness).with_rounds(rounds));
     let (probe, ticker) = (Arc::clone(&host), Arc::clone(&host));
     let (origins, voter_header) = (config.cors_origins.clone(), config.fairness.voter_header.clone());
     Ok(Service::new(router(host))
@@ -127,7 +134,11 @@ impl App {
     pub async fn build(config: WasmGatewayConfig) -> anyhow::Result<Self> {
         let names = bandvote_ingest::names::Names::connect(config.names, config.fairness.redis_url.as_ref()).await?;
         let fairness = bandvote_ingest::fairness::Fairness::with_names(&config.fairness, names).await?;
-        let service = service(&config, fairness)?.limits(config.limits);
+        let gate = RoundGate::from_redis(config.rounds_redis_url.as_ref())?;
+        let mut service = service(&config, fairness, gate.clone())?.limits(config.limits);
+        if let Some(gate) = &gate {
+            service = bandvote_ingest::rounds::with_gate(service, gate);
+        }
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, service, grace: config.grace })
     }

@@ -16,7 +16,7 @@ use bandvote_runtime::{client::TrustedProxies, http};
 use bandvote_store::recount::RecountConfig;
 use bandvote_wasm::WasmGatewayConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// bandvote: a real-time voting system for a live music contest.
 #[derive(Debug, Parser)]
@@ -79,8 +79,73 @@ pub enum Command {
     Load(LoadArgs),
     /// Compares the Redis counters with the MongoDB log; prints both as JSON, fails if they differ.
     Audit(AuditArgs),
+    /// The show's rounds through the API: list, create, open, close, reveal, hide, results.
+    Round(RoundArgs),
     /// Health probe for images without curl: GET the URL, exit 0 on a 2xx answer, 1 otherwise.
     Probe(ProbeArgs),
+}
+
+/// Flags of `round`.
+#[derive(Debug, Args)]
+pub struct RoundArgs {
+    /// The API (`bandvote up`'s address, or the api service).
+    #[arg(long, env = "BANDVOTE_API", default_value = "http://127.0.0.1:8080", global = true)]
+    pub api: String,
+    /// The API's admin token (every command but list and results needs it).
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<SecretString>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RoundCommand,
+}
+
+/// A round command.
+#[derive(Debug, Subcommand)]
+pub enum RoundCommand {
+    /// Every round, newest first, with the server's time.
+    List,
+    /// Creates a round (scheduled with --opens-at/--closes-at, or opened later with `open`).
+    Create {
+        /// Its id: 1-64 of a-z, 0-9 and -.
+        id: String,
+        /// What the audience sees [default: the id].
+        #[arg(long)]
+        title: Option<String>,
+        /// Opens by itself at this RFC 3339 instant.
+        #[arg(long)]
+        opens_at: Option<String>,
+        /// Closes by itself at this RFC 3339 instant.
+        #[arg(long)]
+        closes_at: Option<String>,
+        /// The public sees only the total until `reveal`.
+        #[arg(long)]
+        hidden: bool,
+    },
+    /// Opens a round now.
+    Open {
+        /// The round.
+        id: String,
+    },
+    /// Closes a round now: later votes get 409.
+    Close {
+        /// The round.
+        id: String,
+    },
+    /// Shows a hidden round's results to everyone.
+    Reveal {
+        /// The round.
+        id: String,
+    },
+    /// Shows the public only a round's total.
+    Hide {
+        /// The round.
+        id: String,
+    },
+    /// A round's results (everything with the admin token, even while hidden).
+    Results {
+        /// The round.
+        id: String,
+    },
 }
 
 /// Flags of `audit`.
@@ -307,6 +372,10 @@ pub struct GatewayArgs {
     /// served from another origin, such as the API on Cloud Run); none by default.
     #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// The Redis where the show's rounds are (the counters' Redis: `redis://` or
+    /// `redis-sentinel://`); without it every vote counts in the default round at any time.
+    #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
+    pub rounds_redis_url: Option<SecretString>,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -330,6 +399,7 @@ impl GatewayArgs {
             names: self.names.into_config(),
             cors_origins: self.cors_origins,
             limits: self.limits.into_limits(),
+            rounds_redis_url: self.rounds_redis_url,
             ..GatewayConfig::default()
         }
     }
@@ -396,6 +466,10 @@ pub struct UpArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
+    /// Bearer token of the operator's routes (/api/admin/rounds...; from a secret); without it they
+    /// do not exist.
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
     /// The cap on distinct names.
     #[command(flatten)]
     pub names: NamesArgs,
@@ -427,6 +501,7 @@ impl UpArgs {
             limits: self.limits.into_limits(),
             names: self.names.into_config(),
             max_stream_clients: self.max_stream_clients.max(1),
+            admin_token: self.admin_token.filter(is_set),
         }
     }
 }
@@ -456,6 +531,10 @@ pub struct WasmGatewayArgs {
     /// served from another origin, such as the API on Cloud Run); none by default.
     #[arg(long, env = "BANDVOTE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// The Redis where the show's rounds are (the counters' Redis: `redis://` or
+    /// `redis-sentinel://`); without it every vote counts in the default round at any time.
+    #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
+    pub rounds_redis_url: Option<SecretString>,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -481,6 +560,7 @@ impl WasmGatewayArgs {
             names: self.names.into_config(),
             cors_origins: self.cors_origins,
             limits: self.limits.into_limits(),
+            rounds_redis_url: self.rounds_redis_url,
             ..WasmGatewayConfig::default()
         }
     }
@@ -582,6 +662,12 @@ impl ConsumerArgs {
     }
 }
 
+/// Whether a secret flag was given a value (an empty `BANDVOTE_ADMIN_TOKEN=` is no token: it would
+/// let anyone in).
+fn is_set(secret: &SecretString) -> bool {
+    !secret.expose_secret().is_empty()
+}
+
 /// The API's port when neither --listen nor PORT is given.
 const API_PORT: u16 = 8000;
 
@@ -618,7 +704,8 @@ pub struct ApiArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
-    /// Bearer token for POST /api/admin/recount (from a secret); without it the route does not exist.
+    /// Bearer token of the operator's routes (POST /api/admin/recount, /api/admin/rounds...; from a
+    /// secret); without it they do not exist.
     #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
     /// Kafka (for the admin recount's consistent cut).
@@ -635,9 +722,9 @@ pub struct ApiArgs {
 impl ApiArgs {
     /// The API's configuration.
     pub fn into_config(self) -> ApiConfig {
-        let admin = self.admin_token.map(|token| AdminConfig {
+        let admin = self.admin_token.filter(is_set).map(|token| AdminConfig {
             token,
-            recount: RecountConfig {
+            recount: Some(RecountConfig {
                 kafka: self.kafka.into_config(),
                 redis_url: self.stores.redis(),
                 mongo_url: self.stores.mongo_url.clone(),
@@ -645,7 +732,7 @@ impl ApiArgs {
                 log_group: self.log_group,
                 idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
                 force: false,
-            },
+            }),
         });
         ApiConfig {
             listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], self.port))),
@@ -957,7 +1044,8 @@ mod tests {
 
     #[test]
     fn help_never_prints_the_value_of_a_secret_variable() {
-        let secret = ["redis_url", "mongo_url", "fairness_redis_url", "voter_secret", "admin_token"];
+        let secret =
+            ["redis_url", "mongo_url", "fairness_redis_url", "voter_secret", "admin_token", "rounds_redis_url"];
         let command = Cli::command();
         let mut checked = 0;
         for sub in command.get_subcommands() {

@@ -5,6 +5,7 @@
 mod cli;
 mod config_file;
 mod load;
+mod round;
 mod up;
 
 use crate::cli::Command;
@@ -48,6 +49,7 @@ async fn run(command: Command, shutdown: bandvote_runtime::shutdown::Cancellatio
         Command::Api(args) => bandvote_api::App::build(args.into_config(), shutdown.clone()).await?.run(shutdown).await,
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Load(args) => load::run(args, shutdown).await,
+        Command::Round(args) => round::run(args).await,
         Command::Audit(args) => {
             use secrecy::ExposeSecret;
             let stores = &args.stores;

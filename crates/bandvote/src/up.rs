@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use bandvote_api::{ApiConfig, store::EmbeddedReads};
+use bandvote_api::{ApiConfig, routes::admin::AdminConfig, store::EmbeddedReads};
 use bandvote_consumer::{
     Consumer, ConsumerConfig,
     sinks::{
@@ -21,10 +21,12 @@ use bandvote_consumer::{
         redis::RedisTally,
     },
 };
-use bandvote_embedded::Storage;
+use bandvote_core::round::RoundStore;
+use bandvote_embedded::{EmbeddedRounds, Storage};
 use bandvote_ingest::{
     grpc_gateway::{self, GatewayConfig},
     producer::{self, FrontDoor},
+    rounds::RoundGate,
 };
 use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
 use bandvote_runtime::{http, service::Service, shutdown::CancellationToken, shutdown::spawn_named};
@@ -56,6 +58,8 @@ pub struct UpConfig {
     pub names: bandvote_ingest::names::NamesConfig,
     /// Clients of `/api/stream` at once.
     pub max_stream_clients: usize,
+    /// Bearer token of the operator's routes (rounds); they do not exist without it.
+    pub admin_token: Option<SecretString>,
 }
 
 /// Starts everything, prints where, and serves until `shutdown`.
@@ -138,13 +142,23 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         names.seed(counted.bands.into_keys(), counted.albums.into_keys());
     }
     let fairness = bandvote_ingest::fairness::Fairness::with_names(&config.fairness, names).await?;
+    // Both gateways read the rounds where the API writes them: the embedded database when one is
+    // open, else the counters' Redis.
+    let rounds: Arc<dyn RoundStore> = match (&embedded, &config.redis_url) {
+        (Some(storage), _) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
+        (None, Some(url)) => Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?),
+        (None, None) => unreachable!("without Redis the embedded storage is open"),
+    };
+    let gate = RoundGate::new(rounds);
     let gateway = grpc_gateway::service(
         &GatewayConfig { upstream: upstream.clone(), fairness: config.fairness.clone(), ..Default::default() },
         fairness.clone(),
+        Some(Arc::clone(&gate)),
     )?;
     let wasm = bandvote_wasm::service(
         &WasmGatewayConfig { upstream, fairness: config.fairness.clone(), ..Default::default() },
         fairness,
+        Some(Arc::clone(&gate)),
     )?;
     let api_config = ApiConfig {
         redis_url: config.redis_url.clone().unwrap_or_else(|| ApiConfig::default().redis_url),
@@ -156,6 +170,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         voter_secret: config.fairness.voter_secret.clone(),
         voter_header: config.fairness.voter_header.clone(),
         voter_tokens_per_minute: config.fairness.voter_tokens_per_minute,
+        admin: config.admin_token.clone().map(|token| AdminConfig { token, recount: None }),
         embedded: embedded.as_ref().map(|storage| EmbeddedReads {
             storage: Arc::clone(storage),
             counters: config.redis_url.is_none(),
@@ -165,6 +180,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
     };
     let api = bandvote_api::service(&api_config, shutdown.clone()).await.context("failed to prepare the api")?;
     let public = gateway.merge(wasm).merge(api).merge(consumer).merge(Service::default().checks(producer.readiness()));
+    let public = bandvote_ingest::rounds::with_gate(public, &gate);
 
     print_banner(&config, embedded.as_deref(), http::local_addr(&listener)?);
     let producer = spawn_named("producer", shutdown.clone(), producer.run(shutdown.clone()));

@@ -1,6 +1,7 @@
-//! `POST /api/admin/recount`: rebuilds the Redis counters from the MongoDB log (the same consistent
-//! cut as `bandvote recount`), for an operator holding the admin token. The route exists only when
-//! a token is configured; a request without the right `Authorization: Bearer` gets `401`.
+//! The operator's routes, behind `Authorization: Bearer <admin token>` (`401` without it; the
+//! routes exist only when a token is configured): `POST /api/admin/recount` rebuilds the Redis
+//! counters from the MongoDB log (the same consistent cut as `bandvote recount`); the rounds'
+//! routes are in `routes/rounds.rs`.
 
 use axum::{
     Json, Router,
@@ -20,28 +21,47 @@ use crate::ApiState;
 pub struct AdminConfig {
     /// The bearer token (from a secret).
     pub token: SecretString,
-    /// How to recount (Kafka, the stores, the log group).
-    pub recount: RecountConfig,
+    /// How to recount (Kafka, the stores, the log group); `None` where there is nothing to recount
+    /// (`up` on its embedded storage).
+    pub recount: Option<RecountConfig>,
 }
 
 /// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
-fn authorised(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorised(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = given.strip_prefix("Bearer ") else { return false };
     let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-async fn post_recount(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let admin = state.admin.as_ref().ok_or_else(|| ApiError::client(StatusCode::NOT_FOUND, "no such route", None))?;
-    if !authorised(&headers, admin.token.expose_secret()) {
-        let mut response =
-            ApiError::client(StatusCode::UNAUTHORIZED, "an administrator's bearer token is required", None)
-                .into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Ok(response);
+/// Whether the request is an operator's (the admin token is configured and given).
+pub(crate) fn is_operator(state: &ApiState, headers: &HeaderMap) -> bool {
+    state.admin.as_ref().is_some_and(|admin| authorised(headers, admin.token.expose_secret()))
+}
+
+/// The answer to a request that is not an operator's (`404` without a configured token, `401`);
+/// `None` for an operator's.
+pub(crate) fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let Some(admin) = state.admin.as_ref() else {
+        return Some(ApiError::client(StatusCode::NOT_FOUND, "no such route", None).into_response());
+    };
+    if authorised(headers, admin.token.expose_secret()) {
+        return None;
     }
-    match recount(&admin.recount).await {
+    let mut response =
+        ApiError::client(StatusCode::UNAUTHORIZED, "an administrator's bearer token is required", None).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+async fn post_recount(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    let Some(config) = state.admin.as_ref().and_then(|admin| admin.recount.as_ref()) else {
+        return Err(ApiError::client(StatusCode::NOT_FOUND, "no such route", None));
+    };
+    match recount(config).await {
         Ok(counts) => {
             tracing::info!(total = counts.total, "recount done through the admin API");
             Ok(Json(counts).into_response())
@@ -61,5 +81,9 @@ pub fn router(state: ApiState) -> Router {
     if state.admin.is_none() {
         return Router::new();
     }
-    Router::new().route("/api/admin/recount", post(post_recount)).with_state(state)
+    Router::new()
+        .route("/api/admin/recount", post(post_recount))
+        .route("/api/admin/rounds", post(super::rounds::post_round))
+        .route("/api/admin/rounds/{id}/{action}", post(super::rounds::post_round_action))
+        .with_state(state)
 }

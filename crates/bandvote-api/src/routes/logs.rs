@@ -5,17 +5,20 @@ use std::collections::HashMap;
 use axum::{
     Json,
     extract::{Query, State},
+    http::HeaderMap,
 };
 use bandvote_runtime::http::ApiError;
 
-use crate::{ApiState, store::LogEntry};
+use crate::{ApiState, routes::admin::is_operator, store::LogEntry};
 
 /// Largest `limit`.
 pub const MAX_LIMIT: i64 = 1000;
 
-/// The newest votes of the log, newest first; `limit` 1–1000, default 20.
+/// The newest votes of the log, newest first; `limit` 1–1000, default 20. The votes of a hidden
+/// round are the operator's only.
 pub async fn get_logs(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let limit = match query.get("limit") {
@@ -28,5 +31,10 @@ pub async fn get_logs(
             }
         },
     };
-    Ok(Json(state.store.latest_logs(limit).await?))
+    let mut logs = state.store.latest_logs(limit).await?;
+    if !is_operator(&state, &headers) {
+        let hidden = state.store.hidden_rounds().await?;
+        logs.retain(|entry| !hidden.contains(&entry.round));
+    }
+    Ok(Json(logs))
 }

@@ -4,6 +4,7 @@ pub mod admin;
 mod logs;
 mod openapi;
 mod results;
+mod rounds;
 mod stream;
 mod web;
 
@@ -17,12 +18,14 @@ pub use results::get_results;
 pub use stream::get_stream;
 pub use web::ASSETS;
 
-/// `/api/results`, `/api/logs`, `/api/stream`, `/api/openapi.json`, `/api/config` and the web app.
+/// `/api/results`, `/api/rounds`, `/api/logs`, `/api/stream`, `/api/openapi.json`, `/api/config`,
+/// the operator's `/api/admin/...` and the web app.
 pub fn router(state: ApiState) -> Router {
     let web = web::router(state.clone());
     let admin = admin::router(state.clone());
     Router::new()
         .route("/api/results", get(get_results))
+        .route("/api/rounds", get(rounds::get_rounds))
         .route("/api/logs", get(get_logs))
         .route("/api/stream", get(get_stream))
         .route("/api/openapi.json", get(get_openapi))

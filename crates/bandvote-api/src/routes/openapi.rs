@@ -19,10 +19,46 @@ pub fn document() -> Value {
                  "description": "Live results of the contest and the vote log."},
         "paths": {
             "/api/results": {"get": {
-                "summary": "Live counters",
+                "summary": "A round's counters: without `round` the open round, else the latest closed one, else `default`; a hidden round shows the public only its total (the admin bearer token sees everything)",
+                "parameters": [{"name": "round", "in": "query", "required": false, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "the counters", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
                     "503": unavailable
+                }
+            }},
+            "/api/rounds": {"get": {
+                "summary": "Every round, newest first, and the server's time (for countdowns)",
+                "responses": {
+                    "200": {"description": "the rounds", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["now", "rounds"], "properties": {
+                            "now": {"type": "string", "format": "date-time"},
+                            "rounds": {"type": "array", "items": {"$ref": "#/components/schemas/Round"}}
+                        }
+                    }}}},
+                    "503": unavailable
+                }
+            }},
+            "/api/admin/rounds": {"post": {
+                "summary": "Creates a round (admin bearer token): {id, title, opens_at?, closes_at?, results?: live|hidden}",
+                "responses": {
+                    "201": {"description": "the round", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Round"}}}},
+                    "400": {"description": "an invalid field, named", "content": {"application/json": {"schema": error}}},
+                    "401": {"description": "no or a wrong bearer token"},
+                    "409": {"description": "the id exists, or the window overlaps another round's", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/admin/rounds/{id}/{action}": {"post": {
+                "summary": "Opens, closes, reveals or hides a round (admin bearer token)",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["open", "close", "reveal", "hide"]}}
+                ],
+                "responses": {
+                    "200": {"description": "the round", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Round"}}}},
+                    "401": {"description": "no or a wrong bearer token"},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "another round is open, or this one is closed", "content": {"application/json": {"schema": error}}}
                 }
             }},
             "/api/logs": {"get": {
@@ -53,15 +89,29 @@ pub fn document() -> Value {
             "/": {"get": {"summary": "The web app (embedded static files)", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
         },
         "components": {"schemas": {
-            "Results": {"type": "object", "required": ["total", "bands", "albums", "updated_at", "freshness_ms"], "properties": {
+            "Round": {"type": "object", "required": ["id", "title", "state", "opens_at", "closes_at", "results", "final", "total"], "properties": {
+                "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
+                "title": {"type": "string"},
+                "state": {"type": "string", "enum": ["scheduled", "open", "closed"]},
+                "opens_at": {"type": ["string", "null"], "format": "date-time"},
+                "closes_at": {"type": ["string", "null"], "format": "date-time"},
+                "results": {"type": "string", "enum": ["live", "hidden", "revealed"]},
+                "final": {"type": "boolean"},
+                "total": {"type": "integer"}
+            }},
+            "Results": {"type": "object", "required": ["total", "bands", "albums", "updated_at", "freshness_ms", "round", "hidden", "final"], "properties": {
+                "round": {"type": "string"},
+                "hidden": {"type": "boolean", "description": "the public sees only the total"},
+                "final": {"type": "boolean", "description": "every vote answered 202 for the round is counted"},
                 "total": {"type": "integer"},
                 "bands": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "albums": {"type": "object", "description": "keys are `<band> / <album>`", "additionalProperties": {"type": "integer"}},
                 "updated_at": {"type": ["string", "null"], "format": "date-time", "description": "when the newest counted vote was counted; null before the first vote"},
                 "freshness_ms": {"type": ["integer", "null"], "description": "how long after its received_at the newest vote was counted"}
             }},
-            "LogEntry": {"type": "object", "required": ["id", "data", "path", "received_at"], "properties": {
+            "LogEntry": {"type": "object", "required": ["id", "data", "path", "received_at", "round"], "properties": {
                 "id": {"type": "string"},
+                "round": {"type": "string"},
                 "data": {"type": "object", "properties": {"name": {"type": "string"}, "album": {"type": "string"}, "year": {"type": "string"}, "rank": {"type": "string"}}},
                 "path": {"type": "string", "enum": ["grpc", "wasm"]},
                 "received_at": {"type": "string", "format": "date-time"}

@@ -278,7 +278,8 @@ mod tests {
     fn record(offset: i64, id: &str) -> Record {
         let vote = bandvote_core::Vote::from_strings("A", "x", "1997", "9.5").expect("a valid vote");
         let id = VoteId::from_client_key(id).expect("a valid key");
-        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into());
+        let message =
+            VoteMessage::new(&id, vote, IngestPath::Grpc, "2026-11-26T16:04:05.123Z".into(), "default".into());
         Record { partition: 0, offset, payload: Payload::Vote(Vote::new(message, false)) }
     }
 

@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     pub names: crate::names::NamesConfig,
     /// Origins whose pages may post votes from a browser (CORS). None by default.
     pub cors_origins: Vec<String>,
+    /// The Redis where the rounds are (the counters' Redis); without it every vote counts in the
+    /// `default` round at any time.
+    pub rounds_redis_url: Option<secrecy::SecretString>,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +62,7 @@ impl Default for GatewayConfig {
             fairness: crate::fairness::FairnessConfig::default(),
             names: crate::names::NamesConfig::default(),
             cors_origins: Vec::new(),
+            rounds_redis_url: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub struct GatewayState {
     next: Arc<AtomicUsize>,
     request_timeout: Duration,
     pub(crate) fairness: Option<Arc<crate::fairness::Fairness>>,
+    pub(crate) rounds: Option<Arc<crate::rounds::RoundGate>>,
 }
 
 impl GatewayState {
@@ -89,6 +94,7 @@ impl GatewayState {
             next: Arc::new(AtomicUsize::new(0)),
             request_timeout: config.request_timeout,
             fairness: None,
+            rounds: None,
         })
     }
 
@@ -120,10 +126,16 @@ pub fn router(state: GatewayState) -> Router {
     Router::new().route("/grpc/votes", axum::routing::post(post_grpc_vote)).with_state(state)
 }
 
-/// The gateway over `fairness` (shared with another gateway in `up`): its route, the readiness of
-/// the gRPC producer, and CORS for `config.cors_origins`.
-pub fn service(config: &GatewayConfig, fairness: Option<Arc<crate::fairness::Fairness>>) -> anyhow::Result<Service> {
-    let state = GatewayState::connect(config)?.with_fairness(fairness);
+/// The gateway over `fairness` and `rounds` (shared with another gateway in `up`, which runs the
+/// gate's refresh): its route, the readiness of the gRPC producer, and CORS for
+/// `config.cors_origins`.
+pub fn service(
+    config: &GatewayConfig,
+    fairness: Option<Arc<crate::fairness::Fairness>>,
+    rounds: Option<Arc<crate::rounds::RoundGate>>,
+) -> anyhow::Result<Service> {
+    let mut state = GatewayState::connect(config)?.with_fairness(fairness);
+    state.rounds = rounds;
     let probe = state.clone();
     let (origins, voter_header) = (config.cors_origins.clone(), config.fairness.voter_header.clone());
     Ok(Service::new(router(state))
@@ -149,7 +161,11 @@ impl App {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let names = crate::names::Names::connect(config.names, config.fairness.redis_url.as_ref()).await?;
         let fairness = crate::fairness::Fairness::with_names(&config.fairness, names).await?;
-        let service = service(&config, fairness)?.limits(config.limits);
+        let gate = crate::rounds::RoundGate::from_redis(config.rounds_redis_url.as_ref())?;
+        let mut service = service(&config, fairness, gate.clone())?.limits(config.limits);
+        if let Some(gate) = &gate {
+            service = crate::rounds::with_gate(service, gate);
+        }
         let listener = http::bind(config.listen).await?;
         Ok(Self { listener, service, grace: config.grace })
     }

@@ -48,6 +48,15 @@ async fn forward(
     trace: TraceContext,
     started: Instant,
 ) -> Result<Response, ApiError> {
+    // Before the voter policy: a vote refused for a closed round is not one of the voter's.
+    let round = match &state.rounds {
+        Some(gate) => gate.admit().inspect_err(|refused| {
+            if refused.status() == StatusCode::CONFLICT {
+                metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "closed").increment(1);
+            }
+        })?,
+        None => String::new(),
+    };
     if let Some(fairness) = &state.fairness
         && let Err(refused) = fairness.admit(headers, client, &accepted.vote, accepted.id.as_str()).await
     {
@@ -64,6 +73,7 @@ async fn forward(
         id: accepted.id.as_str().to_owned(),
         client_key: accepted.id.is_client_supplied(),
         received_at: bandvote_core::time::now(),
+        round,
     });
     request.set_timeout(state.request_timeout);
     if let Ok(value) = MetadataValue::try_from(trace.traceparent().as_str()) {
@@ -118,6 +128,7 @@ fn field_of(status: &tonic::Status) -> Option<&'static str> {
         "year" => Some("year"),
         "rank" => Some("rank"),
         "id" => Some("Idempotency-Key"),
+        "round" => Some("round"),
         _ => None,
     }
 }

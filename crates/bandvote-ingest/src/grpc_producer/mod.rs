@@ -53,7 +53,8 @@ impl VoteService for VoteServer {
             Some(at) => bandvote_core::time::format(at),
             None => bandvote_core::time::now(),
         };
-        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, received_at);
+        let round = crate::rounds::stamped(&request.round).ok_or_else(|| invalid("invalid round id", "round"))?;
+        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, received_at, round);
         let span = crate::trace::vote_span(IngestPath::Grpc, Some(&message.id), &trace);
         let queued = self.queue.enqueue_traced(&message, id.is_client_supplied(), trace).instrument(span.clone()).await;
         span.in_scope(|| match queued {

@@ -33,7 +33,11 @@ pub async fn post_vote(
     // Accepted votes and latency are counted at the edge (the wasm gateway), not here.
     let accepted = edge::read_vote(IngestPath::Wasm, &headers, body).await?;
     let trace = crate::trace::from_headers(&headers);
-    let message = VoteMessage::new(&accepted.id, accepted.vote, IngestPath::Wasm, bandvote_core::time::now());
+    let stamped = headers.get(crate::rounds::ROUND_HEADER).map(|v| v.to_str().unwrap_or("-"));
+    let Some(round) = crate::rounds::stamped(stamped.unwrap_or_default()) else {
+        return Err(ApiError::bad_request("invalid round id", Some("round")));
+    };
+    let message = VoteMessage::new(&accepted.id, accepted.vote, IngestPath::Wasm, bandvote_core::time::now(), round);
     let span = crate::trace::vote_span(IngestPath::Wasm, Some(&message.id), &trace);
     let queued = queue.enqueue_traced(&message, accepted.id.is_client_supplied(), trace).instrument(span.clone()).await;
     // The answer is made within the span: a 5xx is logged where it is made, with the vote's fields.

@@ -20,6 +20,7 @@ mod kafka_outage;
 mod listener;
 mod load;
 mod recount;
+mod rounds;
 mod secrets;
 mod stream_limits;
 mod tls;

@@ -92,7 +92,8 @@ async fn the_admin_recount_needs_the_bearer_token() {
 
 /// An API with the admin routes behind `token`, recounting `env`'s stores; its base URL.
 async fn start_admin_api(env: &TestEnv, token: &str) -> String {
-    let admin = bandvote_api::routes::admin::AdminConfig { token: token.into(), recount: recount_config(env, false) };
+    let admin =
+        bandvote_api::routes::admin::AdminConfig { token: token.into(), recount: Some(recount_config(env, false)) };
     env.start_api_with(bandvote_api::ApiConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         redis_url: env.redis_url().into(),

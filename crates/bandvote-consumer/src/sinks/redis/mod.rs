@@ -31,14 +31,15 @@ impl RedisTally {
 
     /// Applies one partition batch atomically (see `tally.lua`).
     pub async fn apply(&self, batch: &PartitionBatch<'_>, counted_at: &str) -> redis::RedisResult<Applied> {
-        let mut groups: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut groups: HashMap<(&str, &str, &str), u64> = HashMap::new();
         let mut newest_unkeyed = "";
         let mut keyed = Vec::new();
         for vote in &batch.votes {
             if vote.client_key {
                 keyed.push(*vote);
             } else {
-                *groups.entry((vote.message.name.as_str(), vote.album_key.as_str())).or_default() += 1;
+                let group = (vote.message.round.as_str(), vote.message.name.as_str(), vote.album_key.as_str());
+                *groups.entry(group).or_default() += 1;
                 if vote.message.received_at.as_str() > newest_unkeyed {
                     newest_unkeyed = &vote.message.received_at;
                 }
@@ -59,13 +60,15 @@ impl RedisTally {
             .arg(&batch.mark)
             .arg(batch.reset_from.map(|offset| offset.to_string()).unwrap_or_default())
             .arg(groups.len())
-            .arg(keys::SEEN_PREFIX);
-        for ((band, album), n) in &groups {
-            invocation.arg(*band).arg(album).arg(*n);
+            .arg(keys::SEEN_PREFIX)
+            .arg(keys::ROUND_PREFIX);
+        for ((round, band, album), n) in &groups {
+            invocation.arg(*round).arg(*band).arg(*album).arg(*n);
         }
         for vote in keyed {
             invocation
                 .arg(&vote.message.id)
+                .arg(&vote.message.round)
                 .arg(&vote.message.name)
                 .arg(&vote.album_key)
                 .arg(&vote.message.received_at);

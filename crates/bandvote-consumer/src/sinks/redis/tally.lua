@@ -12,8 +12,11 @@
 --          forgotten, and the batch must start at the partition's first offset
 -- ARGV[10] G, the number of aggregated groups that follow
 -- ARGV[11] the prefix of the idempotency-key markers ("votes:seen:")
--- then G triples (band, "<band> / <album>", count) for votes without a client key,
--- then quadruples (id, band, "<band> / <album>", received_at) for votes with a client key.
+-- ARGV[12] the prefix of the rounds' counters ("votes:round:")
+-- then G quadruples (round, band, "<band> / <album>", count) for votes without a client key,
+-- then quintuples (id, round, band, "<band> / <album>", received_at) for votes with a client key.
+-- Each round but `default` (whose counters are the all-time ones) has its own counters beside:
+-- votes:round:<id>:band, :album and :total, updated in this same step.
 --
 -- The batch is applied only if it continues the stored offset; otherwise nothing is written and the
 -- answer is {0, stored offset or -1, stored fingerprint or ''}. Applied: {1, counted, duplicates, total}.
@@ -34,34 +37,51 @@ elseif first ~= tonumber(ARGV[4]) then
   return {0, -1, ''}
 end
 
-local bands, albums = {}, {}
+local bands, albums, rounds = {}, {}, {}
 local counted, duplicates = 0, 0
 local newest = ARGV[7]
 
-local i = 12
-for _ = 1, tonumber(ARGV[10]) do
-  local n = tonumber(ARGV[i + 2])
-  bands[ARGV[i]] = (bands[ARGV[i]] or 0) + n
-  albums[ARGV[i + 1]] = (albums[ARGV[i + 1]] or 0) + n
+local function add(round, band, album, n)
+  bands[band] = (bands[band] or 0) + n
+  albums[album] = (albums[album] or 0) + n
   counted = counted + n
-  i = i + 3
+  if round ~= 'default' then
+    local r = rounds[round]
+    if not r then
+      r = {bands = {}, albums = {}, total = 0}
+      rounds[round] = r
+    end
+    r.bands[band] = (r.bands[band] or 0) + n
+    r.albums[album] = (r.albums[album] or 0) + n
+    r.total = r.total + n
+  end
+end
+
+local i = 13
+for _ = 1, tonumber(ARGV[10]) do
+  add(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]))
+  i = i + 4
 end
 
 local ttl = ARGV[6]
 while i <= #ARGV do
   if redis.call('SET', ARGV[11] .. ARGV[i], '1', 'NX', 'EX', ttl) then
-    bands[ARGV[i + 1]] = (bands[ARGV[i + 1]] or 0) + 1
-    albums[ARGV[i + 2]] = (albums[ARGV[i + 2]] or 0) + 1
-    counted = counted + 1
-    if ARGV[i + 3] > newest then newest = ARGV[i + 3] end
+    add(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], 1)
+    if ARGV[i + 4] > newest then newest = ARGV[i + 4] end
   else
     duplicates = duplicates + 1
   end
-  i = i + 4
+  i = i + 5
 end
 
 for band, n in pairs(bands) do redis.call('HINCRBY', band_counts, band, n) end
 for album, n in pairs(albums) do redis.call('HINCRBY', album_counts, album, n) end
+for round, r in pairs(rounds) do
+  local prefix = ARGV[12] .. round
+  for band, n in pairs(r.bands) do redis.call('HINCRBY', prefix .. ':band', band, n) end
+  for album, n in pairs(r.albums) do redis.call('HINCRBY', prefix .. ':album', album, n) end
+  redis.call('INCRBY', prefix .. ':total', r.total)
+end
 local total = redis.call('INCRBY', total_key, counted)
 if counted > 0 then
   local last = redis.call('HGET', last_key, 'received_at')

@@ -1,0 +1,503 @@
+//! Rounds: the show's voting windows (DESIGN.md, "Rounds").
+//!
+//! A round is stored as a [`Round`]: its window (`opens_at`, `closes_at`) and how its results are
+//! shown. Its state is not stored but read from the window at an instant, so a scheduled round
+//! opens and closes at its instants on every replica without a timer, and an operator's open or
+//! close is a change of the window. The operations ([`create`], [`change`]) are pure: they take the
+//! rounds as read and return the round to write; [`update`] writes it through a [`RoundStore`]
+//! with a compare-and-set, so that two operators never open two rounds at once.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The implicit round of every vote until the first round is created.
+pub const DEFAULT_ROUND: &str = "default";
+/// Longest round id.
+pub const MAX_ID_CHARS: usize = 64;
+/// Longest round title.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Whether `id` is a round id: 1–64 of `a–z 0–9 -`, starting with a letter or a digit.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// How a round's results are shown to the public (operators always see everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Counts to everyone as they arrive.
+    #[default]
+    Live,
+    /// Only the total until the operator reveals.
+    Hidden,
+    /// Revealed by the operator.
+    Revealed,
+}
+
+/// A round's state at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not open yet (with or without an opening instant).
+    Scheduled,
+    /// Votes are accepted in it.
+    Open,
+    /// Its window has ended.
+    Closed,
+}
+
+/// A round as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    /// The id (see [`is_valid_id`]).
+    pub id: String,
+    /// What the audience sees.
+    pub title: String,
+    /// When it opens (by itself, or when the operator opened it); `None`: not scheduled.
+    #[serde(with = "instant")]
+    pub opens_at: Option<DateTime<Utc>>,
+    /// When it closes (by itself, or when the operator closed it); `None`: open until closed.
+    #[serde(with = "instant")]
+    pub closes_at: Option<DateTime<Utc>>,
+    /// How its results are shown.
+    pub results: Visibility,
+    /// When it was created (rounds are listed newest first).
+    #[serde(with = "instant")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Round {
+    /// The state at `now`.
+    pub fn state(&self, now: DateTime<Utc>) -> State {
+        match (self.opens_at, self.closes_at) {
+            (_, Some(closes)) if now >= closes && self.opens_at.is_some_and(|opens| opens <= closes) => State::Closed,
+            (Some(opens), _) if now >= opens => State::Open,
+            _ => State::Scheduled,
+        }
+    }
+
+    /// Whether the public sees only the total.
+    pub fn is_hidden(&self) -> bool {
+        self.results == Visibility::Hidden
+    }
+
+    /// The contract's view at `now`: `{id, title, state, opens_at, closes_at, results, final, total}`.
+    pub fn view(&self, now: DateTime<Utc>, total: u64, is_final: bool) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "title": self.title,
+            "state": self.state(now),
+            "opens_at": self.opens_at.map(crate::time::format),
+            "closes_at": self.closes_at.map(crate::time::format),
+            "results": self.results,
+            "final": is_final,
+            "total": total,
+        })
+    }
+
+    /// The window `[opens_at, closes_at)`, when it has a start.
+    fn window(&self) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        self.opens_at.map(|opens| (opens, self.closes_at))
+    }
+}
+
+/// Which round a vote received at an instant counts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// In this round (`default` while no round exists).
+    Open(String),
+    /// Voting is closed; the next round opens by itself in this long, if one is scheduled.
+    Closed {
+        /// Time until the next scheduled opening.
+        opens_in: Option<Duration>,
+    },
+}
+
+/// Which round a vote received at `now` counts in.
+pub fn admit(rounds: &[Round], now: DateTime<Utc>) -> Admission {
+    if rounds.is_empty() {
+        return Admission::Open(DEFAULT_ROUND.to_owned());
+    }
+    if let Some(open) = rounds.iter().find(|r| r.state(now) == State::Open) {
+        return Admission::Open(open.id.clone());
+    }
+    let next = rounds.iter().filter_map(|r| r.opens_at.filter(|at| *at > now)).min();
+    Admission::Closed { opens_in: next.and_then(|at| (at - now).to_std().ok()) }
+}
+
+/// The round `GET /api/results` shows without `?round=`: the open one, else the latest closed one
+/// (by closing instant), else none (the `default` round).
+pub fn current(rounds: &[Round], now: DateTime<Utc>) -> Option<&Round> {
+    rounds
+        .iter()
+        .find(|r| r.state(now) == State::Open)
+        .or_else(|| rounds.iter().filter(|r| r.state(now) == State::Closed).max_by_key(|r| (r.closes_at, r.id.clone())))
+}
+
+/// Rounds newest first.
+pub fn newest_first(rounds: &mut [Round]) {
+    rounds.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+}
+
+/// Why an operation on rounds was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoundError {
+    /// A field is invalid (`400` naming it).
+    #[error("{message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// No round has this id (`404`).
+    #[error("no round {0}")]
+    NotFound(String),
+    /// The operation conflicts with the rounds' state (`409`).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A round to create: `{"id", "title", "opens_at"?, "closes_at"?, "results"?}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRound {
+    /// The id.
+    pub id: String,
+    /// The title.
+    pub title: String,
+    /// RFC 3339.
+    #[serde(default)]
+    pub opens_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub closes_at: Option<String>,
+    /// `live` (default) or `hidden`.
+    #[serde(default)]
+    pub results: Visibility,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> RoundError {
+    RoundError::Invalid { field, message: message.into() }
+}
+
+fn instant_field(field: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, RoundError> {
+    text.map(|t| crate::time::parse(t).ok_or_else(|| invalid(field, format!("{field} must be an RFC 3339 instant"))))
+        .transpose()
+}
+
+/// The round created from `new` at `now`, checked against the existing `rounds`.
+pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Round, RoundError> {
+    if !is_valid_id(&new.id) {
+        return Err(invalid("id", "id must be 1-64 of a-z, 0-9 and -, starting with a letter or a digit"));
+    }
+    let title = new.title.trim();
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+        return Err(invalid(
+            "title",
+            format!("title must be 1-{MAX_TITLE_CHARS} characters without control characters"),
+        ));
+    }
+    let opens_at = instant_field("opens_at", new.opens_at.as_deref())?;
+    let closes_at = instant_field("closes_at", new.closes_at.as_deref())?;
+    if let Some(closes) = closes_at {
+        if closes <= now {
+            return Err(invalid("closes_at", "closes_at must be in the future"));
+        }
+        if opens_at.is_some_and(|opens| opens >= closes) {
+            return Err(invalid("closes_at", "closes_at must be after opens_at"));
+        }
+    }
+    if new.results == Visibility::Revealed {
+        return Err(invalid("results", "results must be live or hidden"));
+    }
+    if new.id == DEFAULT_ROUND || rounds.iter().any(|r| r.id == new.id) {
+        return Err(RoundError::Conflict(format!("round {} exists", new.id)));
+    }
+    let round = Round {
+        id: new.id,
+        title: title.to_owned(),
+        // An opening instant in the past opens the round now.
+        opens_at: opens_at.map(|at| at.max(now)),
+        closes_at,
+        results: new.results,
+        created_at: Some(now),
+    };
+    check_overlap(rounds, &round, now)?;
+    Ok(round)
+}
+
+/// What an operator does to a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Opens it now (it closes at its `closes_at`, if any).
+    Open,
+    /// Closes it now.
+    Close,
+    /// Shows its results to everyone.
+    Reveal,
+    /// Shows the public only its total.
+    Hide,
+}
+
+impl Action {
+    /// Parses `open`, `close`, `reveal` or `hide`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "open" => Some(Self::Open),
+            "close" => Some(Self::Close),
+            "reveal" => Some(Self::Reveal),
+            "hide" => Some(Self::Hide),
+            _ => None,
+        }
+    }
+}
+
+/// Round `id` after `action` at `now`.
+pub fn change(rounds: &[Round], id: &str, action: Action, now: DateTime<Utc>) -> Result<Round, RoundError> {
+    let mut round = rounds.iter().find(|r| r.id == id).cloned().ok_or_else(|| RoundError::NotFound(id.to_owned()))?;
+    match (action, round.state(now)) {
+        (Action::Open, State::Open) => {}
+        (Action::Open, State::Closed) => {
+            return Err(RoundError::Conflict(format!("round {id} is closed; create another round")));
+        }
+        (Action::Open, State::Scheduled) => {
+            if let Some(open) = rounds.iter().find(|r| r.id != id && r.state(now) == State::Open) {
+                return Err(RoundError::Conflict(format!("round {} is open; close it first", open.id)));
+            }
+            round.opens_at = Some(now);
+            if round.closes_at.is_some_and(|closes| closes <= now) {
+                round.closes_at = None;
+            }
+            check_overlap(rounds, &round, now)?;
+        }
+        (Action::Close, State::Open) => round.closes_at = Some(now),
+        (Action::Close, State::Closed) => {}
+        (Action::Close, State::Scheduled) => {
+            return Err(RoundError::Conflict(format!("round {id} is not open")));
+        }
+        (Action::Reveal, _) => {
+            if round.results == Visibility::Hidden {
+                round.results = Visibility::Revealed;
+            }
+        }
+        (Action::Hide, _) => round.results = Visibility::Hidden,
+    }
+    Ok(round)
+}
+
+/// Refuses a window that would have two rounds open at once.
+fn check_overlap(rounds: &[Round], round: &Round, now: DateTime<Utc>) -> Result<(), RoundError> {
+    let Some((opens, closes)) = round.window() else { return Ok(()) };
+    for other in rounds.iter().filter(|r| r.id != round.id) {
+        let Some((other_opens, other_closes)) = other.window() else { continue };
+        if other.state(now) == State::Closed {
+            continue;
+        }
+        let before = closes.is_some_and(|c| c <= other_opens);
+        let after = other_closes.is_some_and(|c| c <= opens);
+        if !before && !after {
+            return Err(RoundError::Conflict(format!(
+                "round {} would be open at the same time (at most one round is open)",
+                other.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A boxed future, for the store's object-safe trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The rounds as read, with the version a write must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Changes so far (a compare-and-set's expected value).
+    pub version: u64,
+    /// Every round, in no order.
+    pub rounds: Vec<Round>,
+}
+
+/// A round store that did not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("round store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where the rounds live: one place every gateway replica and the API read (Redis, or `bandvote
+/// up`'s embedded database).
+pub trait RoundStore: Send + Sync {
+    /// Every round and the version.
+    fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>>;
+    /// Writes `round` if the version is still `version` (then it is one more); `false` if another
+    /// change came first.
+    fn save<'a>(&'a self, version: u64, round: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// Why [`update`] did not change a round.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The operation was refused.
+    #[error(transparent)]
+    Refused(#[from] RoundError),
+    /// The store did not answer, or kept changing under the operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads the rounds, applies `operation` and writes its round if nothing changed meanwhile (else
+/// tries again with the new rounds).
+pub async fn update(
+    store: &dyn RoundStore,
+    operation: impl Fn(&[Round], DateTime<Utc>) -> Result<Round, RoundError>,
+) -> Result<Round, UpdateError> {
+    for _ in 0..16 {
+        let stored = store.load().await?;
+        let round = operation(&stored.rounds, Utc::now())?;
+        if store.save(stored.version, &round).await? {
+            return Ok(round);
+        }
+    }
+    Err(StoreError("the rounds kept changing; try again".into()).into())
+}
+
+/// `Option<DateTime<Utc>>` as the contract's RFC 3339 text or `null`.
+mod instant {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_str(&crate::time::format(*at)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => {
+                crate::time::parse(&text).map(Some).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 instant"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        crate::time::parse(s).expect("instant")
+    }
+
+    fn new(id: &str) -> NewRound {
+        NewRound {
+            id: id.into(),
+            title: format!("Round {id}"),
+            opens_at: None,
+            closes_at: None,
+            results: Visibility::Live,
+        }
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        for good in ["final", "semi-1", "2026", "a"] {
+            assert!(is_valid_id(good), "{good}");
+        }
+        for bad in ["", "-x", "Final", "semi_1", "a b", &"a".repeat(65)] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn with_no_round_votes_count_in_default() {
+        assert_eq!(admit(&[], Utc::now()), Admission::Open(DEFAULT_ROUND.into()));
+    }
+
+    #[test]
+    fn a_scheduled_round_opens_and_closes_by_itself() {
+        let now = at("2026-12-01T20:00:00Z");
+        let mut semi = new("semi");
+        semi.opens_at = Some("2026-12-01T20:10:00Z".into());
+        semi.closes_at = Some("2026-12-01T20:20:00Z".into());
+        let round = create(&[], semi, now).expect("created");
+        let rounds = [round];
+        assert_eq!(admit(&rounds, now), Admission::Closed { opens_in: Some(Duration::from_secs(600)) });
+        assert_eq!(admit(&rounds, at("2026-12-01T20:10:00Z")), Admission::Open("semi".into()));
+        assert_eq!(rounds[0].state(at("2026-12-01T20:19:59.999Z")), State::Open);
+        assert_eq!(rounds[0].state(at("2026-12-01T20:20:00Z")), State::Closed);
+        assert_eq!(admit(&rounds, at("2026-12-01T20:20:00Z")), Admission::Closed { opens_in: None });
+    }
+
+    #[test]
+    fn at_most_one_round_is_open() {
+        let now = at("2026-12-01T20:00:00Z");
+        let semi = create(&[], new("semi"), now).expect("created");
+        let final_ = create(std::slice::from_ref(&semi), new("final"), now).expect("created");
+        let semi = change(&[semi, final_.clone()], "semi", Action::Open, now).expect("opened");
+        let rounds = [semi.clone(), final_];
+        assert!(matches!(change(&rounds, "final", Action::Open, now), Err(RoundError::Conflict(_))));
+        let later = at("2026-12-01T20:05:00Z");
+        let semi = change(&rounds, "semi", Action::Close, later).expect("closed");
+        assert_eq!(semi.state(later), State::Closed);
+        let rounds = [semi, rounds[1].clone()];
+        let final_ = change(&rounds, "final", Action::Open, later).expect("opened");
+        assert_eq!(final_.state(later), State::Open);
+        assert!(matches!(change(&rounds, "semi", Action::Open, later), Err(RoundError::Conflict(_))));
+        assert!(matches!(change(&rounds, "nope", Action::Open, later), Err(RoundError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_schedule_that_overlaps_an_open_round_is_refused() {
+        let now = at("2026-12-01T20:00:00Z");
+        let semi = change(&[create(&[], new("semi"), now).expect("created")], "semi", Action::Open, now).expect("open");
+        let mut final_ = new("final");
+        final_.opens_at = Some("2026-12-01T21:00:00Z".into());
+        assert!(matches!(create(std::slice::from_ref(&semi), final_, now), Err(RoundError::Conflict(_))));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let now = Utc::now();
+        let mut round = new("x");
+        round.title = " ".into();
+        assert!(matches!(create(&[], round, now), Err(RoundError::Invalid { field: "title", .. })));
+        let mut round = new("x");
+        round.closes_at = Some("yesterday".into());
+        assert!(matches!(create(&[], round, now), Err(RoundError::Invalid { field: "closes_at", .. })));
+        assert!(matches!(create(&[], new("Bad"), now), Err(RoundError::Invalid { field: "id", .. })));
+        assert!(matches!(create(&[], new("default"), now), Err(RoundError::Conflict(_))));
+    }
+
+    #[test]
+    fn hidden_results_are_revealed_and_hidden_again() {
+        let now = Utc::now();
+        let mut round = new("prize");
+        round.results = Visibility::Hidden;
+        let round = create(&[], round, now).expect("created");
+        assert!(round.is_hidden());
+        let revealed = change(&[round], "prize", Action::Reveal, now).expect("revealed");
+        assert_eq!(revealed.results, Visibility::Revealed);
+        let hidden = change(&[revealed], "prize", Action::Hide, now).expect("hidden");
+        assert!(hidden.is_hidden());
+    }
+
+    #[test]
+    fn a_round_round_trips_through_json() {
+        let round = create(&[], new("semi"), at("2026-12-01T20:00:00Z")).expect("created");
+        let json = serde_json::to_string(&round).expect("json");
+        assert!(json.contains(r#""created_at":"2026-12-01T20:00:00.000Z""#), "{json}");
+        assert_eq!(serde_json::from_str::<Round>(&json).expect("parses"), round);
+        let view = round.view(at("2026-12-01T20:00:00Z"), 3, false);
+        assert_eq!(view["state"], "scheduled");
+        assert_eq!(view["results"], "live");
+        assert_eq!(view["total"], 3);
+    }
+}

@@ -1,0 +1,188 @@
+//! Rounds at the gateways: the round a vote counts in, or `409 {"error": "voting is closed"}`.
+//!
+//! Each gateway keeps the rounds as last read from the store every replica shares (Redis, or `up`'s
+//! embedded database) and reads them again every [`REFRESH`]. A scheduled opening or closing is
+//! decided from the rounds' instants and the gateway's clock, so it is exact; an operator's open or
+//! close reaches every gateway within one refresh (plus the store's answer). The round is stamped
+//! on the vote here and travels with it: the gRPC request's `round`, the wasm guest's
+//! [`ROUND_HEADER`], the queue message's `round`.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use axum::http::StatusCode;
+use bandvote_core::round::{self, Admission, Round, RoundStore};
+use bandvote_runtime::{health, http::ApiError, service::Service};
+use tokio_util::sync::CancellationToken;
+
+/// How often a gateway reads the rounds again: the bound on how long after an operator's close a
+/// gateway may still accept a vote (in that round).
+pub const REFRESH: Duration = Duration::from_millis(200);
+
+/// The header that carries the round from the wasm host through the guest to the HTTP producer.
+pub const ROUND_HEADER: &str = "bandvote-round";
+
+/// The round a producer writes for a gateway's stamp: the stamp when it is a round id, `default`
+/// when there is none, `None` when it is not a round id.
+pub fn stamped(stamp: &str) -> Option<String> {
+    match stamp {
+        "" => Some(round::DEFAULT_ROUND.to_owned()),
+        id if round::is_valid_id(id) => Some(id.to_owned()),
+        _ => None,
+    }
+}
+
+/// The rounds as a gateway last read them.
+pub struct RoundGate {
+    store: Arc<dyn RoundStore>,
+    known: RwLock<Option<Arc<Vec<Round>>>>,
+}
+
+impl RoundGate {
+    /// A gate over `store`, which knows no round until its first read.
+    pub fn new(store: Arc<dyn RoundStore>) -> Arc<Self> {
+        Arc::new(Self { store, known: RwLock::new(None) })
+    }
+
+    /// A gate over the rounds in the Redis at `url`, if one is given.
+    pub fn from_redis(url: Option<&secrecy::SecretString>) -> anyhow::Result<Option<Arc<Self>>> {
+        use secrecy::ExposeSecret;
+        let Some(url) = url else { return Ok(None) };
+        Ok(Some(Self::new(Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?))))
+    }
+
+    /// The round a vote received now counts in, or the refusal to answer.
+    pub fn admit(&self) -> Result<String, ApiError> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // Until the rounds were read once, a vote may be one for a closed round.
+        let Some(rounds) = known else {
+            return Err(ApiError::unavailable_because("the rounds are not known yet", Duration::from_secs(1)));
+        };
+        match round::admit(&rounds, chrono::Utc::now()) {
+            Admission::Open(id) => Ok(id),
+            Admission::Closed { opens_in } => {
+                let closed = ApiError::client(StatusCode::CONFLICT, "voting is closed", None);
+                Err(match opens_in {
+                    Some(wait) => closed.with_retry_after(wait.max(Duration::from_secs(1))),
+                    None => closed,
+                })
+            }
+        }
+    }
+
+    /// Reads the rounds again.
+    pub async fn refresh(&self) -> Result<(), round::StoreError> {
+        let stored = self.store.load().await?;
+        *self.known.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(stored.rounds));
+        Ok(())
+    }
+
+    /// Reads the rounds every [`REFRESH`] until `shutdown`. While the store does not answer, the
+    /// rounds last read still hold: they change only through that store, and scheduled instants are
+    /// decided here.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut failing = false;
+        loop {
+            match self.refresh().await {
+                Ok(()) if failing => {
+                    tracing::info!("the rounds are read again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(error) if !failing => {
+                    tracing::warn!(%error, "cannot read the rounds; the last ones read still hold");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    }
+
+    /// Readiness: the rounds were read at least once.
+    pub fn check(self: &Arc<Self>) -> health::Check {
+        let gate = Arc::clone(self);
+        health::check(move || {
+            let gate = Arc::clone(&gate);
+            async move {
+                if gate.known.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    Ok(())
+                } else {
+                    Err("the rounds were never read".into())
+                }
+            }
+        })
+    }
+}
+
+/// A gateway service with its rounds: the gate's readiness and refresh task.
+pub fn with_gate(service: Service, gate: &Arc<RoundGate>) -> Service {
+    let refresh = Arc::clone(gate);
+    service.check("rounds", gate.check()).task("rounds", move |shutdown| refresh.run(shutdown))
+}
+
+#[cfg(test)]
+mod tests {
+    use bandvote_core::round::{BoxFuture, StoreError, Stored};
+
+    use super::*;
+
+    struct Fixed(Vec<Round>);
+
+    impl RoundStore for Fixed {
+        fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>> {
+            let rounds = self.0.clone();
+            Box::pin(async move { Ok(Stored { version: 1, rounds }) })
+        }
+
+        fn save<'a>(&'a self, _: u64, _: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>> {
+            Box::pin(async { Ok(false) })
+        }
+    }
+
+    fn round(id: &str, opens_in_secs: i64) -> Round {
+        let opens = chrono::Utc::now() + chrono::Duration::seconds(opens_in_secs);
+        Round {
+            id: id.into(),
+            title: id.into(),
+            opens_at: Some(opens),
+            closes_at: None,
+            results: round::Visibility::Live,
+            created_at: Some(opens),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gate_refuses_until_it_has_read_the_rounds() {
+        let gate = RoundGate::new(Arc::new(Fixed(vec![])));
+        assert_eq!(gate.admit().map_err(|e| e.status()), Err(StatusCode::SERVICE_UNAVAILABLE));
+        gate.refresh().await.expect("read");
+        assert_eq!(gate.admit().map_err(|e| e.status()), Ok("default".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn votes_count_in_the_open_round_and_are_refused_between_rounds() {
+        let gate = RoundGate::new(Arc::new(Fixed(vec![round("semi", -5)])));
+        gate.refresh().await.expect("read");
+        assert_eq!(gate.admit().map_err(|e| e.status()), Ok("semi".to_owned()));
+        let gate = RoundGate::new(Arc::new(Fixed(vec![round("final", 90)])));
+        gate.refresh().await.expect("read");
+        let refused = gate.admit().expect_err("closed");
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        let response = axum::response::IntoResponse::into_response(refused);
+        let retry: u64 = response.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
+        assert!((85..=90).contains(&retry), "{retry}");
+    }
+
+    #[test]
+    fn producers_accept_round_ids_and_no_stamp() {
+        assert_eq!(stamped(""), Some("default".into()));
+        assert_eq!(stamped("final"), Some("final".into()));
+        assert_eq!(stamped("Final!"), None);
+    }
+}

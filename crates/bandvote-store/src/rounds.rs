@@ -1,0 +1,91 @@
+//! The rounds in Redis, where every gateway replica and the API read them: hash `rounds` (id →
+//! the round's JSON) and `rounds:version` (incremented by every change, the compare-and-set that
+//! keeps two operators from opening two rounds at once).
+
+use std::time::Duration;
+
+use bandvote_core::round::{BoxFuture, Round, RoundStore, StoreError, Stored};
+use redis::Script;
+use tokio::sync::OnceCell;
+
+use crate::{
+    keys,
+    redis_client::{Redis, RedisTarget, Timeouts},
+};
+
+/// Writes a round only if the version is the expected one.
+const SAVE: &str = r"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('INCR', KEYS[2])
+return 1
+";
+
+/// Longest wait for one read or write.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The rounds in the Redis at a URL, connected on first use.
+pub struct RedisRounds {
+    target: RedisTarget,
+    connection: OnceCell<Redis>,
+    save: Script,
+}
+
+impl RedisRounds {
+    /// The rounds in the Redis at `url` (`redis://` or `redis-sentinel://`); nothing is contacted
+    /// yet.
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        Ok(Self { target: RedisTarget::parse(url)?, connection: OnceCell::new(), save: Script::new(SAVE) })
+    }
+
+    async fn connection(&self) -> Result<Redis, StoreError> {
+        let timeouts = Timeouts { response: TIMEOUT, ..Timeouts::default() };
+        let connect = self.connection.get_or_try_init(|| self.target.connect(timeouts));
+        match tokio::time::timeout(TIMEOUT, connect).await {
+            Ok(Ok(connection)) => Ok(connection.clone()),
+            Ok(Err(error)) => Err(StoreError(format!("redis: {error:#}"))),
+            Err(_) => Err(StoreError("redis: no answer".into())),
+        }
+    }
+}
+
+fn failed(error: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {error}"))
+}
+
+impl RoundStore for RedisRounds {
+    fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().hvals(keys::ROUNDS).get(keys::ROUNDS_VERSION);
+            let (values, version): (Vec<String>, Option<u64>) = pipe.query_async(&mut redis).await.map_err(failed)?;
+            let mut rounds = Vec::with_capacity(values.len());
+            for value in values {
+                match serde_json::from_str::<Round>(&value) {
+                    Ok(round) => rounds.push(round),
+                    Err(error) => return Err(StoreError(format!("a stored round is not a round: {error}"))),
+                }
+            }
+            Ok(Stored { version: version.unwrap_or(0), rounds })
+        })
+    }
+
+    fn save<'a>(&'a self, version: u64, round: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            let json = serde_json::to_string(round).map_err(|e| StoreError(e.to_string()))?;
+            let saved: i64 = self
+                .save
+                .key(keys::ROUNDS)
+                .key(keys::ROUNDS_VERSION)
+                .arg(version.to_string())
+                .arg(&round.id)
+                .arg(json)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(failed)?;
+            Ok(saved == 1)
+        })
+    }
+}

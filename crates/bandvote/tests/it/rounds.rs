@@ -1,0 +1,292 @@
+//! Rounds (DESIGN.md, "Rounds"): the operator's API and CLI, `409 voting is closed` on both paths
+//! between rounds, a close while keyed senders are mid-flight counted exactly (every `202` in its
+//! round, nothing after the close), hidden results, on `bandvote up`'s embedded storage and on the
+//! real servers (Kafka, Redis, MongoDB).
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::support::{MONGO, PATIENCE, TestEnv, embedded_up, mix, spawn_listening, up, wait_for, wait_ready};
+
+const TOKEN: &str = "operator-token-4b1d";
+
+/// An operator's and the public's view of one running system.
+struct Show {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Show {
+    fn new(base: String) -> Self {
+        Self { base, client: reqwest::Client::new() }
+    }
+
+    async fn admin(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.post(format!("{}/api/admin/{path}", self.base)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.expect("answer");
+        (answer.status().as_u16(), answer.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, operator: bool) -> Value {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if operator {
+            request = request.bearer_auth(TOKEN);
+        }
+        let answer = request.send().await.expect("answer");
+        assert_eq!(answer.status(), 200, "{path}");
+        answer.json().await.expect("json")
+    }
+
+    async fn vote(&self, path: &str, key: &str, vote: &crate::support::TestVote) -> (u16, Value) {
+        let url = format!("{}/{path}/votes", self.base);
+        crate::support::post_vote(&self.client, &url, vote.body(), Some(key)).await
+    }
+
+    /// Waits until round `id`'s operator results count `total`.
+    async fn wait_for_round_total(&self, id: &str, total: u64) -> Value {
+        wait_for(&format!("{total} votes in round {id}"), PATIENCE, || async {
+            let results = self.get(&format!("/api/results?round={id}"), true).await;
+            (results["total"].as_u64() == Some(total)).then_some(results)
+        })
+        .await
+    }
+}
+
+fn counts(votes: &[crate::support::TestVote]) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let expected = crate::support::expected(votes);
+    (expected.bands, expected.albums)
+}
+
+fn map(value: &Value) -> BTreeMap<String, u64> {
+    value.as_object().expect("an object").iter().map(|(k, n)| (k.clone(), n.as_u64().expect("a count"))).collect()
+}
+
+/// The lifecycle through the API, a close under 16 keyed senders on both paths, a hidden round.
+async fn a_show(show: &Show) {
+    // Before any round: the default round, as always.
+    let vote = &mix(1)[0];
+    assert_eq!(show.vote("grpc", "before-any-round", vote).await.0, 202);
+    let results = show.get("/api/results", false).await;
+    assert_eq!(results["round"], "default", "{results}");
+    assert_eq!(results["hidden"], false);
+
+    // The operator's routes need the token.
+    let anonymous = show.client.post(format!("{}/api/admin/rounds", show.base)).json(&json!({"id": "x", "title": "x"}));
+    assert_eq!(anonymous.send().await.expect("answer").status(), 401);
+    let (status, semi) = show.admin("rounds", Some(json!({"id": "semi", "title": "Semi-final"}))).await;
+    assert_eq!(status, 201, "{semi}");
+    assert_eq!(semi["state"], "scheduled");
+    assert_eq!(semi["results"], "live");
+    assert_eq!(show.admin("rounds", Some(json!({"id": "semi", "title": "again"}))).await.0, 409);
+    let (status, bad) = show.admin("rounds", Some(json!({"id": "Semi Final", "title": "x"}))).await;
+    assert_eq!((status, bad["field"].as_str()), (400, Some("id")), "{bad}");
+    assert_eq!(show.admin("rounds/nope/open", None).await.0, 404);
+
+    // Rounds exist and none is open: within the gateways' refresh both paths refuse.
+    for path in ["grpc", "wasm"] {
+        let body = wait_for(&format!("{path} to refuse between rounds"), Duration::from_secs(10), || async {
+            let (status, body) = show.vote(path, &format!("between-{path}"), vote).await;
+            (status == 409).then_some(body)
+        })
+        .await;
+        assert_eq!(body, json!({"error": "voting is closed"}), "{path}");
+    }
+
+    let (status, opened) = show.admin("rounds/semi/open", None).await;
+    assert_eq!((status, opened["state"].as_str()), (200, Some("open")), "{opened}");
+    let (status, _) = show.admin("rounds", Some(json!({"id": "final", "title": "Final", "results": "hidden"}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(show.admin("rounds/final/open", None).await.0, 409, "at most one round is open");
+    // The gateways see the open round within their refresh.
+    wait_for("the gateways to see the open round", Duration::from_secs(10), || async {
+        (show.vote("grpc", "semi-first", vote).await.0 == 202).then_some(())
+    })
+    .await;
+
+    // 16 keyed senders on both paths; the round closes while they are sending.
+    let answered = AtomicUsize::new(0);
+    let answered = &answered;
+    let senders = futures::stream::iter(0..16)
+        .map(|sender| async move {
+            let path = if sender % 2 == 0 { "grpc" } else { "wasm" };
+            let (mut accepted, mut refused_after_close) = (Vec::new(), 0);
+            let votes = mix(400);
+            for (i, vote) in votes.iter().enumerate() {
+                let (status, body) = show.vote(path, &format!("s{sender}-{i}"), vote).await;
+                match status {
+                    202 => {
+                        assert_eq!(refused_after_close, 0, "sender {sender}: a 202 after a 409");
+                        accepted.push(vote.clone());
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    409 => {
+                        assert_eq!(body, json!({"error": "voting is closed"}));
+                        refused_after_close += 1;
+                        if refused_after_close >= 3 {
+                            break;
+                        }
+                    }
+                    other => panic!("sender {sender} got {other} {body}"),
+                }
+            }
+            (accepted, refused_after_close)
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let closer = async {
+        wait_for("votes in flight before the close", PATIENCE, || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (answered.load(Ordering::SeqCst) >= 64).then_some(())
+        })
+        .await;
+        let (status, round) = show.admin("rounds/semi/close", None).await;
+        assert_eq!((status, round["state"].as_str()), (200, Some("closed")), "{round}");
+    };
+    let (outcomes, ()) = tokio::join!(senders, closer);
+    let mut accepted = vec![vote.clone()];
+    for (votes, refused) in outcomes {
+        assert!(refused >= 3, "every sender ends refused by the close");
+        accepted.extend(votes);
+    }
+    assert!(accepted.len() > 64, "votes were accepted before the close: {}", accepted.len());
+    for path in ["grpc", "wasm"] {
+        assert_eq!(show.vote(path, &format!("after-close-{path}"), vote).await.0, 409, "{path}");
+    }
+
+    // Exactly the 202s, in the round they were answered for.
+    let results = show.wait_for_round_total("semi", accepted.len() as u64).await;
+    let (bands, albums) = counts(&accepted);
+    assert_eq!(map(&results["bands"]), bands);
+    assert_eq!(map(&results["albums"]), albums);
+    assert_eq!(results["round"], "semi");
+    // Still exact a moment later: nothing after the close is counted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(show.get("/api/results?round=semi", false).await["total"], accepted.len() as u64);
+    let public = show.get("/api/results", false).await;
+    assert_eq!(public["round"], "semi", "the latest closed round: {public}");
+
+    // A hidden round: the public sees its total only, in the results and the log, until the reveal.
+    assert_eq!(show.admin("rounds/final/open", None).await.0, 200);
+    let finalists = mix(12);
+    wait_for("the gateways to see the final", Duration::from_secs(10), || async {
+        (show.vote("wasm", "final-0", &finalists[0]).await.0 == 202).then_some(())
+    })
+    .await;
+    for (i, vote) in finalists.iter().enumerate().skip(1) {
+        let path = if i % 2 == 0 { "grpc" } else { "wasm" };
+        assert_eq!(show.vote(path, &format!("final-{i}"), vote).await.0, 202);
+    }
+    show.wait_for_round_total("final", 12).await;
+    let public = show.get("/api/results", false).await;
+    assert_eq!((public["round"].as_str(), public["hidden"].as_bool()), (Some("final"), Some(true)), "{public}");
+    assert_eq!(public["total"], 12);
+    assert!(map(&public["bands"]).is_empty() && map(&public["albums"]).is_empty(), "{public}");
+    let operator = show.get("/api/results", true).await;
+    assert_eq!(map(&operator["bands"]), counts(&finalists).0);
+    let logs = show.get("/api/logs?limit=100", false).await;
+    assert!(logs.as_array().expect("array").iter().all(|entry| entry["round"] != "final"), "{logs}");
+    let logs = show.get("/api/logs?limit=100", true).await;
+    assert_eq!(logs.as_array().expect("array").iter().filter(|entry| entry["round"] == "final").count(), 12);
+    let (status, revealed) = show.admin("rounds/final/reveal", None).await;
+    assert_eq!((status, revealed["results"].as_str()), (200, Some("revealed")));
+    let public = show.get("/api/results", false).await;
+    assert_eq!(map(&public["bands"]), counts(&finalists).0, "{public}");
+
+    let rounds = show.get("/api/rounds", false).await;
+    assert!(bandvote_core::time::parse(rounds["now"].as_str().expect("now")).is_some());
+    let listed: Vec<(&str, &str, u64)> = rounds["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .map(|r| (r["id"].as_str().expect("id"), r["state"].as_str().expect("state"), r["total"].as_u64().expect("n")))
+        .collect();
+    assert_eq!(listed, [("final", "open", 12), ("semi", "closed", accepted.len() as u64)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_show_on_embedded_storage_counts_each_round_exactly() {
+    let dir = std::env::temp_dir().join(format!("bandvote-rounds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut command = embedded_up(0, &dir);
+    command.args(["--admin-token", TOKEN]);
+    let (_up, base) = spawn_listening(&mut command).await;
+    wait_ready(&base).await;
+    let show = Show::new(base.clone());
+    a_show(&show).await;
+
+    // The CLI speaks to the same routes.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["round", "list", "--api", &base])
+        .output()
+        .await
+        .expect("bandvote round list");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(listed["rounds"][0]["id"], "final");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["round", "close", "final", "--api", &base, "--admin-token", "wrong-token"])
+        .output()
+        .await
+        .expect("bandvote round close");
+    assert!(!output.status.success(), "a wrong token is refused");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"), "{}", String::from_utf8_lossy(&output.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mongodb() {
+    let env = TestEnv::new().await;
+    let mut command = up(&env, 0);
+    command.args(["--admin-token", TOKEN]);
+    let (_up, base) = spawn_listening(&mut command).await;
+    wait_ready(&base).await;
+    let show = Show::new(base);
+    a_show(&show).await;
+
+    // The contract's per-round keys and log documents.
+    let mut redis = env.redis().await;
+    let total: u64 = redis::cmd("GET").arg("votes:round:final:total").query_async(&mut redis).await.expect("total");
+    assert_eq!(total, 12);
+    let client = mongodb::Client::with_uri_str(MONGO).await.expect("mongo");
+    let logs = client.database(&env.mongo_db).collection::<mongodb::bson::Document>("logs");
+    let logged = logs.count_documents(mongodb::bson::doc! {"round": "final"}).await.expect("count");
+    assert_eq!(logged, 12);
+
+    // A recount rebuilds each round's counters from the log, beside the all-time ones.
+    let semi_before: BTreeMap<String, u64> =
+        redis::cmd("HGETALL").arg("votes:round:semi:band").query_async(&mut redis).await.expect("semi");
+    let _: () = redis::cmd("DEL")
+        .arg(&["votes:round:semi:band", "votes:round:semi:total", "votes:round:final:album"])
+        .query_async(&mut redis)
+        .await
+        .expect("del");
+    let consumer = env.consumer_config();
+    let config = bandvote_store::recount::RecountConfig {
+        kafka: consumer.kafka,
+        redis_url: consumer.redis_url,
+        mongo_url: consumer.mongo_url,
+        mongo_db: consumer.mongo_db,
+        log_group: consumer.log_group,
+        idempotency_ttl: Duration::from_secs(3600),
+        // `up`'s consumer group is not the test's: the counters were waited for above.
+        force: true,
+    };
+    bandvote_store::recount::recount(&config).await.expect("recount");
+    let semi_after: BTreeMap<String, u64> =
+        redis::cmd("HGETALL").arg("votes:round:semi:band").query_async(&mut redis).await.expect("semi");
+    assert_eq!(semi_after, semi_before);
+    let semi_total: u64 = redis::cmd("GET").arg("votes:round:semi:total").query_async(&mut redis).await.expect("n");
+    assert_eq!(semi_total, semi_before.values().sum::<u64>());
+    let final_albums: BTreeMap<String, u64> =
+        redis::cmd("HGETALL").arg("votes:round:final:album").query_async(&mut redis).await.expect("final");
+    assert_eq!(final_albums, counts(&mix(12)).1);
+}
