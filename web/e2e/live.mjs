@@ -12,6 +12,7 @@
 import { mkdirSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { chromium } from 'playwright-core'
+import { check, until } from './checks.mjs'
 
 const [base, shots] = process.argv.slice(2)
 if (!base || !shots) {
@@ -19,27 +20,8 @@ if (!base || !shots) {
   process.exit(2)
 }
 mkdirSync(shots, { recursive: true })
-const TIMEOUT = 10_000
 
-function check(condition, message) {
-  if (!condition) {
-    throw new Error(message)
-  }
-}
 
-/** Polls `read` until it returns something `accept` approves, or fails after `timeout`. */
-async function until(what, read, accept, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout
-  let last
-  while (Date.now() < deadline) {
-    last = await read()
-    if (accept(last)) {
-      return last
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(last)}`)
-}
 
 async function post(path, vote) {
   const response = await fetch(`${base}/${path}/votes`, {

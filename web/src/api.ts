@@ -8,6 +8,29 @@ export interface Results {
   updated_at: string | null
   /** How long after it was received that vote was counted, in ms, or null. */
   freshness_ms: number | null
+  /** The round shown: the open one, else the latest closed one, else "default". */
+  round?: string
+  /** Whether the public sees only the total until the host reveals the results. */
+  hidden?: boolean
+  /** Whether every vote of the round is counted and certified. */
+  final?: boolean
+}
+
+/** One round of the show (GET /api/rounds). */
+export interface Round {
+  id: string
+  title: string
+  state: 'scheduled' | 'open' | 'closed'
+  opens_at: string | null
+  closes_at: string | null
+  results: 'live' | 'hidden' | 'revealed'
+  final: boolean
+}
+
+/** GET /api/rounds and the `round` stream event. */
+export interface Rounds {
+  now: string
+  rounds: Round[]
 }
 
 export interface VoteData {

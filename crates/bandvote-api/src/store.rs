@@ -2,7 +2,7 @@
 //! the vote log (MongoDB, or the embedded database).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -19,7 +19,7 @@ use bandvote_store::{
     rounds::RedisRounds,
 };
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use mongodb::{
     Collection,
     bson::{Document, doc},
@@ -203,18 +203,18 @@ impl Store {
             None => bandvote_core::round::current(&rounds, chrono::Utc::now()),
         };
         let mut results = self.results().await?;
-        let (id, hidden) = match chosen {
+        let (id, hidden, is_final) = match chosen {
             Some(chosen) => {
                 results.counts = self.round_counts(&chosen.id).await?;
-                (chosen.id.clone(), chosen.is_hidden())
+                (chosen.id.clone(), chosen.is_hidden(), chosen.certified.is_some())
             }
-            None => (DEFAULT_ROUND.to_owned(), false),
+            None => (DEFAULT_ROUND.to_owned(), false, false),
         };
         if hidden && !operator {
             results.counts.bands.clear();
             results.counts.albums.clear();
         }
-        Ok(Some(RoundResults { results, round: id, hidden, is_final: false }))
+        Ok(Some(RoundResults { results, round: id, hidden, is_final }))
     }
 
     /// Round `id`'s counters (the `default` round's are the all-time ones).
@@ -226,12 +226,8 @@ impl Store {
             Counters::Embedded(storage) => storage.round_counts(id).await.map_err(|e| Unavailable(e.to_string())),
             Counters::Redis { target, connection } => {
                 let mut redis = Self::redis(target, connection).await?;
-                let [band, album, total] = keys::round(id);
-                let mut pipe = redis::pipe();
-                pipe.atomic().hgetall(band).hgetall(album).get(total);
-                type Snapshot = (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>);
-                match tokio::time::timeout(READ_TIMEOUT, pipe.query_async::<Snapshot>(&mut redis)).await {
-                    Ok(Ok((bands, albums, total))) => Ok(Counts { total: total.unwrap_or(0), bands, albums }),
+                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::counts(&mut redis, id)).await {
+                    Ok(Ok(counts)) => Ok(counts),
                     Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
                     Err(_) => Err(Unavailable("redis: no answer".into())),
                 }
@@ -310,6 +306,46 @@ impl Store {
                 find(logs, doc! {"received_at": {"$gte": since}}, doc! {"received_at": 1}, limit).await
             }
             Logs::Embedded(storage) => embedded(storage.logs_since(since_ms, limit.max(0) as u64).await),
+        }
+    }
+
+    /// Round `id`'s logged votes, oldest first, read as they are sent (a page or a cursor batch at a
+    /// time, so memory stays flat however many there are); a store error ends the stream with it.
+    pub fn round_votes(&self, id: &str) -> BoxStream<'static, Result<LogEntry, Unavailable>> {
+        match &self.logs {
+            Logs::Mongo(logs) => {
+                let (logs, filter) = (logs.clone(), bandvote_store::log::round_filter(id));
+                let find =
+                    async move { logs.find(filter).sort(doc! {"received_at": 1, "_id": 1}).batch_size(1000).await };
+                futures::stream::once(find)
+                    .try_flatten()
+                    .map_err(|error| Unavailable(format!("mongodb: {error}")))
+                    .try_filter_map(|doc| async move { Ok(to_entry(&doc)) })
+                    .boxed()
+            }
+            Logs::Embedded(storage) => {
+                const PAGE: u64 = 1000;
+                let (storage, id) = (Arc::clone(storage), id.to_owned());
+                let start = Some((None::<(i64, String)>, VecDeque::<bandvote_embedded::Logged>::new()));
+                futures::stream::unfold(start, move |state| {
+                    let (storage, id) = (Arc::clone(&storage), id.clone());
+                    async move {
+                        let (mut after, mut page) = state?;
+                        if page.is_empty() {
+                            match storage.round_logs_after(&id, after.clone(), PAGE).await {
+                                Ok(next) => page = next.into(),
+                                Err(error) => return Some((Err(Unavailable(error.to_string())), None)),
+                            }
+                        }
+                        let logged = page.pop_front()?;
+                        let ms = bandvote_core::time::parse(&logged.received_at).map_or(0, |t| t.timestamp_millis());
+                        after = Some((ms, logged.id.clone()));
+                        let entry = embedded(Ok(vec![logged])).map(|mut entries| entries.remove(0));
+                        Some((entry, Some((after, page))))
+                    }
+                })
+                .boxed()
+            }
         }
     }
 

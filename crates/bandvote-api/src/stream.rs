@@ -3,7 +3,8 @@
 //! serialised once, as a ready SSE frame (`id:`, `event:`, `data:`), and shared by every client:
 //! - the latest results, published only when they changed, at most every 250 ms and, when they are
 //!   large, no faster than [`RESULTS_BYTES_PER_SEC`] (a new client starts from them);
-//! - a bounded log of the newest `log` and `status` events, replayed to a client that reconnects
+//! - a bounded log of the newest `log`, `status` and `round` events (`round`: the rounds, whenever
+//!   one opens, closes, is hidden, revealed or made final), replayed to a client that reconnects
 //!   with `Last-Event-ID`;
 //! - one bounded mailbox per client. A client that does not take its frames (its mailbox full, or
 //!   no progress for [`SLOW_CLIENT_TIMEOUT`] while frames wait) is dropped: its mailbox is emptied,
@@ -316,12 +317,18 @@ impl Events {
             hub.next_id += 1;
         }
         for frame in &frames {
-            if hub.replay.len() == REPLAY {
-                hub.replay.pop_front();
-            }
-            hub.replay.push_back(frame.clone());
+            remember(&mut hub, frame);
         }
         deliver(&mut hub, None, frames);
+    }
+
+    /// Publishes a `round` event: the rounds after a change of state, visibility or finality.
+    pub fn publish_round(&self, json: &[u8]) {
+        let mut hub = self.shared.hub();
+        let frame = frame(hub.next_id, "round", json);
+        hub.next_id += 1;
+        remember(&mut hub, &frame);
+        deliver(&mut hub, None, vec![frame]);
     }
 
     /// Forgets the published results (nobody listens, so they would go stale).
@@ -333,6 +340,14 @@ impl Events {
     pub fn drop_slow_clients(&self) {
         deliver(&mut self.shared.hub(), None, Vec::new());
     }
+}
+
+/// Keeps `frame` for clients that reconnect with `Last-Event-ID` (the newest [`REPLAY`]).
+fn remember(hub: &mut Hub, frame: &Frame) {
+    if hub.replay.len() == REPLAY {
+        hub.replay.pop_front();
+    }
+    hub.replay.push_back(frame.clone());
 }
 
 /// Hands `results` and `events` to every client, dropping those that are stuck.
@@ -367,6 +382,9 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
 /// Runs the reader until `shutdown`.
 pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: CancellationToken) {
     let mut last_results: Option<RoundResults> = None;
+    // Each round's (id, state, visibility, final) when last looked at: a change is a `round` event.
+    type RoundStates = Vec<(String, bandvote_core::round::State, bandvote_core::round::Visibility, bool)>;
+    let mut last_rounds: Option<RoundStates> = None;
     let mut next_results_at = Instant::now();
     // Log entries are read from the newest seen `received_at` on (inclusive), skipping the ids
     // already sent at that exact millisecond.
@@ -383,17 +401,34 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
         events.drop_slow_clients();
         if events.listeners() == 0 {
             last_results = None;
+            last_rounds = None;
             events.forget_results();
             since = chrono::Utc::now().timestamp_millis();
             sent_at_since.clear();
             continue;
         }
         // The public's view: the current round, a hidden round's total only, its votes left out.
-        let (results, logs, hidden) = tokio::join!(
+        let (results, logs, rounds) = tokio::join!(
             store.round_results(None, false),
             store.logs_since(since, MAX_LOGS_PER_TICK),
-            store.hidden_rounds()
+            store.load_rounds()
         );
+        let hidden = rounds.map(|mut rounds| {
+            bandvote_core::round::newest_first(&mut rounds);
+            let now = chrono::Utc::now();
+            let states: Vec<_> =
+                rounds.iter().map(|r| (r.id.clone(), r.state(now), r.results, r.certified.is_some())).collect();
+            if last_rounds.as_ref().is_some_and(|last| *last != states) {
+                let mut views: Vec<_> = rounds.iter().map(|r| r.view(now, 0)).collect();
+                views.iter_mut().filter_map(serde_json::Value::as_object_mut).for_each(|view| {
+                    view.remove("total");
+                });
+                let event = serde_json::json!({"now": bandvote_core::time::format(now), "rounds": views});
+                events.publish_round(event.to_string().as_bytes());
+            }
+            last_rounds = Some(states);
+            rounds.into_iter().filter(bandvote_core::round::Round::is_hidden).map(|r| r.id).collect::<HashSet<_>>()
+        });
         let results = results.and_then(|r| r.ok_or_else(|| Unavailable("no current round".into())));
         // Without the hidden rounds no vote is sent: it may be one of theirs.
         let (logs, hidden) = match hidden {

@@ -11,6 +11,7 @@
 //! The stores' contract (keys, the log document) and `recount`/`audit` live in `bandvote-store`.
 
 pub mod dead_letter;
+pub mod finality;
 pub mod pipelines;
 pub mod sinks;
 
@@ -18,10 +19,15 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
+use bandvote_core::round::RoundStore;
 use bandvote_embedded::{EmbeddedSource, Storage, pipelines as positions};
 use bandvote_queue::{KafkaConfig, KafkaProducer, KafkaSource, QueueSource, SourceConfig};
 use bandvote_runtime::{health, http, metrics as names, service::Service, shutdown::spawn_named};
-use bandvote_store::redact;
+use bandvote_store::{
+    redact,
+    redis_client::{RedisTarget, Timeouts},
+    rounds::RedisRounds,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -284,14 +290,22 @@ pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
     if tally.is_none() && log.is_none() {
         anyhow::bail!("no pipeline to run: enable the tally pipeline, the log pipeline or both");
     }
+    // Closed rounds become final here: the consumer sees the queue, the counters and the log.
+    let rounds: Arc<dyn RoundStore> = Arc::new(RedisRounds::new(config.redis_url.expose_secret())?);
+    let progress = finality::KafkaProgress {
+        kafka: config.kafka.clone(),
+        log_group: config.log_group.clone(),
+        redis: RedisTarget::parse(config.redis_url.expose_secret())?.connect(Timeouts::default()).await?,
+        logs: bandvote_store::log::collection(config.mongo_url.expose_secret(), &config.mongo_db).await?,
+    };
     let kafka = config.kafka;
-    let service = Consumer { tally, log, prune: None, queue: "kafka" }.into_service().task(
-        "topics",
-        move |shutdown| async move {
+    let service = Consumer { tally, log, prune: None, queue: "kafka" }
+        .into_service()
+        .task("topics", move |shutdown| async move {
             kafka.ensure_topics_until_done(&shutdown).await;
             Ok(())
-        },
-    );
+        })
+        .task("finality", move |shutdown| finality::run(rounds, Arc::new(progress), shutdown));
     Ok(service)
 }
 

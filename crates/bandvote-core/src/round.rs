@@ -70,6 +70,75 @@ pub struct Round {
     /// When it was created (rounds are listed newest first).
     #[serde(with = "instant")]
     pub created_at: Option<DateTime<Utc>>,
+    /// Its certified result, once final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<Certified>,
+}
+
+/// How long after a round's close a vote answered `202` for it may still reach the queue: a
+/// gateway's refresh (200 ms), the longest a gateway waits for its producer (the wasm guest's 10 s)
+/// and the producer's produce timeout (5 s), with a margin. A round is final once the counters
+/// have applied everything queued this long after its close.
+pub const SETTLE: Duration = Duration::from_secs(17);
+
+/// A final round's result: `{"round", "closed_at", "total", "bands", "albums", "sha256"}`, where
+/// `sha256` is the hex SHA-256 of the object without it, as canonical JSON (keys sorted, no
+/// spaces).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certified {
+    /// The round.
+    pub round: String,
+    /// When it closed (RFC 3339, ms, `Z`).
+    pub closed_at: String,
+    /// Votes in all.
+    pub total: u64,
+    /// Band → votes.
+    pub bands: std::collections::BTreeMap<String, u64>,
+    /// `<band> / <album>` → votes.
+    pub albums: std::collections::BTreeMap<String, u64>,
+    /// Hex SHA-256 of the canonical JSON of the other fields.
+    pub sha256: String,
+}
+
+impl Certified {
+    /// The certified result of `round`, closed at `closed_at`, with `counts`.
+    pub fn new(round: &str, closed_at: DateTime<Utc>, counts: crate::Counts) -> Self {
+        let mut certified = Self {
+            round: round.to_owned(),
+            closed_at: crate::time::format(closed_at),
+            total: counts.total,
+            bands: counts.bands,
+            albums: counts.albums,
+            sha256: String::new(),
+        };
+        certified.sha256 = certified.digest();
+        certified
+    }
+
+    /// The canonical JSON of the result without `sha256`: keys sorted, no spaces.
+    pub fn canonical_json(&self) -> String {
+        let value = serde_json::json!({
+            "round": self.round,
+            "closed_at": self.closed_at,
+            "total": self.total,
+            "bands": self.bands,
+            "albums": self.albums,
+        });
+        let mut out = String::new();
+        write_canonical(&value, &mut out);
+        out
+    }
+
+    /// The hex SHA-256 of [`Certified::canonical_json`].
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.canonical_json().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `sha256` is the digest of the rest.
+    pub fn verifies(&self) -> bool {
+        self.sha256 == self.digest()
+    }
 }
 
 impl Round {
@@ -88,7 +157,7 @@ impl Round {
     }
 
     /// The contract's view at `now`: `{id, title, state, opens_at, closes_at, results, final, total}`.
-    pub fn view(&self, now: DateTime<Utc>, total: u64, is_final: bool) -> serde_json::Value {
+    pub fn view(&self, now: DateTime<Utc>, total: u64) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "title": self.title,
@@ -96,9 +165,17 @@ impl Round {
             "opens_at": self.opens_at.map(crate::time::format),
             "closes_at": self.closes_at.map(crate::time::format),
             "results": self.results,
-            "final": is_final,
+            "final": self.certified.is_some(),
             "total": total,
         })
+    }
+
+    /// Whether it is closed, not yet final, and closed at least [`SETTLE`] before `now`.
+    pub fn awaits_final(&self, now: DateTime<Utc>) -> bool {
+        let settled = self
+            .closes_at
+            .is_some_and(|closes| chrono::Duration::from_std(SETTLE).is_ok_and(|settle| now >= closes + settle));
+        self.certified.is_none() && self.state(now) == State::Closed && settled
     }
 
     /// The window `[opens_at, closes_at)`, when it has a start.
@@ -228,6 +305,7 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
         closes_at,
         results: new.results,
         created_at: Some(now),
+        certified: None,
     };
     check_overlap(rounds, &round, now)?;
     Ok(round)
@@ -366,6 +444,38 @@ pub async fn update(
     Err(StoreError("the rounds kept changing; try again".into()).into())
 }
 
+/// Writes `value` as JSON with every object's keys sorted and no spaces, whatever order serde_json
+/// keeps them in (a dependency may turn on its `preserve_order`).
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
 /// `Option<DateTime<Utc>>` as the contract's RFC 3339 text or `null`.
 mod instant {
     use chrono::{DateTime, Utc};
@@ -490,12 +600,39 @@ mod tests {
     }
 
     #[test]
+    fn a_certified_result_carries_the_digest_of_its_canonical_json() {
+        let mut counts = crate::Counts::default();
+        counts.add("Alux Nahual", "El Viaje");
+        counts.add("Bohemia Suburbana", "Mis palabras");
+        let certified = Certified::new("final", at("2026-12-01T21:15:00Z"), counts);
+        assert_eq!(
+            certified.canonical_json(),
+            r#"{"albums":{"Alux Nahual / El Viaje":1,"Bohemia Suburbana / Mis palabras":1},"bands":{"Alux Nahual":1,"Bohemia Suburbana":1},"closed_at":"2026-12-01T21:15:00.000Z","round":"final","total":2}"#
+        );
+        assert_eq!(certified.sha256.len(), 64);
+        assert!(certified.verifies());
+        let mut altered = certified.clone();
+        altered.total = 3;
+        assert!(!altered.verifies());
+    }
+
+    #[test]
+    fn a_closed_round_awaits_its_final_result_once_settled() {
+        let now = at("2026-12-01T20:00:00Z");
+        let round =
+            change(&[create(&[], new("semi"), now).expect("created")], "semi", Action::Open, now).expect("open");
+        let round = change(&[round], "semi", Action::Close, at("2026-12-01T20:10:00Z")).expect("closed");
+        assert!(!round.awaits_final(at("2026-12-01T20:10:10Z")));
+        assert!(round.awaits_final(at("2026-12-01T20:10:17Z")));
+    }
+
+    #[test]
     fn a_round_round_trips_through_json() {
         let round = create(&[], new("semi"), at("2026-12-01T20:00:00Z")).expect("created");
         let json = serde_json::to_string(&round).expect("json");
         assert!(json.contains(r#""created_at":"2026-12-01T20:00:00.000Z""#), "{json}");
         assert_eq!(serde_json::from_str::<Round>(&json).expect("parses"), round);
-        let view = round.view(at("2026-12-01T20:00:00Z"), 3, false);
+        let view = round.view(at("2026-12-01T20:00:00Z"), 3);
         assert_eq!(view["state"], "scheduled");
         assert_eq!(view["results"], "live");
         assert_eq!(view["total"], 3);

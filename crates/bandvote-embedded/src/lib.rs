@@ -473,6 +473,27 @@ impl Storage {
         .await
     }
 
+    /// Round `id`'s votes in the log, counted.
+    pub async fn logged_round_counts(self: &Arc<Self>, id: &str) -> Result<Counts, StorageError> {
+        let id = id.to_owned();
+        self.with_reader(move |db| {
+            let mut statement = db.prepare_cached("SELECT name, album FROM logs WHERE round = ?1")?;
+            let mut counts = Counts::default();
+            for row in statement.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                let (band, album) = row?;
+                counts.add(&band, &album);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Whether the counters and the log have applied everything queued so far.
+    pub async fn caught_up(self: &Arc<Self>) -> Result<bool, StorageError> {
+        let last = self.end_position().await? - 1;
+        Ok(self.position(pipelines::TALLY).await? >= last && self.position(pipelines::LOG).await? >= last)
+    }
+
     /// The newest `limit` logged votes, newest first.
     pub async fn latest_logs(self: &Arc<Self>, limit: u64) -> Result<Vec<Logged>, StorageError> {
         self.with_reader(move |db| {
@@ -494,6 +515,27 @@ impl Storage {
                 "SELECT id, name, album, year, rank, path, received_at, round FROM logs \
                  WHERE received_ms >= ?1 ORDER BY received_ms, id LIMIT ?2",
                 params![since_ms, limit as i64],
+            )
+        })
+        .await
+    }
+
+    /// Up to `limit` votes of round `id`, oldest first, after the vote `after` (its `received_at` in
+    /// Unix ms and its id; `None`: from the first).
+    pub async fn round_logs_after(
+        self: &Arc<Self>,
+        id: &str,
+        after: Option<(i64, String)>,
+        limit: u64,
+    ) -> Result<Vec<Logged>, StorageError> {
+        let id = id.to_owned();
+        let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+        self.with_reader(move |db| {
+            query_logs(
+                db,
+                "SELECT id, name, album, year, rank, path, received_at, round FROM logs \
+                 WHERE round = ?1 AND (received_ms, id) > (?2, ?3) ORDER BY received_ms, id LIMIT ?4",
+                params![id, after_ms, after_id, limit as i64],
             )
         })
         .await

@@ -154,6 +154,7 @@ mod tests {
             closes_at: None,
             results: round::Visibility::Live,
             created_at: Some(opens),
+            certified: None,
         }
     }
 

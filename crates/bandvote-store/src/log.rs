@@ -44,6 +44,28 @@ pub fn to_document(message: &VoteMessage, counted_at: DateTime) -> Document {
     }
 }
 
+/// The filter of round `id`'s votes (the default round's include those logged before rounds).
+pub fn round_filter(id: &str) -> Document {
+    if id == bandvote_core::round::DEFAULT_ROUND {
+        doc! {"$or": [{"round": id}, {"round": {"$exists": false}}]}
+    } else {
+        doc! {"round": id}
+    }
+}
+
+/// Round `id`'s votes in the log, counted.
+pub async fn round_counts(logs: &Collection<Document>, id: &str) -> anyhow::Result<Counts> {
+    let projection = doc! {"data.name": 1, "data.album": 1};
+    let mut cursor = logs.find(round_filter(id)).projection(projection).await.context("failed to read the vote log")?;
+    let mut counts = Counts::default();
+    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
+        if let Some((band, album)) = data_of(&document) {
+            counts.add(band, album);
+        }
+    }
+    Ok(counts)
+}
+
 /// The whole log, counted: the counts, the newest `received_at`, and the ids still within
 /// `idempotency_ttl` with their remaining seconds.
 pub(crate) struct Scan {

@@ -90,8 +90,12 @@ fn read_cut(kafka: &KafkaConfig, group: &str) -> anyhow::Result<Cut> {
 }
 
 async fn cut(config: &RecountConfig) -> anyhow::Result<Cut> {
-    let kafka = config.kafka.clone();
-    let group = config.log_group.clone();
+    log_cut(&config.kafka, &config.log_group).await
+}
+
+/// Per partition of the votes topic: (the log group's committed offset, the end of the partition).
+pub async fn log_cut(kafka: &KafkaConfig, log_group: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let (kafka, group) = (kafka.clone(), log_group.to_owned());
     tokio::task::spawn_blocking(move || read_cut(&kafka, &group)).await.context("kafka task failed")?
 }
 

@@ -2,9 +2,12 @@
 //! the round's JSON) and `rounds:version` (incremented by every change, the compare-and-set that
 //! keeps two operators from opening two rounds at once).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use bandvote_core::round::{BoxFuture, Round, RoundStore, StoreError, Stored};
+use bandvote_core::{
+    Counts,
+    round::{BoxFuture, Round, RoundStore, StoreError, Stored},
+};
 use redis::Script;
 use tokio::sync::OnceCell;
 
@@ -88,4 +91,14 @@ impl RoundStore for RedisRounds {
             Ok(saved == 1)
         })
     }
+}
+
+/// Round `id`'s counters in Redis (`votes:round:<id>:band`, `:album`, `:total`), read together.
+pub async fn counts(redis: &mut Redis, id: &str) -> redis::RedisResult<Counts> {
+    let [band, album, total] = keys::round(id);
+    let mut pipe = redis::pipe();
+    pipe.atomic().hgetall(band).hgetall(album).get(total);
+    let (bands, albums, total): (BTreeMap<String, u64>, BTreeMap<String, u64>, Option<u64>) =
+        pipe.query_async(redis).await?;
+    Ok(Counts { total: total.unwrap_or(0), bands, albums })
 }

@@ -79,7 +79,7 @@ pub enum Command {
     Load(LoadArgs),
     /// Compares the Redis counters with the MongoDB log; prints both as JSON, fails if they differ.
     Audit(AuditArgs),
-    /// The show's rounds through the API: list, create, open, close, reveal, hide, results.
+    /// The show's rounds through the API: list, create, open, close, reveal, hide, results, result.
     Round(RoundArgs),
     /// Health probe for images without curl: GET the URL, exit 0 on a 2xx answer, 1 otherwise.
     Probe(ProbeArgs),
@@ -143,6 +143,11 @@ pub enum RoundCommand {
     },
     /// A round's results (everything with the admin token, even while hidden).
     Results {
+        /// The round.
+        id: String,
+    },
+    /// A final round's certified result, its SHA-256 checked (fails before the round is final).
+    Result {
         /// The round.
         id: String,
     },

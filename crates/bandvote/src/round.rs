@@ -1,6 +1,7 @@
 //! `bandvote round …`: the operator's side of a show, through the API's rounds routes.
 
 use anyhow::Context;
+use bandvote_core::round::Certified;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -30,6 +31,7 @@ pub async fn run(args: RoundArgs) -> anyhow::Result<()> {
         RoundCommand::Reveal { id } => client.post(format!("{api}/api/admin/rounds/{id}/reveal")),
         RoundCommand::Hide { id } => client.post(format!("{api}/api/admin/rounds/{id}/hide")),
         RoundCommand::Results { id } => client.get(format!("{api}/api/results?round={id}")),
+        RoundCommand::Result { id } => client.get(format!("{api}/api/rounds/{id}/result")),
     };
     let request = match &args.admin_token {
         Some(token) => request.bearer_auth(token.expose_secret()),
@@ -41,6 +43,17 @@ pub async fn run(args: RoundArgs) -> anyhow::Result<()> {
     if !status.is_success() {
         let error = body["error"].as_str().unwrap_or("no reason given");
         anyhow::bail!("the API answered {status}: {error}");
+    }
+    if let RoundCommand::Result { id } = &args.command {
+        let certified: Certified = serde_json::from_value(body.clone()).context("the API's result is not a result")?;
+        anyhow::ensure!(certified.round == *id, "the API answered the result of round {}", certified.round);
+        anyhow::ensure!(
+            certified.verifies(),
+            "round {id}'s result does NOT verify: its sha256 {} is not the digest of its content ({})",
+            certified.sha256,
+            certified.digest()
+        );
+        eprintln!("round {id}: final, {} votes, sha256 {} verified", certified.total, certified.sha256);
     }
     let mut out = std::io::stdout().lock();
     std::io::Write::write_all(&mut out, serde_json::to_string_pretty(&body)?.as_bytes())?;

@@ -14,6 +14,7 @@ use anyhow::Context;
 use bandvote_api::{ApiConfig, routes::admin::AdminConfig, store::EmbeddedReads};
 use bandvote_consumer::{
     Consumer, ConsumerConfig,
+    finality::{self, EmbeddedProgress},
     sinks::{
         Counters, VoteLog,
         embedded::{EmbeddedCounters, EmbeddedLog},
@@ -127,7 +128,14 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
                 None => Arc::new(EmbeddedLog(Arc::clone(storage))),
             };
             let prune = config.redis_url.is_none() && config.mongo_url.is_none();
-            (producer, Consumer::embedded(Arc::clone(storage), counters, log, prune).await?.into_service())
+            let mut consumer = Consumer::embedded(Arc::clone(storage), counters, log, prune).await?.into_service();
+            // On the embedded counters and log, closed rounds become final here.
+            if prune {
+                let rounds: Arc<dyn RoundStore> = Arc::new(EmbeddedRounds(Arc::clone(storage)));
+                let progress = Arc::new(EmbeddedProgress(Arc::clone(storage)));
+                consumer = consumer.task("finality", move |shutdown| finality::run(rounds, progress, shutdown));
+            }
+            (producer, consumer)
         }
         (None, None) => unreachable!("without Kafka the embedded storage is open"),
     };

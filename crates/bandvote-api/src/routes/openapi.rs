@@ -39,6 +39,25 @@ pub fn document() -> Value {
                     "503": unavailable
                 }
             }},
+            "/api/rounds/{id}/result": {"get": {
+                "summary": "A final round's certified result: {round, closed_at, total, bands, albums, sha256}, sha256 being the hex SHA-256 of the object without it as canonical JSON (keys sorted, no spaces)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the certified result"},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "not final yet (or hidden, for the public)", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/rounds/{id}/results.csv": {"get": {
+                "summary": "The round's results as CSV, band,album,votes (admin bearer token)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "CSV", "content": {"text/csv": {}}}, "401": {"description": "no or a wrong bearer token"}, "404": {"description": "no such round"}}
+            }},
+            "/api/rounds/{id}/votes.csv": {"get": {
+                "summary": "Every logged vote of the round as CSV, id,received_at,path,band,album,year,rank, oldest first, streamed (admin bearer token)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "CSV", "content": {"text/csv": {}}}, "401": {"description": "no or a wrong bearer token"}, "404": {"description": "no such round"}}
+            }},
             "/api/admin/rounds": {"post": {
                 "summary": "Creates a round (admin bearer token): {id, title, opens_at?, closes_at?, results?: live|hidden}",
                 "responses": {
@@ -72,7 +91,7 @@ pub fn document() -> Value {
                 }
             }},
             "/api/stream": {"get": {
-                "summary": "Server-Sent Events: `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote; `status` when a store stops or resumes answering",
+                "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume): `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
                 "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}}}
             }},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},

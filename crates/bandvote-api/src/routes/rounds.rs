@@ -1,18 +1,24 @@
-//! The show's rounds (DESIGN.md, "Rounds"): `GET /api/rounds` for everyone; `POST
-//! /api/admin/rounds` and `POST /api/admin/rounds/{id}/open|close|reveal|hide` for the operator.
+//! The show's rounds (DESIGN.md, "Rounds"): `GET /api/rounds` and a final round's certified
+//! result (`GET /api/rounds/{id}/result`) for everyone; `POST /api/admin/rounds`, `POST
+//! /api/admin/rounds/{id}/open|close|reveal|hide` and the CSV exports (`GET
+//! /api/rounds/{id}/results.csv`, `/votes.csv`, streamed) for the operator.
 
 use axum::{
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use bandvote_core::round::{self, Action, NewRound, Round, RoundError, UpdateError};
 use bandvote_runtime::http::{ApiError, json};
 use chrono::Utc;
+use futures::StreamExt;
 use serde_json::json;
 
-use crate::{ApiState, routes::admin::refusal};
+use crate::{
+    ApiState,
+    routes::admin::{is_operator, refusal},
+};
 
 /// Every round, newest first, and the server's time: `{"now", "rounds": [round, …]}`.
 pub async fn get_rounds(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -66,7 +72,7 @@ pub async fn post_round_action(
 /// The contract's view of `round` now.
 async fn view(state: &ApiState, round: &Round) -> Result<serde_json::Value, ApiError> {
     let total = state.store.round_total(&round.id).await?;
-    Ok(round.view(Utc::now(), total, false))
+    Ok(round.view(Utc::now(), total))
 }
 
 fn refused(error: UpdateError) -> ApiError {
@@ -77,5 +83,124 @@ fn refused(error: UpdateError) -> ApiError {
         }
         UpdateError::Refused(RoundError::Conflict(message)) => ApiError::client(StatusCode::CONFLICT, message, None),
         UpdateError::Store(error) => ApiError::unavailable_because(error, std::time::Duration::from_secs(1)),
+    }
+}
+
+/// The round `id` as stored (`None` for `default`, which always exists); `404` for another.
+async fn find(state: &ApiState, id: &str) -> Result<Option<Round>, ApiError> {
+    if id == round::DEFAULT_ROUND {
+        return Ok(None);
+    }
+    let rounds = state.store.load_rounds().await?;
+    match rounds.into_iter().find(|r| r.id == id) {
+        Some(found) => Ok(Some(found)),
+        None => Err(ApiError::client(StatusCode::NOT_FOUND, format!("no round {id}"), None)),
+    }
+}
+
+/// A final round's certified result; `409` before it is final (and, for the public, while it is
+/// hidden).
+pub async fn get_round_result(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(round) = find(&state, &id).await? else {
+        return Err(ApiError::client(StatusCode::CONFLICT, "the default round is never closed", None));
+    };
+    if round.is_hidden() && !is_operator(&state, &headers) {
+        return Err(ApiError::client(StatusCode::CONFLICT, "the results are hidden until the host reveals them", None));
+    }
+    match round.certified {
+        Some(certified) => Ok(json(StatusCode::OK, certified)),
+        None => Err(ApiError::client(StatusCode::CONFLICT, format!("round {id} is not final yet"), None)),
+    }
+}
+
+/// `band,album,votes`, one row per album of the round, for the operator.
+pub async fn get_results_csv(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    find(&state, &id).await?;
+    let counts = state.store.round_counts(&id).await?;
+    let mut csv = String::from("band,album,votes\r\n");
+    for (key, votes) in &counts.albums {
+        let (band, album) = key.split_once(" / ").unwrap_or((key, ""));
+        csv.push_str(&format!("{},{},{votes}\r\n", csv_field(band), csv_field(album)));
+    }
+    Ok(csv_response(&id, "results", Body::from(csv)))
+}
+
+/// `id,received_at,path,band,album,year,rank`, one row per logged vote of the round, oldest first,
+/// streamed as it is read (usable while votes still arrive), for the operator.
+pub async fn get_votes_csv(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    find(&state, &id).await?;
+    let header =
+        futures::stream::once(async { Ok(Bytes::from_static(b"id,received_at,path,band,album,year,rank\r\n")) });
+    let rows = state.store.round_votes(&id).map(|entry| match entry {
+        Ok(entry) => {
+            let field = |name: &str| csv_field(entry.data.get(name).map_or("", String::as_str)).into_owned();
+            let row = format!(
+                "{},{},{},{},{},{},{}\r\n",
+                csv_field(&entry.id),
+                entry.received_at,
+                entry.path,
+                field("name"),
+                field("album"),
+                field("year"),
+                field("rank")
+            );
+            Ok(Bytes::from(row))
+        }
+        // The rows so far are sent; the cut-off export ends with the connection's error.
+        Err(error) => {
+            tracing::warn!(%error, "votes export cut off");
+            Err(std::io::Error::other(error.0))
+        }
+    });
+    Ok(csv_response(&id, "votes", Body::from_stream(header.chain(rows))))
+}
+
+fn csv_response(id: &str, what: &str, body: Body) -> Response {
+    let disposition = format!("attachment; filename=\"{id}-{what}.csv\"");
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break; a leading `=`, `+`, `-`,
+/// `@` or tab gets a `'` so that a spreadsheet shows a name instead of running it as a formula.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let text: std::borrow::Cow<'_, str> = if formula { format!("'{text}").into() } else { text.into() };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")).into() } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("Alux Nahual"), "Alux Nahual");
+        assert_eq!(csv_field("Rock, chapin"), "\"Rock, chapin\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
     }
 }

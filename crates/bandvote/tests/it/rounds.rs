@@ -51,6 +51,15 @@ impl Show {
         crate::support::post_vote(&self.client, &url, vote.body(), Some(key)).await
     }
 
+    /// An operator's CSV export of round `id` (`results` or `votes`).
+    async fn csv(&self, id: &str, what: &str) -> String {
+        let url = format!("{}/api/rounds/{id}/{what}.csv", self.base);
+        let answer = self.client.get(url).bearer_auth(TOKEN).send().await.expect("answer");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["content-type"], "text/csv; charset=utf-8");
+        answer.text().await.expect("text")
+    }
+
     /// Waits until round `id`'s operator results count `total`.
     async fn wait_for_round_total(&self, id: &str, total: u64) -> Value {
         wait_for(&format!("{total} votes in round {id}"), PATIENCE, || async {
@@ -100,6 +109,22 @@ async fn a_show(show: &Show) {
         .await;
         assert_eq!(body, json!({"error": "voting is closed"}), "{path}");
     }
+
+    // A phone on the live stream hears every change of a round.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let listener = {
+        let (heard, url) = (std::sync::Arc::clone(&heard), format!("{}/api/stream", show.base));
+        tokio::spawn(async move {
+            let mut stream = reqwest::get(url).await.expect("stream");
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                heard.lock().expect("lock").push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+    };
+    wait_for("the stream's first results", Duration::from_secs(10), || async {
+        heard.lock().expect("lock").contains("event: results").then_some(())
+    })
+    .await;
 
     let (status, opened) = show.admin("rounds/semi/open", None).await;
     assert_eq!((status, opened["state"].as_str()), (200, Some("open")), "{opened}");
@@ -174,6 +199,46 @@ async fn a_show(show: &Show) {
     let public = show.get("/api/results", false).await;
     assert_eq!(public["round"], "semi", "the latest closed round: {public}");
 
+    // The close was heard on the stream, as a `round` event with an id.
+    let event = wait_for("a round event for the close", Duration::from_secs(10), || async {
+        let heard = heard.lock().expect("lock").clone();
+        heard.split("\n\n").find(|e| e.contains("event: round") && e.contains(r#""state":"closed""#)).map(str::to_owned)
+    })
+    .await;
+    assert!(event.starts_with("id: "), "{event}");
+    listener.abort();
+
+    // Not final yet: votes of the round may still be on their way for a moment.
+    let early = show.client.get(format!("{}/api/rounds/semi/result", show.base)).send().await.expect("answer");
+    assert_eq!(early.status(), 409);
+
+    // The exports, while the show goes on (the operator's only).
+    let csv = show.csv("semi", "results").await;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("band,album,votes"));
+    let exported: BTreeMap<String, u64> = lines
+        .map(|line| {
+            let (key, votes) = line.rsplit_once(',').expect("three fields");
+            let (band, album) = key.split_once(',').expect("three fields");
+            (format!("{band} / {album}"), votes.parse().expect("a count"))
+        })
+        .collect();
+    assert_eq!(exported, albums);
+    // One row per logged vote of the round (the log pipeline runs beside the counters).
+    let csv = wait_for("every vote of the semi-final in the log", PATIENCE, || async {
+        let csv = show.csv("semi", "votes").await;
+        (csv.lines().count() == accepted.len() + 1).then_some(csv)
+    })
+    .await;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,received_at,path,band,album,year,rank"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(
+        rows.iter().any(|row| row.starts_with("s0-0,")) && rows.iter().all(|row| !row.starts_with("before-any-round,"))
+    );
+    let anonymous = show.client.get(format!("{}/api/rounds/semi/votes.csv", show.base)).send().await.expect("answer");
+    assert_eq!(anonymous.status(), 401);
+
     // A hidden round: the public sees its total only, in the results and the log, until the reveal.
     assert_eq!(show.admin("rounds/final/open", None).await.0, 200);
     let finalists = mix(12);
@@ -192,10 +257,14 @@ async fn a_show(show: &Show) {
     assert!(map(&public["bands"]).is_empty() && map(&public["albums"]).is_empty(), "{public}");
     let operator = show.get("/api/results", true).await;
     assert_eq!(map(&operator["bands"]), counts(&finalists).0);
+    // The log pipeline runs beside the counters: wait for it too.
+    wait_for("the final's 12 votes in the log", PATIENCE, || async {
+        let logs = show.get("/api/logs?limit=100", true).await;
+        (logs.as_array().expect("array").iter().filter(|entry| entry["round"] == "final").count() == 12).then_some(())
+    })
+    .await;
     let logs = show.get("/api/logs?limit=100", false).await;
     assert!(logs.as_array().expect("array").iter().all(|entry| entry["round"] != "final"), "{logs}");
-    let logs = show.get("/api/logs?limit=100", true).await;
-    assert_eq!(logs.as_array().expect("array").iter().filter(|entry| entry["round"] == "final").count(), 12);
     let (status, revealed) = show.admin("rounds/final/reveal", None).await;
     assert_eq!((status, revealed["results"].as_str()), (200, Some("revealed")));
     let public = show.get("/api/results", false).await;
@@ -210,6 +279,37 @@ async fn a_show(show: &Show) {
         .map(|r| (r["id"].as_str().expect("id"), r["state"].as_str().expect("state"), r["total"].as_u64().expect("n")))
         .collect();
     assert_eq!(listed, [("final", "open", 12), ("semi", "closed", accepted.len() as u64)]);
+
+    // Final once every vote of it is counted and the counters agree with the log.
+    let certified = wait_for("round semi to be final", PATIENCE, || async {
+        let answer = show.client.get(format!("{}/api/rounds/semi/result", show.base)).send().await.ok()?;
+        (answer.status() == 200).then_some(())?;
+        answer.json::<bandvote_core::round::Certified>().await.ok()
+    })
+    .await;
+    assert!(certified.verifies(), "{certified:?}");
+    // Checked as anyone would, outside bandvote: keys sorted, no spaces, then sha256sum.
+    let canonical = format!(
+        r#"{{"albums":{},"bands":{},"closed_at":"{}","round":"semi","total":{}}}"#,
+        serde_json::to_string(&certified.albums).expect("json"),
+        serde_json::to_string(&certified.bands).expect("json"),
+        certified.closed_at,
+        certified.total
+    );
+    let mut sha256sum = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    std::io::Write::write_all(&mut sha256sum.stdin.take().expect("stdin"), canonical.as_bytes()).expect("write");
+    let digest = String::from_utf8(sha256sum.wait_with_output().expect("sha256sum").stdout).expect("text");
+    assert_eq!(digest.split_whitespace().next(), Some(certified.sha256.as_str()), "{canonical}");
+    assert_eq!(certified.total, accepted.len() as u64);
+    assert_eq!((certified.bands.clone(), certified.albums.clone()), counts(&accepted));
+    assert_eq!(show.get("/api/results?round=semi", false).await["final"], true);
+    let rounds = show.get("/api/rounds", false).await;
+    assert_eq!(rounds["rounds"][1]["final"], true);
+    assert_eq!(rounds["rounds"][0]["final"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -239,6 +339,19 @@ async fn a_show_on_embedded_storage_counts_each_round_exactly() {
         .expect("bandvote round close");
     assert!(!output.status.success(), "a wrong token is refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["round", "result", "semi", "--api", &base])
+        .output()
+        .await
+        .expect("bandvote round result");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("verified"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(result["round"], "semi");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -29,6 +29,42 @@ async fn the_web_app_follows_votes_live_on_embedded_storage() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A round on the audience's page: opened, hidden, revealed, closed and made final while the page
+/// is open (web/e2e/rounds.mjs), against `bandvote up` on its embedded storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn the_web_app_follows_a_round_from_open_to_final() {
+    let dir = std::env::temp_dir().join(format!("bandvote-web-rounds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut command = crate::support::embedded_up(0, &dir);
+    command.args(["--admin-token", "e2e-admin-token"]);
+    let (_up, base) = crate::support::spawn_listening(&mut command).await;
+    crate::support::wait_ready(&base).await;
+    let shots = repo_root().join("target/screenshots/rounds");
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg("e2e/rounds.mjs")
+            .arg(&base)
+            .arg("e2e-admin-token")
+            .arg(&shots)
+            .current_dir(repo_root().join("web"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test finishes")
+    .expect("node runs the browser test");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "browser test failed; its output:\n{said}");
+    assert!(said.contains("OK: "), "{said}");
+    for shot in ["round-hidden.png", "round-closed.png", "round-final.png"] {
+        let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "screenshot {shot} was saved ({size} bytes)");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Runs web/e2e/live.mjs against `base`, killing `up` when the script asks for it.
 async fn browse(mut up: tokio::process::Child, base: &str, screenshots: &str) {
     let shots = repo_root().join(screenshots);

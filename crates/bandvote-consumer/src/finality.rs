@@ -1,0 +1,156 @@
+//! Final rounds: a closed round becomes final, with its certified result, once every vote answered
+//! `202` for it is counted and its counters agree with the log.
+//!
+//! A vote of a round reaches the queue at the latest [`round::SETTLE`] after the round's close (the
+//! gateways' refresh, their longest wait for the producer, the produce timeout). So once that long
+//! has passed, the queue's end marks every vote of the round; when both pipelines have applied the
+//! queue up to that end, nothing of the round is still in flight. Then the round's counters are
+//! compared with its votes in the log and, if they agree, written as its certified result (through
+//! the round store's compare-and-set: several consumers may do it, the first one writes).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use bandvote_core::{
+    Counts,
+    round::{self, Certified, RoundError, RoundStore},
+};
+use bandvote_embedded::Storage;
+use bandvote_queue::{BoxFuture, KafkaConfig};
+use bandvote_store::{keys, redis_client::Redis};
+use mongodb::{Collection, bson::Document};
+use tokio_util::sync::CancellationToken;
+
+/// How often closed rounds are looked at.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the pipelines' progress and a round's two tallies are read.
+pub trait Progress: Send + Sync {
+    /// Whether both pipelines have applied everything the queue holds now.
+    fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>>;
+    /// Round `id`'s counters and its votes in the log, counted.
+    fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>>;
+}
+
+/// Kafka, the Redis counters and the MongoDB log.
+pub struct KafkaProgress {
+    /// The votes topic.
+    pub kafka: KafkaConfig,
+    /// The log pipeline's consumer group.
+    pub log_group: String,
+    /// The counters (and the tally's offsets).
+    pub redis: Redis,
+    /// The log.
+    pub logs: Collection<Document>,
+}
+
+impl Progress for KafkaProgress {
+    fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let cut = bandvote_store::recount::log_cut(&self.kafka, &self.log_group).await?;
+            let mut redis = self.redis.clone();
+            let applied: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(keys::OFFSETS)
+                .query_async(&mut redis)
+                .await
+                .context("failed to read the tally's offsets")?;
+            Ok(cut.iter().all(|(partition, logged, end)| {
+                let counted = applied.get(&format!("{}:{partition}", self.kafka.topic)).map_or(0, |last| last + 1);
+                *end == 0 || (*logged >= *end && counted >= *end)
+            }))
+        })
+    }
+
+    fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>> {
+        Box::pin(async move {
+            let mut redis = self.redis.clone();
+            let counters =
+                bandvote_store::rounds::counts(&mut redis, id).await.context("failed to read the counters")?;
+            let logged = bandvote_store::log::round_counts(&self.logs, id).await?;
+            Ok((counters, logged))
+        })
+    }
+}
+
+/// `bandvote up`'s embedded queue, counters and log.
+pub struct EmbeddedProgress(pub Arc<Storage>);
+
+impl Progress for EmbeddedProgress {
+    fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async move { Ok(self.0.caught_up().await?) })
+    }
+
+    fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>> {
+        Box::pin(async move { Ok((self.0.round_counts(id).await?, self.0.logged_round_counts(id).await?)) })
+    }
+}
+
+/// Makes closed rounds final until `shutdown`.
+pub async fn run(
+    rounds: Arc<dyn RoundStore>,
+    progress: Arc<dyn Progress>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut disagreeing: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(INTERVAL) => {}
+        }
+        if let Err(error) = certify(rounds.as_ref(), progress.as_ref(), &mut disagreeing).await {
+            tracing::debug!(error = format!("{error:#}"), "rounds not made final yet");
+        }
+    }
+}
+
+/// One look at the closed rounds.
+async fn certify(
+    rounds: &dyn RoundStore,
+    progress: &dyn Progress,
+    disagreeing: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let waiting: Vec<_> = rounds.load().await?.rounds.into_iter().filter(|r| r.awaits_final(now)).collect();
+    if waiting.is_empty() || !progress.caught_up().await? {
+        return Ok(());
+    }
+    for candidate in waiting {
+        let (counters, logged) = progress.tallies(&candidate.id).await?;
+        if counters != logged {
+            if !disagreeing.contains(&candidate.id) {
+                tracing::error!(
+                    round = candidate.id,
+                    counted = counters.total,
+                    logged = logged.total,
+                    "a closed round's counters disagree with the log: not final (a recount rebuilds the counters)"
+                );
+                disagreeing.push(candidate.id.clone());
+            }
+            continue;
+        }
+        let Some(closed_at) = candidate.closes_at else { continue };
+        let certified = Certified::new(&candidate.id, closed_at, counters);
+        let written = round::update(rounds, |stored, _| {
+            let mut round = stored
+                .iter()
+                .find(|r| r.id == candidate.id)
+                .cloned()
+                .ok_or(RoundError::NotFound(candidate.id.clone()))?;
+            // Another consumer came first: keep its (identical) result.
+            if round.certified.is_some() {
+                return Err(RoundError::Conflict("already final".into()));
+            }
+            round.certified = Some(certified.clone());
+            Ok(round)
+        })
+        .await;
+        match written {
+            Ok(_) => {
+                tracing::info!(round = candidate.id, total = certified.total, sha256 = certified.sha256, "round final")
+            }
+            Err(round::UpdateError::Refused(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
