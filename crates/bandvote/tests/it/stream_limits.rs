@@ -127,6 +127,11 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
     let addr = base.trim_start_matches("http://").parse().expect("an address");
     let mut never = socket.connect(addr).await.expect("connect");
     never.write_all(b"GET /api/stream HTTP/1.1\r\nhost: localhost\r\n\r\n").await.expect("request");
+    // Its status line only, so that it is known to hold the slot before anyone else asks for one
+    // (on a busy machine another request could otherwise be served first and take it).
+    let mut status = [0u8; 12];
+    tokio::time::timeout(PATIENCE, never.read_exact(&mut status)).await.expect("an answer").expect("a status line");
+    assert_eq!(&status, b"HTTP/1.1 200", "the client that will never read is served");
 
     // It holds the only slot while it is served...
     let refused = wait_for("the stuck client to take the only slot", PATIENCE, || async {
