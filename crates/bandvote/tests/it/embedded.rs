@@ -275,7 +275,36 @@ async fn up_with_a_request_in_flight(name: &str, extra: &[&str]) -> (tokio::proc
         )
         .await
         .expect("headers sent");
+    let client_port = stream.local_addr().expect("local address").port();
+    read_by_the_server(port, client_port).await;
     (child, stream)
+}
+
+/// Waits until the server has accepted the connection from `client_port` and read what was sent
+/// on it: the kernel's receive queue of the server's end, in `/proc/net/tcp{,6}`, is then empty.
+/// Before that, a signal could stop the listener with the request never seen.
+async fn read_by_the_server(server_port: u16, client_port: u16) {
+    let wanted = (format!("{server_port:04X}"), format!("{client_port:04X}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .join("\n");
+        let read = table.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |address: &str| address.rsplit(':').next().unwrap_or_default().to_owned();
+            let queues = fields.get(4).copied().unwrap_or_default();
+            fields.len() > 4
+                && port(fields[1]) == wanted.0
+                && port(fields[2]) == wanted.1
+                && queues.rsplit(':').next() == Some("00000000")
+        });
+        if read {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never read the request's head");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn signal(child: &tokio::process::Child, name: &str) {
