@@ -25,6 +25,8 @@ export interface Round {
   closes_at: string | null
   results: 'live' | 'hidden' | 'revealed'
   final: boolean
+  /** Votes counted in it so far. */
+  total?: number
 }
 
 /** GET /api/rounds and the `round` stream event. */
@@ -155,4 +157,57 @@ export function formatLog(entry: LogEntry): string {
   const at = entry.received_at
   const { name, album, year, rank } = entry.data
   return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${name} ${album} ${year} ${rank}`
+}
+
+/** `GET /api/admin/audit`: the counters against the log. */
+export interface Audit {
+  round?: string
+  counted: { total: number }
+  logged: { total: number }
+  agree: boolean
+}
+
+/** `GET /api/admin/pipeline`. */
+export interface Pipeline {
+  counted: number
+  logged: number
+  updated_at: string | null
+  freshness_ms: number | null
+}
+
+/** `GET /readyz`. */
+export interface Readiness {
+  status: string
+  checks: Record<string, string>
+}
+
+/** The certified result of a final round (`GET /api/rounds/{id}/result`). */
+export interface Certified {
+  round: string
+  closed_at: string
+  total: number
+  sha256: string
+}
+
+/** Calls the operator API (or any route) with the admin token; a non-2xx answer becomes an ApiError. */
+export async function adminFetch(token: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' }
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json'
+  }
+  let response: Response
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  } catch {
+    throw new ApiError(0, 'the API cannot be reached')
+  }
+  if (!response.ok) {
+    throw await errorOf(response)
+  }
+  return response
+}
+
+/** Like {@link adminFetch}, answering the JSON body. */
+export async function adminJson<T>(token: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  return (await (await adminFetch(token, method, path, body)).json()) as T
 }

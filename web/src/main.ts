@@ -1,5 +1,8 @@
 import { createApp } from 'vue'
+import AdminApp from './AdminApp.vue'
 import App from './App.vue'
 import './style.css'
 
-createApp(App).mount('#app')
+// One build, two pages: the audience's at `/`, the operator console at `/admin`.
+const admin = window.location.pathname.replace(/\/$/, '') === '/admin'
+createApp(admin ? AdminApp : App).mount('#app')

@@ -14,6 +14,7 @@ use bandvote_core::{
 use bandvote_embedded::{EmbeddedRounds, Storage};
 use bandvote_runtime::health::CheckError;
 use bandvote_store::{
+    audit::Audit,
     keys,
     redis_client::{Redis, RedisTarget, Timeouts},
     rounds::RedisRounds,
@@ -30,6 +31,9 @@ use tokio::sync::OnceCell;
 
 /// How long one read may take before the API answers 503.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an audit's scan of the log may take.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A dependency that did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +237,48 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// How many votes the log holds.
+    pub async fn logged_total(&self) -> Result<u64, Unavailable> {
+        let counting = async {
+            match &self.logs {
+                Logs::Mongo(logs) => logs.estimated_document_count().await.map_err(anyhow::Error::from),
+                Logs::Embedded(storage) => storage.logged().await.map_err(anyhow::Error::from),
+            }
+        };
+        match tokio::time::timeout(READ_TIMEOUT, counting).await {
+            Ok(Ok(total)) => Ok(total),
+            Ok(Err(error)) => Err(Unavailable(format!("{error:#}"))),
+            Err(_) => Err(Unavailable("the log: no answer".into())),
+        }
+    }
+
+    /// The log's votes counted, round `round`'s or all of them: a whole scan, for audits.
+    pub async fn logged_counts(&self, round: Option<&str>) -> Result<Counts, Unavailable> {
+        let counting = async {
+            match (&self.logs, round) {
+                (Logs::Mongo(logs), Some(id)) => bandvote_store::log::round_counts(logs, id).await,
+                (Logs::Mongo(logs), None) => bandvote_store::log::counts(logs).await,
+                (Logs::Embedded(storage), round) => storage.logged_counts(round).await.map_err(anyhow::Error::from),
+            }
+        };
+        match tokio::time::timeout(AUDIT_TIMEOUT, counting).await {
+            Ok(Ok(counts)) => Ok(counts),
+            Ok(Err(error)) => Err(Unavailable(format!("{error:#}"))),
+            Err(_) => Err(Unavailable("the log: no answer".into())),
+        }
+    }
+
+    /// Compares the counters with the log: all-time, or round `round`'s.
+    pub async fn audit(&self, round: Option<&str>) -> Result<Audit, Unavailable> {
+        let round = round.filter(|id| *id != DEFAULT_ROUND);
+        let counted = match round {
+            Some(id) => self.round_counts(id).await?,
+            None => self.results().await?.counts,
+        };
+        let logged = self.logged_counts(round).await?;
+        Ok(Audit::new(round.map(str::to_owned), counted, logged))
     }
 
     /// The names of the two stores, for readiness: `redis` or `storage`, `mongodb` or `storage`.

@@ -475,11 +475,16 @@ impl Storage {
 
     /// Round `id`'s votes in the log, counted.
     pub async fn logged_round_counts(self: &Arc<Self>, id: &str) -> Result<Counts, StorageError> {
-        let id = id.to_owned();
+        self.logged_counts(Some(id)).await
+    }
+
+    /// The votes in the log, counted: round `round`'s, or all of them.
+    pub async fn logged_counts(self: &Arc<Self>, round: Option<&str>) -> Result<Counts, StorageError> {
+        let round = round.map(str::to_owned);
         self.with_reader(move |db| {
-            let mut statement = db.prepare_cached("SELECT name, album FROM logs WHERE round = ?1")?;
+            let mut statement = db.prepare_cached("SELECT name, album FROM logs WHERE ?1 IS NULL OR round = ?1")?;
             let mut counts = Counts::default();
-            for row in statement.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            for row in statement.query_map([&round], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
                 let (band, album) = row?;
                 counts.add(&band, &album);
             }

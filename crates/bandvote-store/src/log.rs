@@ -66,6 +66,11 @@ pub async fn round_counts(logs: &Collection<Document>, id: &str) -> anyhow::Resu
     Ok(counts)
 }
 
+/// Every vote in the log, counted.
+pub async fn counts(logs: &Collection<Document>) -> anyhow::Result<Counts> {
+    Ok(scan(logs, Duration::ZERO).await?.counts)
+}
+
 /// The whole log, counted: the counts, the newest `received_at`, and the ids still within
 /// `idempotency_ttl` with their remaining seconds.
 pub(crate) struct Scan {

@@ -159,6 +159,9 @@ pub struct AuditArgs {
     /// Redis and MongoDB.
     #[command(flatten)]
     pub stores: StoreArgs,
+    /// Audit one round: its counters against its votes in the log (default: all-time).
+    #[arg(long)]
+    pub round: Option<String>,
 }
 
 /// Flags of `probe`.
@@ -453,6 +456,13 @@ pub struct UpArgs {
     /// The Kafka votes topic (with --kafka-brokers).
     #[arg(long, env = "BANDVOTE_KAFKA_TOPIC", default_value = "votes")]
     pub kafka_topic: String,
+    /// Consumer group of the tally pipeline (with --kafka-brokers; `bandvote consumer` processes in
+    /// the same group share the partitions with `up`).
+    #[arg(long, env = "BANDVOTE_TALLY_GROUP", default_value = "bandvote-tally")]
+    pub tally_group: String,
+    /// Consumer group of the log pipeline (with --kafka-brokers).
+    #[arg(long, env = "BANDVOTE_LOG_GROUP", default_value = "bandvote-log")]
+    pub log_group: String,
     /// Count votes in Redis at this URL instead of the embedded counters.
     #[arg(long, env = "BANDVOTE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
@@ -499,6 +509,8 @@ impl UpArgs {
                 topic: self.kafka_topic,
                 ..KafkaConfig::default()
             }),
+            tally_group: self.tally_group,
+            log_group: self.log_group,
             redis_url: self.redis_url,
             mongo_url: self.mongo_url,
             mongo_db: self.mongo_db,

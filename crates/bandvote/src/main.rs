@@ -54,9 +54,13 @@ async fn run(command: Command, shutdown: bandvote_runtime::shutdown::Cancellatio
             use secrecy::ExposeSecret;
             let stores = &args.stores;
             let redis = stores.redis();
-            let audit =
-                bandvote_store::audit::audit(redis.expose_secret(), stores.mongo_url.expose_secret(), &stores.mongo_db)
-                    .await?;
+            let audit = bandvote_store::audit::audit(
+                redis.expose_secret(),
+                stores.mongo_url.expose_secret(),
+                &stores.mongo_db,
+                args.round.as_deref(),
+            )
+            .await?;
             let mut out = std::io::stdout().lock();
             std::io::Write::write_all(&mut out, serde_json::to_string_pretty(&audit)?.as_bytes())?;
             std::io::Write::write_all(&mut out, b"\n")?;

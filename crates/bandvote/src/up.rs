@@ -43,6 +43,10 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// Kafka as the queue, instead of the embedded one.
     pub kafka: Option<KafkaConfig>,
+    /// The Kafka consumer's tally group.
+    pub tally_group: String,
+    /// The Kafka consumer's log group.
+    pub log_group: String,
     /// Redis for the counters, instead of the embedded ones (the URL may hold a password).
     pub redis_url: Option<SecretString>,
     /// MongoDB for the log, instead of the embedded one (the URL may hold a password).
@@ -101,6 +105,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
                 redis_url: config.redis_url.clone().unwrap_or_default(),
                 mongo_url: config.mongo_url.clone().unwrap_or_default(),
                 mongo_db: config.mongo_db.clone(),
+                tally_group: config.tally_group.clone(),
+                log_group: config.log_group.clone(),
                 idempotency_ttl: config.idempotency_ttl,
                 ..ConsumerConfig::default()
             })
@@ -178,7 +184,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         voter_secret: config.fairness.voter_secret.clone(),
         voter_header: config.fairness.voter_header.clone(),
         voter_tokens_per_minute: config.fairness.voter_tokens_per_minute,
-        admin: config.admin_token.clone().map(|token| AdminConfig { token, recount: None }),
+        admin: config.admin_token.clone().map(|token| AdminConfig { token, recount: recount_config(&config) }),
         embedded: embedded.as_ref().map(|storage| EmbeddedReads {
             storage: Arc::clone(storage),
             counters: config.redis_url.is_none(),
@@ -227,4 +233,21 @@ fn print_banner(config: &UpConfig, storage: Option<&Storage>, public: SocketAddr
     );
     eprintln!("  health:  http://{public}/readyz    metrics: http://{public}/metrics");
     eprintln!("  Ctrl-C drains and stops.");
+}
+
+/// How the admin API recounts: only on the servers (Kafka, Redis and MongoDB), the embedded
+/// counters and log being one database.
+fn recount_config(config: &UpConfig) -> Option<bandvote_store::recount::RecountConfig> {
+    let (Some(kafka), Some(redis_url), Some(mongo_url)) = (&config.kafka, &config.redis_url, &config.mongo_url) else {
+        return None;
+    };
+    Some(bandvote_store::recount::RecountConfig {
+        kafka: kafka.clone(),
+        redis_url: redis_url.clone(),
+        mongo_url: mongo_url.clone(),
+        mongo_db: config.mongo_db.clone(),
+        log_group: config.log_group.clone(),
+        idempotency_ttl: config.idempotency_ttl,
+        force: false,
+    })
 }

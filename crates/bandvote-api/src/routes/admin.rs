@@ -76,6 +76,48 @@ async fn post_recount(State(state): State<ApiState>, headers: HeaderMap) -> Resu
     }
 }
 
+/// `?round=` of the audit.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AuditQuery {
+    round: Option<String>,
+}
+
+/// `GET /api/admin/audit[?round=ID]`: the counters against the log, all-time or one round's (a
+/// whole scan of the log: an operator's check, not a dashboard's).
+async fn get_audit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    let store = &state.store;
+    if let Some(id) = query.round.as_deref().filter(|id| *id != bandvote_core::round::DEFAULT_ROUND) {
+        let rounds = store.load_rounds().await?;
+        if !rounds.iter().any(|r| r.id == id) {
+            return Err(ApiError::client(StatusCode::NOT_FOUND, format!("no round {id:?}"), Some("round")));
+        }
+    }
+    let audit = store.audit(query.round.as_deref()).await?;
+    Ok(Json(audit).into_response())
+}
+
+/// `GET /api/admin/pipeline`: how far the log is behind the counters, and how fresh they are.
+async fn get_pipeline(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    let (results, logged) = tokio::try_join!(state.store.results(), state.store.logged_total())?;
+    Ok(Json(serde_json::json!({
+        "counted": results.counts.total,
+        "logged": logged,
+        "updated_at": results.updated_at,
+        "freshness_ms": results.freshness_ms,
+    }))
+    .into_response())
+}
+
 /// The admin routes, when a token is configured.
 pub fn router(state: ApiState) -> Router {
     if state.admin.is_none() {
@@ -83,6 +125,8 @@ pub fn router(state: ApiState) -> Router {
     }
     Router::new()
         .route("/api/admin/recount", post(post_recount))
+        .route("/api/admin/audit", axum::routing::get(get_audit))
+        .route("/api/admin/pipeline", axum::routing::get(get_pipeline))
         .route("/api/admin/rounds", post(super::rounds::post_round))
         .route("/api/admin/rounds/{id}/{action}", post(super::rounds::post_round_action))
         .with_state(state)

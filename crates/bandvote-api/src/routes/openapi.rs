@@ -80,6 +80,25 @@ pub fn document() -> Value {
                     "409": {"description": "another round is open, or this one is closed", "content": {"application/json": {"schema": error}}}
                 }
             }},
+            "/api/admin/audit": {"get": {
+                "summary": "The counters against the vote log (admin bearer token): all-time, or one round's with `round`; a whole scan of the log",
+                "parameters": [{"name": "round", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "{round?, counted, logged, agree}: counted and logged are {total, bands, albums}", "content": {"application/json": {}}},
+                    "401": {"description": "no or a wrong bearer token"},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                    "503": unavailable
+                }
+            }},
+            "/api/admin/pipeline": {"get": {
+                "summary": "How far the log is behind the counters (admin bearer token): {counted, logged, updated_at, freshness_ms}",
+                "responses": {
+                    "200": {"description": "the totals of both stores", "content": {"application/json": {}}},
+                    "401": {"description": "no or a wrong bearer token"},
+                    "503": unavailable
+                }
+            }},
+            "/admin": {"get": {"summary": "The operator console (the web app's operator view)", "responses": {"200": {"description": "HTML"}}}},
             "/api/logs": {"get": {
                 "summary": "The newest votes, newest first",
                 "parameters": [{"name": "limit", "in": "query", "required": false,

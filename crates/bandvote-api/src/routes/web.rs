@@ -112,7 +112,7 @@ async fn post_voter_token(
     Ok(Json(serde_json::json!({ "token": token, "voter": voter, "expires_at": bandvote_core::time::format(expires) })))
 }
 
-/// `/` (the app), every file of the build, `/api/config` and `/api/voter-token`.
+/// `/` (the app), `/admin` (its operator console), every file of the build, `/api/config` and `/api/voter-token`.
 pub fn router(state: ApiState) -> Router {
     let policy = csp(state.vote_url.as_deref());
     let mut router = Router::new()
@@ -122,7 +122,8 @@ pub fn router(state: ApiState) -> Router {
         let serve = |policy: HeaderValue| get(move || std::future::ready(file(path, body, policy.clone())));
         router = router.route(path, serve(policy.clone()));
         if path == "/index.html" {
-            router = router.route("/", serve(policy.clone()));
+            // One page, two views: the audience's, and the operator console's.
+            router = router.route("/", serve(policy.clone())).route("/admin", serve(policy.clone()));
         }
     }
     router.with_state(state)

@@ -1,23 +1,8 @@
 //! `bandvote recount` rebuilds the Redis counters from the MongoDB log, consistently with the tally
 //! pipeline's position.
 
-use std::time::Duration;
-
 use crate::support::{TestEnv, expected, mix, post_all};
-use bandvote_store::recount::{RecountConfig, recount};
-
-fn recount_config(env: &TestEnv, force: bool) -> RecountConfig {
-    let consumer = env.consumer_config();
-    RecountConfig {
-        kafka: consumer.kafka,
-        redis_url: consumer.redis_url,
-        mongo_url: consumer.mongo_url,
-        mongo_db: consumer.mongo_db,
-        log_group: consumer.log_group,
-        idempotency_ttl: Duration::from_secs(3600),
-        force,
-    }
-}
+use bandvote_store::recount::recount;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recount_rebuilds_lost_counters_from_the_log_and_counting_continues_exactly() {
@@ -32,7 +17,7 @@ async fn recount_rebuilds_lost_counters_from_the_log_and_counting_continues_exac
 
     // Redis loses everything (no AOF, wrong FLUSHALL): the log is the durable record.
     let _: () = redis::cmd("FLUSHDB").query_async(&mut env.redis().await).await.expect("flushdb");
-    let report = recount(&recount_config(&env, false)).await.expect("recount");
+    let report = recount(&env.recount_config(false)).await.expect("recount");
     assert_eq!(report.total, 400);
     assert_eq!(env.counts().await, expected(&first));
 
@@ -48,7 +33,7 @@ async fn recount_refuses_while_the_log_is_behind_the_topic() {
     let base = env.start_grpc_path().await;
     // No consumer: the log pipeline has logged nothing of what is in the topic.
     post_all(&format!("{base}/grpc/votes"), &mix(10), 4).await;
-    let error = recount(&recount_config(&env, false)).await.expect_err("refused");
+    let error = recount(&env.recount_config(false)).await.expect_err("refused");
     assert!(error.to_string().contains("behind"), "{error:#}");
     let counts = env.counts().await;
     assert_eq!(counts.total, 0, "nothing written");
@@ -93,7 +78,7 @@ async fn the_admin_recount_needs_the_bearer_token() {
 /// An API with the admin routes behind `token`, recounting `env`'s stores; its base URL.
 async fn start_admin_api(env: &TestEnv, token: &str) -> String {
     let admin =
-        bandvote_api::routes::admin::AdminConfig { token: token.into(), recount: Some(recount_config(env, false)) };
+        bandvote_api::routes::admin::AdminConfig { token: token.into(), recount: Some(env.recount_config(false)) };
     env.start_api_with(bandvote_api::ApiConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         redis_url: env.redis_url().into(),

@@ -1,7 +1,7 @@
 //! Rounds (DESIGN.md, "Rounds"): the operator's API and CLI, `409 voting is closed` on both paths
 //! between rounds, a close while keyed senders are mid-flight counted exactly (every `202` in its
-//! round, nothing after the close), hidden results, on `bandvote up`'s embedded storage and on the
-//! real servers (Kafka, Redis, MongoDB).
+//! round, nothing after the close), hidden results, certified results, exports and audits, on `bandvote
+//! up`'s embedded storage and on the real servers (Kafka, Redis, MongoDB) with two consumers.
 
 use std::{
     collections::BTreeMap,
@@ -310,6 +310,25 @@ async fn a_show(show: &Show) {
     let rounds = show.get("/api/rounds", false).await;
     assert_eq!(rounds["rounds"][1]["final"], true);
     assert_eq!(rounds["rounds"][0]["final"], false);
+
+    // The operator's audit, per round and all-time, and the pipeline's health.
+    let audit = show.get("/api/admin/audit?round=semi", true).await;
+    assert_eq!((audit["round"].as_str(), audit["agree"].as_bool()), (Some("semi"), Some(true)), "{audit}");
+    assert_eq!(audit["counted"]["total"], accepted.len() as u64);
+    assert_eq!(audit["logged"], audit["counted"]);
+    // All-time: every round's votes and those of the default round (a vote or two may have come
+    // in while the gateways had not yet seen the first round).
+    let audit = show.get("/api/admin/audit", true).await;
+    let everything = audit["counted"]["total"].as_u64().expect("total");
+    assert!(everything > accepted.len() as u64 + 12, "{audit}");
+    assert_eq!(audit["agree"], true, "{audit}");
+    assert!(audit.get("round").is_none(), "{audit}");
+    let unknown = show.client.get(format!("{}/api/admin/audit?round=nope", show.base)).bearer_auth(TOKEN);
+    assert_eq!(unknown.send().await.expect("answer").status(), 404);
+    let anonymous = show.client.get(format!("{}/api/admin/audit", show.base)).send().await.expect("answer");
+    assert_eq!(anonymous.status(), 401);
+    let pipeline = show.get("/api/admin/pipeline", true).await;
+    assert_eq!((pipeline["counted"].as_u64(), pipeline["logged"].as_u64()), (Some(everything), Some(everything)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -355,6 +374,8 @@ async fn a_show_on_embedded_storage_counts_each_round_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// On the real servers, with two consumers sharing the partitions: `up`'s and a `bandvote consumer`
+/// process in the same groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mongodb() {
     let env = TestEnv::new().await;
@@ -362,8 +383,16 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     command.args(["--admin-token", TOKEN]);
     let (_up, base) = spawn_listening(&mut command).await;
     wait_ready(&base).await;
-    let show = Show::new(base);
+    let consumer_port = crate::support::free_port();
+    let _consumer = env.spawn_consumer_process(consumer_port);
+    let consumer = format!("http://127.0.0.1:{consumer_port}");
+    wait_ready(&consumer).await;
+    let show = Show::new(base.clone());
     a_show(&show).await;
+    for (who, url) in [("up's consumer", &base), ("the consumer process", &consumer)] {
+        let counted = counted_by(&show.client, url).await;
+        assert!(counted > 0, "{who} counted votes of its partitions ({counted})");
+    }
 
     // The contract's per-round keys and log documents.
     let mut redis = env.redis().await;
@@ -374,7 +403,7 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     let logged = logs.count_documents(mongodb::bson::doc! {"round": "final"}).await.expect("count");
     assert_eq!(logged, 12);
 
-    // A recount rebuilds each round's counters from the log, beside the all-time ones.
+    // Counters that lost a round's keys: the audit of that round says so, and fails.
     let semi_before: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg("votes:round:semi:band").query_async(&mut redis).await.expect("semi");
     let _: () = redis::cmd("DEL")
@@ -382,18 +411,16 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
         .query_async(&mut redis)
         .await
         .expect("del");
-    let consumer = env.consumer_config();
-    let config = bandvote_store::recount::RecountConfig {
-        kafka: consumer.kafka,
-        redis_url: consumer.redis_url,
-        mongo_url: consumer.mongo_url,
-        mongo_db: consumer.mongo_db,
-        log_group: consumer.log_group,
-        idempotency_ttl: Duration::from_secs(3600),
-        // `up`'s consumer group is not the test's: the counters were waited for above.
-        force: true,
-    };
-    bandvote_store::recount::recount(&config).await.expect("recount");
+    let (agree, said) = audit_round(&env, "semi").await;
+    assert!(!agree, "the audit finds the lost counters: {said}");
+    assert!(said.contains(r#""agree": false"#), "{said}");
+
+    // The operator's recount rebuilds each round's counters from the log, beside the all-time ones.
+    wait_for("the recount", PATIENCE, || async {
+        let answer = show.client.post(format!("{base}/api/admin/recount")).bearer_auth(TOKEN).send().await.ok()?;
+        (answer.status() == 200).then_some(())
+    })
+    .await;
     let semi_after: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg("votes:round:semi:band").query_async(&mut redis).await.expect("semi");
     assert_eq!(semi_after, semi_before);
@@ -402,4 +429,29 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     let final_albums: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg("votes:round:final:album").query_async(&mut redis).await.expect("final");
     assert_eq!(final_albums, counts(&mix(12)).1);
+    let (agree, said) = audit_round(&env, "semi").await;
+    assert!(agree, "{said}");
+    assert!(said.contains(r#""round": "semi""#), "{said}");
+}
+
+/// `bandvote audit --round ID` on the test's stores: whether it passed, and what it printed.
+async fn audit_round(env: &TestEnv, id: &str) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+        .args(["audit", "--round", id, "--redis-url", &env.redis_url(), "--mongo-url", MONGO])
+        .args(["--mongo-db", &env.mongo_db])
+        .output()
+        .await
+        .expect("bandvote audit");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+/// The votes the tally pipeline of the process at `base` counted, from its `/metrics`.
+async fn counted_by(client: &reqwest::Client, base: &str) -> u64 {
+    let metrics = client.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("bandvote_consumer_votes_total") && line.contains(r#"pipeline="tally""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }

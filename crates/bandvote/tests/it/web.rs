@@ -34,19 +34,35 @@ async fn the_web_app_follows_votes_live_on_embedded_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
 async fn the_web_app_follows_a_round_from_open_to_final() {
-    let dir = std::env::temp_dir().join(format!("bandvote-web-rounds-{}", std::process::id()));
+    run_as_operator("rounds", &["round-hidden.png", "round-closed.png", "round-final.png"]).await;
+}
+
+/// The operator console at `/admin` runs a round beside the audience's page: sign-in, create, open,
+/// hidden results, close with both pages open, final and certified, audit, export, reveal
+/// (web/e2e/admin.mjs), against `bandvote up` on its embedded storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn the_operator_console_runs_a_round_in_a_browser() {
+    run_as_operator("admin", &["console-open.png", "console-final.png", "audience-final.png"]).await;
+}
+
+/// Runs web/e2e/`script`.mjs against a fresh `bandvote up` with an admin token, and checks that it
+/// passed and saved `screenshots` (in target/screenshots/`script`).
+async fn run_as_operator(script: &str, screenshots: &[&str]) {
+    const TOKEN: &str = "e2e-admin-token";
+    let dir = std::env::temp_dir().join(format!("bandvote-web-{script}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut command = crate::support::embedded_up(0, &dir);
-    command.args(["--admin-token", "e2e-admin-token"]);
+    command.args(["--admin-token", TOKEN]);
     let (_up, base) = crate::support::spawn_listening(&mut command).await;
     crate::support::wait_ready(&base).await;
-    let shots = repo_root().join("target/screenshots/rounds");
+    let shots = repo_root().join("target/screenshots").join(script);
     let output = tokio::time::timeout(
         Duration::from_secs(180),
         tokio::process::Command::new("node")
-            .arg("e2e/rounds.mjs")
+            .arg(format!("e2e/{script}.mjs"))
             .arg(&base)
-            .arg("e2e-admin-token")
+            .arg(TOKEN)
             .arg(&shots)
             .current_dir(repo_root().join("web"))
             .kill_on_drop(true)
@@ -58,7 +74,7 @@ async fn the_web_app_follows_a_round_from_open_to_final() {
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "browser test failed; its output:\n{said}");
     assert!(said.contains("OK: "), "{said}");
-    for shot in ["round-hidden.png", "round-closed.png", "round-final.png"] {
+    for shot in screenshots {
         let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "screenshot {shot} was saved ({size} bytes)");
     }

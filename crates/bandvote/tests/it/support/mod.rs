@@ -123,10 +123,24 @@ impl TestEnv {
             redis_url: self.redis_url().into(),
             mongo_url: MONGO.into(),
             mongo_db: self.mongo_db.clone(),
-            tally_group: format!("tally-{}", self.id),
+            tally_group: self.tally_group(),
             log_group: self.log_group(),
             session_timeout: Duration::from_secs(3),
             ..ConsumerConfig::default()
+        }
+    }
+
+    /// A recount of this test's stores, after its log group.
+    pub fn recount_config(&self, force: bool) -> bandvote_store::recount::RecountConfig {
+        let consumer = self.consumer_config();
+        bandvote_store::recount::RecountConfig {
+            kafka: consumer.kafka,
+            redis_url: consumer.redis_url,
+            mongo_url: consumer.mongo_url,
+            mongo_db: consumer.mongo_db,
+            log_group: consumer.log_group,
+            idempotency_ttl: Duration::from_secs(3600),
+            force,
         }
     }
 
@@ -347,6 +361,10 @@ impl TestEnv {
     pub fn log_group(&self) -> String {
         format!("log-{}", self.id)
     }
+
+    pub fn tally_group(&self) -> String {
+        format!("tally-{}", self.id)
+    }
 }
 
 /// The end (high watermark) of each partition of a Kafka topic that holds messages; empty if the
@@ -504,6 +522,8 @@ pub fn up(env: &TestEnv, port: u16) -> tokio::process::Command {
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--kafka-brokers", KAFKA, "--kafka-topic", &env.topic])
         .args(["--redis-url", &env.redis_url(), "--mongo-url", MONGO, "--mongo-db", &env.mongo_db])
+        // The test's own groups: `bandvote consumer` processes of this test share its partitions.
+        .args(["--tally-group", &env.tally_group(), "--log-group", &env.log_group()])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
