@@ -31,9 +31,17 @@ STREAM_FIELDS = {"votes:timeline": ["n", "total"]}
 STRING_REDUCERS = {"first", "firstNotNull", "last", "lastNotNull"}
 
 
+# A round's keys (`votes:round:$round:band`, with the dashboard's variable) hold what the
+# all-time keys hold.
+ROUND_KEY = re.compile(r"^votes:round:[^:]+:(band|album|total)$")
+
+
 def redis_frame(target):
     """[(field name, type)] of the frame the plugin returns for one Redis query."""
     command, key = target.get("command"), target.get("keyName")
+    round_key = ROUND_KEY.match(key or "")
+    if round_key:
+        key = f"votes:{round_key.group(1)}"
     if command == "get":
         return [("Value", STRING_VALUES.get(key, "string"))]
     if command == "hgetall":
