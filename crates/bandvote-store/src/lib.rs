@@ -9,8 +9,11 @@
 //!   URL, or the primary Sentinel names) and a connection that follows a failover;
 //! - [`redact`]: a store URL fit for logs and errors.
 
+#[cfg(feature = "log")]
 pub mod audit;
+#[cfg(feature = "log")]
 pub mod log;
+#[cfg(feature = "log")]
 pub mod recount;
 pub mod rounds;
 
