@@ -393,6 +393,13 @@ def check_network(name, docs, extra_policies=()):
     closed_arrows += [(OTHER_POD, "kafka", 9092), (OTHER_POD, "redis", 6379), (OTHER_POD, "mongodb", 27017),
                       ("api", "kafka", 9092), ("grafana", "mongodb", 27017), ("grpc", "mongodb", 27017),
                       ("wasm", "mongodb", 27017), ("keda-operator", "redis", 6379)]
+    # Replicated Redis (components/redis-sentinel): the apps ask the Sentinels where the primary is;
+    # the Redis pods replicate from each other and the Sentinels talk among themselves.
+    redis = next((o for o in docs if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "redis"), None)
+    if redis and any(c["name"] == "sentinel" for c in redis["spec"]["template"]["spec"]["containers"]):
+        open_arrows += [(app, "redis", 26379) for app in ("consumer", "api", "grpc", "wasm")]
+        open_arrows += [("redis", "redis", 6379), ("redis", "redis", 26379)]
+        closed_arrows += [(outside, "redis", 26379) for outside in (INTERNET, LOAD_BALANCER, OTHER_NAMESPACE, OTHER_POD)]
 
     def resolve(x):
         return pods[x] if isinstance(x, str) else x
