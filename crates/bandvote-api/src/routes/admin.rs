@@ -92,14 +92,10 @@ async fn get_audit(
     if let Some(refused) = refusal(&state, &headers) {
         return Ok(refused);
     }
-    let store = &state.store;
-    if let Some(id) = query.round.as_deref().filter(|id| *id != bandvote_core::round::DEFAULT_ROUND) {
-        let rounds = store.load_rounds().await?;
-        if !rounds.iter().any(|r| r.id == id) {
-            return Err(ApiError::client(StatusCode::NOT_FOUND, format!("no round {id:?}"), Some("round")));
-        }
+    if let Some(id) = query.round.as_deref() {
+        super::rounds::find(&state, id).await?;
     }
-    let audit = store.audit(query.round.as_deref()).await?;
+    let audit = state.store.audit(query.round.as_deref()).await?;
     Ok(Json(audit).into_response())
 }
 

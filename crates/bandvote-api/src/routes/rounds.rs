@@ -87,7 +87,7 @@ fn refused(error: UpdateError) -> ApiError {
 }
 
 /// The round `id` as stored (`None` for `default`, which always exists); `404` for another.
-async fn find(state: &ApiState, id: &str) -> Result<Option<Round>, ApiError> {
+pub(crate) async fn find(state: &ApiState, id: &str) -> Result<Option<Round>, ApiError> {
     if id == round::DEFAULT_ROUND {
         return Ok(None);
     }
