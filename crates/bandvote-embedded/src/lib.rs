@@ -731,3 +731,31 @@ fn rounds_version(db: &Connection) -> rusqlite::Result<u64> {
         db.query_row("SELECT value FROM meta WHERE key = 'rounds_version'", [], |r| r.get(0)).optional()?;
     Ok(stored.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's journal mode and synchronous level (2 is `FULL`: the WAL is synced to disk at
+    /// every commit, so a committed vote survives a power cut, which a `kill -9` cannot show).
+    fn settings(db: &Connection) -> (String, i64) {
+        let mode = db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("journal_mode");
+        let synchronous = db.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("synchronous");
+        (mode, synchronous)
+    }
+
+    #[test]
+    fn every_connection_syncs_each_commit_to_disk() {
+        let dir = std::env::temp_dir().join(format!("bandvote-embedded-settings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = Storage::open(&dir, Duration::from_secs(60)).expect("opens");
+        let full = ("wal".to_owned(), 2);
+        // The queue's writer runs on a connection made by the same function.
+        let connection = schema::connect(&dir.join(DATABASE_FILE)).expect("connects");
+        assert_eq!(settings(&connection), full, "a connection as the queue's writer opens it");
+        assert_eq!(settings(&storage.sink.lock().expect("sink")), full, "the pipelines' connection");
+        assert_eq!(settings(&storage.reader.lock().expect("reader")), full, "the readers' connection");
+        drop((connection, storage));
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
+}

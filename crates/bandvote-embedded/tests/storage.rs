@@ -78,6 +78,33 @@ async fn votes_are_counted_and_logged_once_in_order_of_the_queue() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_returns_only_once_its_transaction_committed() {
+    let dir = temp_dir("committed");
+    let storage = open(&dir);
+    // Another connection sees only what is committed.
+    let outside = rusqlite::Connection::open(dir.join(bandvote_embedded::DATABASE_FILE)).unwrap();
+    let outside = Arc::new(std::sync::Mutex::new(outside));
+    // Many at once, so that they are grouped into shared transactions.
+    let appends: Vec<_> = (0..200)
+        .map(|i| {
+            let (storage, outside) = (Arc::clone(&storage), Arc::clone(&outside));
+            tokio::spawn(async move {
+                let seq = storage.append(&message(&format!("c-{i}"), "A", "x"), true).await.unwrap();
+                let db = outside.lock().unwrap();
+                let found: i64 =
+                    db.query_row("SELECT count(*) FROM queue WHERE seq = ?1", [seq as i64], |r| r.get(0)).unwrap();
+                assert_eq!(found, 1, "append {i} returned position {seq} before its transaction committed");
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap();
+    }
+    drop(storage);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn a_second_process_on_the_same_directory_is_refused() {
     let dir = temp_dir("lock");

@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, wait_for, wait_ready};
+use crate::support::{
+    MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, post_vote, wait_for, wait_ready,
+};
 use serde_json::Value;
 
 async fn results(base: &str) -> Value {
@@ -91,6 +93,41 @@ async fn up_on_embedded_storage_counts_and_logs_both_paths_exactly() {
     assert_eq!(results(&base).await["total"].as_u64(), Some(want.total));
     stop(&mut up).await;
     assert_eq!(logged(&dir).await, want.total);
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// Whether the vote `id` is in the database as another process sees it (committed): in the queue,
+/// or in the log once the queue was pruned.
+fn committed(db: &rusqlite::Connection, id: &str) -> bool {
+    let in_message = format!("\"id\":\"{id}\"");
+    db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM queue WHERE instr(CAST(message AS TEXT), ?1)) \
+             OR EXISTS (SELECT 1 FROM logs WHERE id = ?2)",
+        rusqlite::params![in_message, id],
+        |r| r.get(0),
+    )
+    .expect("the database reads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_202_on_embedded_storage_is_for_a_vote_already_in_the_database() {
+    let dir = data_dir("committed");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = embedded_up(port, &dir).spawn().expect("up starts");
+    wait_ready(&base).await;
+    let db = rusqlite::Connection::open(dir.join(bandvote_embedded::DATABASE_FILE)).expect("the database opens");
+    let client = reqwest::Client::new();
+    for (i, vote) in mix(60).iter().enumerate() {
+        let path = if i % 2 == 0 { "grpc" } else { "wasm" };
+        let (status, body) = post_vote(&client, &format!("{base}/{path}/votes"), vote.body(), None).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["id"].as_str().expect("id");
+        assert!(committed(&db, id), "vote {id} on the {path} path was answered 202 before it was committed");
+    }
+    assert!(!committed(&db, "no-such-vote"), "the lookup can say no");
+    stop(&mut up).await;
+    drop(db);
     std::fs::remove_dir_all(dir).expect("clean up");
 }
 

@@ -184,11 +184,17 @@ impl TestEnv {
     /// Starts an http-producer and a wasm-gateway running `component` (the embedded guest if
     /// `None`); returns the gateway's base URL and the producer's address.
     pub async fn start_wasm_gateway(&self, component: Option<PathBuf>) -> (String, SocketAddr) {
-        let config = ProducerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            kafka: self.kafka(),
-            ..ProducerConfig::default()
-        };
+        self.start_wasm_gateway_with(self.kafka(), component).await
+    }
+
+    /// As [`TestEnv::start_wasm_gateway`], with the http-producer's Kafka settings given.
+    pub async fn start_wasm_gateway_with(
+        &self,
+        kafka: KafkaConfig,
+        component: Option<PathBuf>,
+    ) -> (String, SocketAddr) {
+        let config =
+            ProducerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), kafka, ..ProducerConfig::default() };
         let producer =
             bandvote_ingest::producer::App::build(config, FrontDoor::Http).await.expect("http-producer builds");
         let producer_addr = producer.local_addr().expect("addr");
