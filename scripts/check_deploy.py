@@ -18,7 +18,9 @@
    and the cluster guide's pinned versions.
 6. Dashboards as Grafana draws them (deploycheck/grafana_panels.py): the fields each panel keeps
    through its transformations, and refresh intervals the provisioned Grafana allows.
-7. `docker-compose config` accepts deploy/compose/docker-compose.yml.
+7. `docker-compose config` accepts deploy/compose/docker-compose.yml, alone and with
+   redis-sentinel.yml: its nodes run the production overlay's scripts under the names the scripts
+   ask, each with a Sentinel on its network, and every app's Redis is the Sentinels'.
 8. The manifests agree with the binary: every subcommand, flag and BANDVOTE_* variable they give a
    bandvote container exists in `bandvote <role> --help`; every probe, Service, route backend,
    Prometheus target and proxy route points at a port some bandvote service listens on.
@@ -509,6 +511,14 @@ def exported_metrics():
 def check_workloads(name, docs):
     deployments = {o["metadata"]["name"]: o for o in docs if o["kind"] == "Deployment"}
     statefulsets = {o["metadata"]["name"]: o for o in docs if o["kind"] == "StatefulSet"}
+    # Every ConfigMap a pod mounts is rendered under that name (a generator's hash suffix is not
+    # applied to a name a component's patch writes).
+    config_maps = {o["metadata"]["name"] for o in docs if o["kind"] == "ConfigMap"}
+    for obj in docs:
+        for volume in pod_template(obj).get("spec", {}).get("volumes", []):
+            wanted = (volume.get("configMap") or {}).get("name")
+            if wanted and wanted not in config_maps and not volume["configMap"].get("optional"):
+                fail(f"{name} {obj['kind']}/{obj['metadata']['name']}: volume {volume['name']} mounts ConfigMap {wanted}, which is not rendered")
     scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in docs if o["kind"] == "ScaledObject"}
     for hpa in (o for o in docs if o["kind"] == "HorizontalPodAutoscaler"):
         fail(f"{name} HorizontalPodAutoscaler/{hpa['metadata']['name']}: the consumer scales through KEDA on its lag; no other autoscaler")
@@ -672,6 +682,56 @@ def check_compose():
     if args.get("GRAFANA_VERSION") != VERSIONS["GRAFANA_VERSION"] or args.get("GRAFANA_REDIS_DATASOURCE_VERSION") != VERSIONS["GRAFANA_REDIS_DATASOURCE_VERSION"]:
         fail(f"compose grafana: build args {args} are not the pinned versions")
     return config
+
+
+def check_compose_sentinel():
+    """deploy/compose/redis-sentinel.yml over docker-compose.yml: the production overlay's Redis."""
+    print("== deploy/compose/redis-sentinel.yml")
+    base, override = ROOT / "deploy/compose/docker-compose.yml", ROOT / "deploy/compose/redis-sentinel.yml"
+    result = subprocess.run([COMPOSE, "-f", str(base), "-f", str(override), "--env-file",
+                             str(ROOT / "deploy/compose/.env.example"), "config"],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        fail(f"docker-compose config with redis-sentinel.yml: {result.stderr.strip()}")
+        return
+    services = yaml.safe_load(result.stdout)["services"]
+    scripts = ROOT / "deploy/k8s/components/redis-sentinel/scripts"
+    # The names primary.sh asks, in order: each must be a node running redis.sh with that name, its
+    # data on a named volume, and a Sentinel on its network under the same name.
+    asked = re.search(r"for sentinel in ([^;]+);", (scripts / "primary.sh").read_text()).group(1).split()
+    nodes = {}
+    for name, service in services.items():
+        aliases = ((service.get("networks") or {}).get("default") or {}).get("aliases") or []
+        for alias in aliases:
+            nodes[alias] = name
+    for host in asked:
+        node = nodes.get(host)
+        if node is None:
+            fail(f"compose redis-sentinel: no node answers to {host}, which primary.sh asks")
+            continue
+        service = services[node]
+        if service.get("command") != ["sh", "/scripts/redis.sh"] or service["environment"].get("BANDVOTE_REDIS_NODE") != host:
+            fail(f"compose redis-sentinel {node}: does not run redis.sh as {host}")
+        mounts = dict((t, k) for k, t in map(compose_mount, service.get("volumes", [])))
+        if mounts.get("/data") != "volume":
+            fail(f"compose redis-sentinel {node}: /data is on no named volume")
+        for target in ("/scripts", "/etc/redis/redis.conf"):
+            if mounts.get(target) != "bind":
+                fail(f"compose redis-sentinel {node}: {target} is not mounted from the repository")
+        sentinels = [n for n, s in services.items() if s.get("network_mode") == f"service:{node}"
+                     and s.get("command") == ["sh", "/scripts/sentinel.sh"]
+                     and s["environment"].get("BANDVOTE_REDIS_NODE") == host]
+        if len(sentinels) != 1:
+            fail(f"compose redis-sentinel: {host} has {len(sentinels)} Sentinels on its network, not 1")
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        for key in ("BANDVOTE_REDIS_URL", "BANDVOTE_ROUNDS_REDIS_URL"):
+            url = environment.get(key)
+            if url is None:
+                continue
+            match = re.fullmatch(r"redis-sentinel://:[^@]+@([^/]+)/\d+#bandvote", url)
+            if not match or sorted(h.rsplit(":", 1)[0] for h in match.group(1).split(",")) != sorted(asked):
+                fail(f"compose redis-sentinel {name}: {key} is not the Sentinels' URL of {asked} ({url})")
 
 
 def compose_mount(volume):
@@ -848,6 +908,7 @@ def main():
         arrows = check_network(target, docs)
         print(f"   {target}: {count} pod templates, {arrows} arrows")
     compose = check_compose()
+    check_compose_sentinel()
     check_build()
     grafana_env = {}
     for docs in renders.values():
