@@ -1,7 +1,7 @@
 //! The Prometheus recorder and the name of every metric bandvote exports. Names follow
 //! `bandvote_<name>_<unit>[_total]`; labels stay low-cardinality (`path`, `pipeline`, `reason`).
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -72,10 +72,31 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding test harness): then our
             // handle renders an empty page rather than failing start-up.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                spawn_upkeep(handle.clone());
+            }
             handle
         })
         .clone()
+}
+
+/// How often the histograms' samples are folded into their buckets. The recorder keeps every
+/// sample (24 bytes) until then; without this, a service nobody scrapes grows by 24 bytes per
+/// recorded vote for as long as it runs.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Folds the recorded histogram samples into their buckets every [`UPKEEP_INTERVAL`], on a thread
+/// of its own (the recorder may be installed before or outside any async runtime).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the metrics upkeep thread: histograms are folded only when scraped");
+    }
 }
 
 /// Creates, at zero, the series a vote gateway exports, so that dashboards and `rate()` see zeros
