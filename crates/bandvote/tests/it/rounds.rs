@@ -387,6 +387,13 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     let _consumer = env.spawn_consumer_process(consumer_port);
     let consumer = format!("http://127.0.0.1:{consumer_port}");
     wait_ready(&consumer).await;
+    // Both consumers hold partitions before the first vote: the votes are not all counted by the
+    // first one while the second is still joining the group.
+    let group = env.tally_group();
+    wait_for("both consumers in the tally group", Duration::from_secs(30), || async {
+        (crate::support::stable_group_members(&group).await == Some(2)).then_some(())
+    })
+    .await;
     let show = Show::new(base.clone());
     a_show(&show).await;
     for (who, url) in [("up's consumer", &base), ("the consumer process", &consumer)] {

@@ -398,6 +398,25 @@ pub async fn topic_end(topic: &str) -> BTreeMap<i32, i64> {
     .expect("watermarks task")
 }
 
+/// How many members `group` has once it is stable (every member holding its partitions), or `None`
+/// while it is rebalancing or unknown.
+pub async fn stable_group_members(group: &str) -> Option<usize> {
+    use rdkafka::{
+        ClientConfig,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", KAFKA).create().ok()?;
+        let list = probe.fetch_group_list(Some(&group), Duration::from_secs(5)).ok()?;
+        let described = list.groups().iter().find(|g| g.name() == group)?;
+        (described.state() == "Stable").then(|| described.members().len())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// The offsets `group` has committed on `partitions` of `topic` (the next offset it will read).
 pub async fn committed_offsets(group: &str, topic: &str, partitions: Vec<i32>) -> BTreeMap<i32, i64> {
     use rdkafka::{
