@@ -5,122 +5,244 @@
 //! The producer's base URL comes from the `BANDVOTE_UPSTREAM` environment variable (the host sets
 //! it; default `http://127.0.0.1:8001`). Being a standard component, it also runs under
 //! `wasmtime serve -Scli -Shttp --env BANDVOTE_UPSTREAM=http://127.0.0.1:8001 bandvote-guest.wasm`.
+//!
+//! Written on the plain `wasi:http` bindings with blocking stream calls: one request per instance
+//! needs no async runtime, and each call below is one call into the host.
 
 use bandvote_core::{MAX_BODY_BYTES, Vote, VoteId, http::error_body};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use wstd::http::{Body, Client, Error, Method, Request, Response, StatusCode};
+use wasip2::{
+    http::{
+        outgoing_handler,
+        types::{
+            Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+            ResponseOutparam, Scheme,
+        },
+    },
+    io::streams::{InputStream, OutputStream, StreamError},
+};
 
 /// The route this component serves.
 const ROUTE: &str = "/wasm/votes";
 /// The round the host stamped on the vote, passed on to the producer.
 const ROUND_HEADER: &str = "bandvote-round";
 
-#[wstd::http_server]
-async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
-    Ok(handle(request).await)
+struct Guest;
+
+wasip2::http::proxy::export!(Guest);
+
+impl wasip2::exports::http::incoming_handler::Guest for Guest {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        handle(&request).send(response_out);
+    }
 }
 
-async fn handle(request: Request<Body>) -> Response<Body> {
+/// A response to send: status, JSON body and, for a 503, when to retry.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    retry_after: Option<Vec<u8>>,
+}
+
+impl Answer {
+    fn error(status: u16, message: &str, field: Option<&str>) -> Self {
+        Self { status, body: error_body(message, field).into_bytes(), retry_after: None }
+    }
+
+    fn unavailable() -> Self {
+        Self {
+            retry_after: Some(b"1".to_vec()),
+            ..Self::error(503, "the vote queue is unavailable, retry later", None)
+        }
+    }
+
+    fn send(self, out: ResponseOutparam) {
+        let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
+        headers.extend(self.retry_after.map(|value| ("retry-after".to_owned(), value)));
+        let response = OutgoingResponse::new(Fields::from_list(&headers).unwrap_or_else(|_| Fields::new()));
+        // Only out-of-range codes are refused; an answer relayed from the producer has a valid one.
+        let _ = response.set_status_code(self.status);
+        let Ok(body) = response.body() else { return };
+        ResponseOutparam::set(out, Ok(response));
+        if let Ok(stream) = body.write() {
+            let _ = write_all(&stream, &self.body);
+        }
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+fn handle(request: &IncomingRequest) -> Answer {
     #[cfg(feature = "misbehave")]
-    if let Some(response) = misbehave::route(&request).await {
-        return response;
+    if let Some(answer) = misbehave::route(request) {
+        return answer;
     }
-    if request.uri().path() != ROUTE {
-        return error(StatusCode::NOT_FOUND, "no such route", None);
+    let path = request.path_with_query().unwrap_or_default();
+    if path.split('?').next() != Some(ROUTE) {
+        return Answer::error(404, "no such route", None);
     }
-    if request.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None);
+    if !matches!(request.method(), Method::Post) {
+        return Answer::error(405, "method not allowed on this route", None);
     }
     let headers = request.headers();
-    let is_json =
-        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(bandvote_core::http::is_json_media_type);
-    if !is_json {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json", None);
+    let content_type = first(&headers, "content-type");
+    if !content_type.as_deref().and_then(visible_ascii).is_some_and(bandvote_core::http::is_json_media_type) {
+        return Answer::error(415, "content-type must be application/json", None);
     }
-    let key = match headers.get("idempotency-key") {
+    let key = match first(&headers, "idempotency-key") {
         None => None,
-        Some(value) => match value.to_str().ok().map(VoteId::from_client_key) {
+        Some(value) => match visible_ascii(&value).map(VoteId::from_client_key) {
             Some(Ok(id)) => Some(id),
-            _ => {
-                let message = bandvote_core::IdError.to_string();
-                return error(StatusCode::BAD_REQUEST, &message, Some("Idempotency-Key"));
-            }
+            _ => return Answer::error(400, &bandvote_core::IdError.to_string(), Some("Idempotency-Key")),
         },
     };
-    let round = headers.get(ROUND_HEADER).cloned();
-    let body = match Limited::new(request.into_body().into_boxed_body(), MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let message = format!("body must be at most {MAX_BODY_BYTES} bytes");
-            return error(StatusCode::PAYLOAD_TOO_LARGE, &message, None);
+    let round = first(&headers, ROUND_HEADER);
+    drop(headers);
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Answer::error(413, &format!("body must be at most {MAX_BODY_BYTES} bytes"), None);
         }
-        Err(_) => {
-            return error(StatusCode::BAD_REQUEST, "could not read the request body", None);
+        Err(BodyError::Unreadable) => return Answer::error(400, "could not read the request body", None),
+    };
+    match Vote::parse_json(&body) {
+        Ok(vote) => forward(&vote, key.as_ref(), round),
+        Err(e) => Answer::error(400, &e.message, e.field),
+    }
+}
+
+/// The first value of a header, if any.
+fn first(headers: &Fields, name: &str) -> Option<Vec<u8>> {
+    headers.get(name).into_iter().next()
+}
+
+/// A header value as text when it is visible ASCII, as `http::HeaderValue::to_str` requires.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)).then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// The request body, refused past [`MAX_BODY_BYTES`] without reading further.
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, BodyError> {
+    let body = request.consume().map_err(|()| BodyError::Unreadable)?;
+    let stream = body.stream().map_err(|()| BodyError::Unreadable)?;
+    let bytes = read_all(&stream, MAX_BODY_BYTES);
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    bytes
+}
+
+/// Reads `stream` to its end; more than `limit` bytes is [`BodyError::TooLarge`].
+fn read_all(stream: &InputStream, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read((limit + 1 - bytes.len()) as u64) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(bytes),
+            Err(StreamError::LastOperationFailed(_)) => return Err(BodyError::Unreadable),
         }
-    };
-    let vote = match Vote::parse_json(&body) {
-        Ok(vote) => vote,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.message, e.field),
-    };
-    forward(&vote, key.as_ref(), round.as_ref()).await
+        if bytes.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+    }
+}
+
+/// Writes all of `bytes` (a blocking write takes at most 4096 at a time).
+fn write_all(stream: &OutputStream, bytes: &[u8]) -> Result<(), StreamError> {
+    bytes.chunks(4096).try_for_each(|chunk| stream.blocking_write_and_flush(chunk))
+}
+
+/// Where `BANDVOTE_UPSTREAM` points: scheme, authority and base path.
+struct Upstream {
+    scheme: Scheme,
+    authority: String,
+    base: String,
+}
+
+impl Upstream {
+    fn from_env() -> Option<Self> {
+        let url = std::env::var("BANDVOTE_UPSTREAM").unwrap_or_else(|_| "http://127.0.0.1:8001".into());
+        Self::parse(&url)
+    }
+
+    fn parse(url: &str) -> Option<Self> {
+        let (scheme, rest) = match url.split_once("://")? {
+            ("http", rest) => (Scheme::Http, rest),
+            ("https", rest) => (Scheme::Https, rest),
+            _ => return None,
+        };
+        let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+        let base = base.trim_end_matches('/');
+        let base = if base.is_empty() { String::new() } else { format!("/{base}") };
+        (!authority.is_empty()).then(|| Self { scheme, authority: authority.to_owned(), base })
+    }
+
+    /// A request to `path` below the base path, with `headers`.
+    fn request(&self, method: &Method, path: &str, headers: &[(String, Vec<u8>)]) -> Option<OutgoingRequest> {
+        let request = OutgoingRequest::new(Fields::from_list(headers).ok()?);
+        request.set_method(method).ok()?;
+        request.set_scheme(Some(&self.scheme)).ok()?;
+        request.set_authority(Some(&self.authority)).ok()?;
+        request.set_path_with_query(Some(&format!("{}{path}", self.base))).ok()?;
+        Some(request)
+    }
 }
 
 /// Sends the validated vote to the HTTP producer, with the round the host stamped on it, and
 /// relays its status and body.
-async fn forward(vote: &Vote, key: Option<&VoteId>, round: Option<&wstd::http::HeaderValue>) -> Response<Body> {
-    let upstream = std::env::var("BANDVOTE_UPSTREAM").unwrap_or_else(|_| "http://127.0.0.1:8001".into());
+fn forward(vote: &Vote, key: Option<&VoteId>, round: Option<Vec<u8>>) -> Answer {
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(format!("{}/votes", upstream.trim_end_matches('/')))
-        .header("content-type", "application/json");
-    if let Some(key) = key {
-        builder = builder.header("idempotency-key", key.as_str());
-    }
-    if let Some(round) = round {
-        builder = builder.header(ROUND_HEADER, round);
-    }
-    let request = match builder.body(Body::from(payload.to_string())) {
-        Ok(request) => request,
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None),
+    let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
+    headers.extend(key.map(|key| ("idempotency-key".to_owned(), key.as_str().as_bytes().to_vec())));
+    headers.extend(round.map(|round| (ROUND_HEADER.to_owned(), round)));
+    let Some(request) = Upstream::from_env().and_then(|up| up.request(&Method::Post, "/votes", &headers)) else {
+        return Answer::error(500, "internal error", None);
     };
-    let mut answer = match Client::new().send(request).await {
-        Ok(answer) => answer,
-        Err(_) => return unavailable(),
-    };
-    let status = answer.status();
-    let retry_after = answer.headers().get("retry-after").cloned();
-    let body = match answer.body_mut().contents().await {
-        Ok(bytes) => bytes.to_vec(),
-        Err(_) => return unavailable(),
-    };
-    let mut response = Response::builder().status(status).header("content-type", "application/json");
-    if let Some(retry_after) = retry_after {
-        response = response.header("retry-after", retry_after);
+    match send(request, payload.to_string().as_bytes()) {
+        Some((status, retry_after, body)) => Answer { status, body, retry_after },
+        None => Answer::unavailable(),
     }
-    response.body(Body::from(body)).unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-fn unavailable() -> Response<Body> {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the vote queue is unavailable, retry later", None);
-    response.headers_mut().insert("retry-after", wstd::http::HeaderValue::from_static("1"));
-    response
+/// Sends `request` with `body`; the answer's status, `Retry-After` and body, or `None` when there
+/// is no complete answer.
+fn send(request: OutgoingRequest, body: &[u8]) -> Option<(u16, Option<Vec<u8>>, Vec<u8>)> {
+    let outgoing = request.body().ok()?;
+    let future = outgoing_handler::handle(request, None).ok()?;
+    let stream = outgoing.write().ok()?;
+    write_all(&stream, body).ok()?;
+    drop(stream);
+    OutgoingBody::finish(outgoing, None).ok()?;
+    future.subscribe().block();
+    let response = future.get()?.ok()?.ok()?;
+    let status = response.status();
+    let retry_after = first(&response.headers(), "retry-after");
+    let incoming = response.consume().ok()?;
+    let stream = incoming.stream().ok()?;
+    let answer = read_all(&stream, MAX_BODY_BYTES).ok()?;
+    drop(stream);
+    drop(IncomingBody::finish(incoming));
+    Some((status, retry_after, answer))
 }
 
-fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response<Body> {
-    let mut response = Response::new(Body::from(error_body(message, field)));
-    *response.status_mut() = status;
-    response.headers_mut().insert("content-type", wstd::http::HeaderValue::from_static("application/json"));
-    response
+/// Never called: a `wasi:http` proxy is entered through `handle`, but a binary needs a `main`.
+fn main() {
+    unreachable!("bandvote-guest is a wasi:http proxy component: it is entered through `handle`")
 }
 
 /// Routes that misbehave on purpose, so the host's limits can be tested on a real component.
 #[cfg(feature = "misbehave")]
 mod misbehave {
-    use wstd::http::{Body, Client, Request, Response, StatusCode};
+    use wasip2::http::types::{IncomingRequest, Method};
 
-    pub async fn route(request: &Request<Body>) -> Option<Response<Body>> {
-        match request.uri().path() {
+    use super::{Answer, Upstream, send};
+
+    pub fn route(request: &IncomingRequest) -> Option<Answer> {
+        let path = request.path_with_query().unwrap_or_default();
+        let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+        match path {
             "/wasm/misbehave/trap" => panic!("trapping on purpose"),
             "/wasm/misbehave/spin" => {
                 let mut n: u64 = 0;
@@ -138,15 +260,18 @@ mod misbehave {
             // Tries to reach the URL in the query, bypassing the upstream: 200 if it got an
             // answer, 403 if the host refused.
             "/wasm/misbehave/escape" => {
-                let target = request.uri().query().unwrap_or_default().to_owned();
-                let outgoing = Request::get(target).body(Body::empty()).ok()?;
-                let status = match Client::new().send(outgoing).await {
-                    Ok(_) => StatusCode::OK,
-                    Err(_) => StatusCode::FORBIDDEN,
+                let (base, path) = match query.split_once("://") {
+                    Some((scheme, rest)) => match rest.split_once('/') {
+                        Some((authority, path)) => (format!("{scheme}://{authority}"), format!("/{path}")),
+                        None => (query.to_owned(), "/".to_owned()),
+                    },
+                    None => (query.to_owned(), "/".to_owned()),
                 };
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = status;
-                Some(response)
+                let reached = Upstream::parse(&base)
+                    .and_then(|target| target.request(&Method::Get, &path, &[]))
+                    .and_then(|request| send(request, b""))
+                    .is_some();
+                Some(Answer { status: if reached { 200 } else { 403 }, body: Vec::new(), retry_after: None })
             }
             _ => None,
         }
