@@ -260,15 +260,8 @@ mod misbehave {
             // Tries to reach the URL in the query, bypassing the upstream: 200 if it got an
             // answer, 403 if the host refused.
             "/wasm/misbehave/escape" => {
-                let (base, path) = match query.split_once("://") {
-                    Some((scheme, rest)) => match rest.split_once('/') {
-                        Some((authority, path)) => (format!("{scheme}://{authority}"), format!("/{path}")),
-                        None => (query.to_owned(), "/".to_owned()),
-                    },
-                    None => (query.to_owned(), "/".to_owned()),
-                };
-                let reached = Upstream::parse(&base)
-                    .and_then(|target| target.request(&Method::Get, &path, &[]))
+                let reached = Upstream::parse(query)
+                    .and_then(|target| target.request(&Method::Get, "/", &[]))
                     .and_then(|request| send(request, b""))
                     .is_some();
                 Some(Answer { status: if reached { 200 } else { 403 }, body: Vec::new(), retry_after: None })
