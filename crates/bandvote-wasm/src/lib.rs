@@ -32,6 +32,10 @@ pub struct WasmGatewayConfig {
     pub listen: SocketAddr,
     /// The HTTP producer, the only address the guest may reach. Default `http://127.0.0.1:8001`.
     pub upstream: String,
+    /// Requests to the upstream in flight at once, hence connections to it; keep it below the
+    /// upstream's cap on one client's connections. Default
+    /// [`outgoing::DEFAULT_UPSTREAM_CONNECTIONS`] (128).
+    pub upstream_connections: usize,
     /// A component file to run instead of the embedded guest.
     pub component: Option<PathBuf>,
     /// Largest linear memory of one guest instance, in bytes. Default 32 MiB.
@@ -61,6 +65,7 @@ impl Default for WasmGatewayConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             upstream: "http://127.0.0.1:8001".into(),
+            upstream_connections: outgoing::DEFAULT_UPSTREAM_CONNECTIONS,
             component: None,
             max_memory_bytes: 32 << 20,
             request_timeout: Duration::from_secs(10),

@@ -193,29 +193,51 @@ impl TestEnv {
         kafka: KafkaConfig,
         component: Option<PathBuf>,
     ) -> (String, SocketAddr) {
-        let config =
-            ProducerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), kafka, ..ProducerConfig::default() };
+        let config = ProducerConfig { kafka, ..self.http_producer_config() };
+        let producer_addr = self.start_http_producer(config).await;
+        let base = self.start_wasm_gateway_for(&format!("http://{producer_addr}"), component).await;
+        (base, producer_addr)
+    }
+
+    /// An http-producer's configuration on a free local port and this test's topic.
+    pub fn http_producer_config(&self) -> ProducerConfig {
+        ProducerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: self.kafka(),
+            ..ProducerConfig::default_for(FrontDoor::Http)
+        }
+    }
+
+    /// Starts an http-producer in this process and waits until it is ready; returns its address.
+    pub async fn start_http_producer(&self, config: ProducerConfig) -> SocketAddr {
         let producer =
             bandvote_ingest::producer::App::build(config, FrontDoor::Http).await.expect("http-producer builds");
         let producer_addr = producer.local_addr().expect("addr");
         tokio::spawn(producer.run(self.shutdown.clone()));
         wait_ready(&format!("http://{producer_addr}")).await;
-        let base = self.start_wasm_gateway_for(&format!("http://{producer_addr}"), component).await;
-        (base, producer_addr)
+        producer_addr
     }
 
-    /// Starts a wasm-gateway whose guest forwards to `upstream`.
-    pub async fn start_wasm_gateway_for(&self, upstream: &str, component: Option<PathBuf>) -> String {
-        let gateway = bandvote_wasm::App::build(WasmGatewayConfig {
+    /// A wasm-gateway's configuration on a free local port, forwarding to `upstream`.
+    pub fn wasm_gateway_config(upstream: &str, component: Option<PathBuf>) -> WasmGatewayConfig {
+        WasmGatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstream: upstream.to_owned(),
             component,
             request_timeout: Duration::from_secs(3),
             max_instances: 64,
             ..WasmGatewayConfig::default()
-        })
-        .await
-        .expect("wasm-gateway builds");
+        }
+    }
+
+    /// Starts a wasm-gateway whose guest forwards to `upstream`.
+    pub async fn start_wasm_gateway_for(&self, upstream: &str, component: Option<PathBuf>) -> String {
+        self.start_wasm_gateway_from(Self::wasm_gateway_config(upstream, component)).await
+    }
+
+    /// Starts a wasm-gateway with `config`; returns its base URL.
+    pub async fn start_wasm_gateway_from(&self, config: WasmGatewayConfig) -> String {
+        let gateway = bandvote_wasm::App::build(config).await.expect("wasm-gateway builds");
         let base = format!("http://{}", gateway.local_addr().expect("addr"));
         tokio::spawn(gateway.run(self.shutdown.clone()));
         base
