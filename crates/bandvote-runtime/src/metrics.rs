@@ -17,6 +17,9 @@ pub const WASM_GUEST_FAILURES: &str = "bandvote_wasm_guest_failures_total";
 pub const WASM_INSTANTIATE_DURATION: &str = "bandvote_wasm_instantiate_seconds";
 /// Latency of vote requests at the gateway, from request to answer, by `path`.
 pub const VOTE_REQUEST_DURATION: &str = "bandvote_vote_request_duration_seconds";
+/// `SubmitVotes` calls the gRPC gateway made to its producer (votes per call: the gateway's
+/// accepted votes over this).
+pub const GRPC_CALLS: &str = "bandvote_grpc_calls_total";
 /// Messages the producer handed to Kafka and saw acknowledged.
 pub const MESSAGES_PRODUCED: &str = "bandvote_messages_produced_total";
 /// Produce attempts that failed (timeout, broker down), by `reason`.
@@ -106,8 +109,9 @@ pub fn announce_gateway(path: &'static str) {
     metrics::counter!(VOTES_ACCEPTED, "path" => path).increment(0);
     metrics::counter!(VOTES_UNAVAILABLE, "path" => path).increment(0);
     metrics::counter!(VOTES_REJECTED, "path" => path, "reason" => "invalid").increment(0);
-    if path == "wasm" {
-        metrics::counter!(WASM_GUEST_FAILURES).increment(0);
+    match path {
+        "wasm" => metrics::counter!(WASM_GUEST_FAILURES).increment(0),
+        _ => metrics::counter!(GRPC_CALLS).increment(0),
     }
 }
 

@@ -373,6 +373,10 @@ pub struct GatewayArgs {
     /// HTTP/2 connections to the producer, used round-robin.
     #[arg(long, env = "BANDVOTE_UPSTREAM_CONNECTIONS", default_value_t = 2)]
     pub upstream_connections: usize,
+    /// Calls to the producer in flight at once; the votes that arrive meanwhile go together in
+    /// the next call (at a low rate every vote goes at once in a call of its own).
+    #[arg(long, env = "BANDVOTE_UPSTREAM_CALLS", default_value_t = 2)]
+    pub upstream_calls: usize,
     /// Milliseconds to wait for the producer before answering 503.
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
     pub request_timeout_ms: u64,
@@ -402,6 +406,7 @@ impl GatewayArgs {
             listen: self.listen,
             upstream: self.upstream,
             connections: self.upstream_connections,
+            calls_in_flight: self.upstream_calls.max(1),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             fairness: self.fairness.into_config(),
             names: self.names.into_config(),

@@ -1,20 +1,14 @@
 //! `bandvote grpc-gateway`: receives `POST /grpc/votes` over HTTP and forwards each vote to the
-//! gRPC producer over long-lived, multiplexed HTTP/2 channels (never a connection per request).
+//! gRPC producer over long-lived, multiplexed HTTP/2 channels (never a connection per request),
+//! the votes that arrive together in one call ([`calls`]).
 
+pub mod calls;
 mod routes;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use bandvote_proto::v1::vote_service_client::VoteServiceClient;
 use bandvote_runtime::{health, http, service::Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +26,9 @@ pub struct GatewayConfig {
     pub upstream: String,
     /// HTTP/2 connections to the producer, used round-robin. Default 2.
     pub connections: usize,
+    /// Calls to the producer in flight at once; the votes that arrive meanwhile go together in
+    /// the next call. Default 2.
+    pub calls_in_flight: usize,
     /// Longest wait for the producer's answer before answering `503`. Default 6 s (the produce
     /// timeout plus a margin).
     pub request_timeout: Duration,
@@ -56,6 +53,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
             upstream: "http://127.0.0.1:3001".into(),
             connections: 2,
+            calls_in_flight: 2,
             request_timeout: Duration::from_secs(6),
             grace: Duration::from_secs(10),
             limits: http::Limits::default(),
@@ -71,14 +69,15 @@ impl Default for GatewayConfig {
 #[derive(Clone)]
 pub struct GatewayState {
     channels: Arc<[Channel]>,
-    next: Arc<AtomicUsize>,
+    calls: calls::Calls,
     request_timeout: Duration,
     pub(crate) fairness: Option<Arc<crate::fairness::Fairness>>,
     pub(crate) rounds: Option<Arc<crate::rounds::RoundGate>>,
 }
 
 impl GatewayState {
-    /// Opens (lazily) the channels to the producer.
+    /// Opens (lazily) the channels to the producer and starts the task that makes the calls (in
+    /// the current tokio runtime).
     pub fn connect(config: &GatewayConfig) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(config.upstream.clone())
             .with_context(|| format!("invalid upstream URL {}", config.upstream))?
@@ -88,10 +87,10 @@ impl GatewayState {
             .keep_alive_timeout(Duration::from_secs(20))
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(8 << 20));
-        let channels: Vec<Channel> = (0..config.connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
+        let channels: Arc<[Channel]> = (0..config.connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
         Ok(Self {
-            channels: channels.into(),
-            next: Arc::new(AtomicUsize::new(0)),
+            calls: calls::Calls::start(Arc::clone(&channels), config.calls_in_flight, config.request_timeout),
+            channels,
             request_timeout: config.request_timeout,
             fairness: None,
             rounds: None,
@@ -102,11 +101,6 @@ impl GatewayState {
     pub fn with_fairness(mut self, fairness: Option<Arc<crate::fairness::Fairness>>) -> Self {
         self.fairness = fairness;
         self
-    }
-
-    fn client(&self) -> VoteServiceClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        VoteServiceClient::new(self.channels[i].clone())
     }
 
     async fn check_upstream(&self) -> Result<(), health::CheckError> {

@@ -8,14 +8,14 @@ use axum::{
     http::{Extensions, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use bandvote_core::{IngestPath, TraceContext, trace::TRACEPARENT};
+use bandvote_core::{IngestPath, TraceContext};
 use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
 use bandvote_runtime::{
     http::{ApiError, json},
     metrics as names,
 };
 use serde_json::json;
-use tonic::{Code, metadata::MetadataValue};
+use tonic::Code;
 use tracing::Instrument;
 
 use super::GatewayState;
@@ -63,7 +63,7 @@ async fn forward(
         metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
         return Err(refused);
     }
-    let mut request = tonic::Request::new(SubmitVoteRequest {
+    let vote = SubmitVoteRequest {
         vote: Some(ProtoVote {
             name: accepted.vote.name,
             album: accepted.vote.album,
@@ -74,20 +74,17 @@ async fn forward(
         client_key: accepted.id.is_client_supplied(),
         received_at: bandvote_core::time::now(),
         round,
-    });
-    request.set_timeout(state.request_timeout);
-    if let Ok(value) = MetadataValue::try_from(trace.traceparent().as_str()) {
-        request.metadata_mut().insert(TRACEPARENT, value);
-    }
-    // The call runs in its own task: a client that hangs up does not cancel a vote already on its
-    // way to the queue (its retry with the same key is then counted once), and the shared HTTP/2
-    // connection is not flooded with stream resets by departing clients.
-    let mut client = state.client();
-    let call = tokio::spawn(async move { client.submit_vote(request).await });
-    let result = match tokio::time::timeout(state.request_timeout, call).await {
-        Ok(Ok(Ok(reply))) => Ok(json(StatusCode::ACCEPTED, json!({"id": reply.into_inner().id, "path": "grpc"}))),
-        Ok(Ok(Err(status))) => Err(status_to_error(&status)),
-        Ok(Err(join)) => Err(ApiError::internal(format!("grpc call task failed: {join}"))),
+        traceparent: trace.traceparent().as_str().to_owned(),
+    };
+    // The call is made by the gateway's call task, not here: a client that hangs up does not
+    // cancel a vote already on its way to the queue (its retry with the same key is then counted
+    // once), and the shared HTTP/2 connection is not flooded with stream resets by departing
+    // clients.
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let submitted = state.calls.submit(vote, deadline.into_std());
+    let result = match tokio::time::timeout_at(deadline, submitted).await {
+        Ok(Ok(id)) => Ok(json(StatusCode::ACCEPTED, json!({"id": id, "path": "grpc"}))),
+        Ok(Err(status)) => Err(status_to_error(&status)),
         Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", RETRY_AFTER)),
     };
     match &result {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use bandvote_core::{IngestPath, TraceContext, Vote, VoteId, VoteMessage, trace::TRACEPARENT};
 use bandvote_proto::v1::{
-    SubmitVoteRequest, SubmitVoteResponse,
+    SubmitVoteRequest, SubmitVoteResponse, SubmitVotesRequest, SubmitVotesResponse, VoteOutcome,
     vote_service_server::{VoteService, VoteServiceServer},
 };
 use bandvote_queue::{QueueError, VoteQueue};
@@ -20,24 +20,17 @@ pub struct VoteServer {
     queue: Arc<dyn VoteQueue>,
 }
 
+/// Votes one `SubmitVotes` call may carry.
+pub const MAX_VOTES_PER_CALL: usize = 512;
+
 impl VoteServer {
     /// A server writing to `queue`.
     pub fn new(queue: Arc<dyn VoteQueue>) -> Self {
         Self { queue }
     }
-}
 
-fn invalid(message: impl Into<String>, field: &'static str) -> Status {
-    let mut status = Status::invalid_argument(message);
-    status.metadata_mut().insert("field", MetadataValue::from_static(field));
-    status
-}
-
-#[tonic::async_trait]
-impl VoteService for VoteServer {
-    async fn submit_vote(&self, request: Request<SubmitVoteRequest>) -> Result<Response<SubmitVoteResponse>, Status> {
-        let trace = TraceContext::continue_from(request.metadata().get(TRACEPARENT).map(|value| value.as_bytes()));
-        let request = request.into_inner();
+    /// Validates one vote and queues it; its id once the queue acknowledged it.
+    async fn submit(&self, request: SubmitVoteRequest, trace: TraceContext) -> Result<String, Status> {
         let proto = request.vote.ok_or_else(|| Status::invalid_argument("vote is required"))?;
         // The gateway validated already; the producer does not trust its callers.
         let vote = Vote::from_strings(&proto.name, &proto.album, &proto.year, &proto.rank)
@@ -60,7 +53,7 @@ impl VoteService for VoteServer {
         span.in_scope(|| match queued {
             Ok(()) => {
                 tracing::debug!("vote queued");
-                Ok(Response::new(SubmitVoteResponse { id: message.id }))
+                Ok(message.id)
             }
             Err(error) => {
                 tracing::debug!(%error, "vote not queued");
@@ -70,6 +63,54 @@ impl VoteService for VoteServer {
                 })
             }
         })
+    }
+}
+
+/// A vote's outcome in a `SubmitVotes` answer.
+fn outcome(result: Result<String, Status>) -> VoteOutcome {
+    match result {
+        Ok(id) => VoteOutcome { id, ..VoteOutcome::default() },
+        Err(status) => VoteOutcome {
+            id: String::new(),
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            field: status.metadata().get("field").and_then(|f| f.to_str().ok()).unwrap_or_default().to_owned(),
+        },
+    }
+}
+
+fn invalid(message: impl Into<String>, field: &'static str) -> Status {
+    let mut status = Status::invalid_argument(message);
+    status.metadata_mut().insert("field", MetadataValue::from_static(field));
+    status
+}
+
+#[tonic::async_trait]
+impl VoteService for VoteServer {
+    async fn submit_vote(&self, request: Request<SubmitVoteRequest>) -> Result<Response<SubmitVoteResponse>, Status> {
+        let trace = TraceContext::continue_from(request.metadata().get(TRACEPARENT).map(|value| value.as_bytes()));
+        let id = self.submit(request.into_inner(), trace).await?;
+        Ok(Response::new(SubmitVoteResponse { id }))
+    }
+
+    async fn submit_votes(
+        &self,
+        request: Request<SubmitVotesRequest>,
+    ) -> Result<Response<SubmitVotesResponse>, Status> {
+        let votes = request.into_inner().votes;
+        if votes.len() > MAX_VOTES_PER_CALL {
+            return Err(Status::invalid_argument(format!("at most {MAX_VOTES_PER_CALL} votes per call")));
+        }
+        // Every vote goes to the queue at once, as if each came in its own call.
+        let outcomes = futures::future::join_all(votes.into_iter().map(|mut vote| {
+            let traceparent = std::mem::take(&mut vote.traceparent);
+            async move {
+                let trace = TraceContext::continue_from(Some(traceparent.as_bytes()).filter(|t| !t.is_empty()));
+                outcome(self.submit(vote, trace).await)
+            }
+        }))
+        .await;
+        Ok(Response::new(SubmitVotesResponse { outcomes }))
     }
 }
 

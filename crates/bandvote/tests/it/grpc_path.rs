@@ -254,3 +254,43 @@ async fn producer_and_gateway_report_ready_only_when_their_dependencies_answer()
     assert!(response.headers().contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(10), "answered, not hung");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_sent_together_are_each_answered_as_if_sent_alone() {
+    use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, Vote, vote_service_client::VoteServiceClient};
+    let env = TestEnv::new().await;
+    let (_, producer) = env.spawn_grpc_path(env.kafka()).await;
+    crate::support::wait_ready(&producer).await;
+    env.start_consumer().await;
+    let mut client = VoteServiceClient::connect(producer).await.expect("connects");
+    let vote = |name: &str, year: &str, id: &str, client_key: bool| SubmitVoteRequest {
+        vote: Some(Vote { name: name.into(), album: "Warm Up".into(), year: year.into(), rank: "8.5".into() }),
+        id: id.into(),
+        client_key,
+        ..SubmitVoteRequest::default()
+    };
+    let votes = vec![
+        vote("Los Caracoles", "2019", "", false),
+        vote("Los Caracoles", "not a year", "", false),
+        vote("Trueno Azul", "2021", "together-key-1", true),
+        vote("Trueno Azul", "2021", "not a key \u{1}", true),
+        vote("Trueno Azul", "2021", "together-key-1", true),
+    ];
+    let outcomes = client.submit_votes(SubmitVotesRequest { votes }).await.expect("answered").into_inner().outcomes;
+    let summary: Vec<(i32, &str)> = outcomes.iter().map(|o| (o.code, o.field.as_str())).collect();
+    let invalid = tonic::Code::InvalidArgument as i32;
+    assert_eq!(summary, [(0, ""), (invalid, "year"), (0, ""), (invalid, "id"), (0, "")]);
+    assert!(!outcomes[0].id.is_empty());
+    assert_eq!((outcomes[2].id.as_str(), outcomes[4].id.as_str()), ("together-key-1", "together-key-1"));
+    // Three queued, the key's two copies counted once.
+    let counts = env.wait_for_total(2).await;
+    assert_eq!(counts.bands.get("Trueno Azul"), Some(&1), "{counts:?}");
+    assert_eq!(counts.bands.get("Los Caracoles"), Some(&1), "{counts:?}");
+
+    // Past the bound the whole call is refused, and nothing of it is queued.
+    let too_many = (0..=512).map(|_| vote("Los Caracoles", "2019", "", false)).collect();
+    let status = client.submit_votes(SubmitVotesRequest { votes: too_many }).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.counts().await.total, 2);
+}

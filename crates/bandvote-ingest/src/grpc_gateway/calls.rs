@@ -1,0 +1,233 @@
+//! The gateway's calls to the producer. At most a fixed number of `SubmitVotes` calls are in
+//! flight; the votes that arrive meanwhile wait and go together in the next call. At a low rate
+//! each vote goes at once in a call of its own; at a high rate one call, one HTTP/2 stream and one
+//! wake-up of each side serve many votes, and a vote waits at most one call for its turn.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, VoteOutcome, vote_service_client::VoteServiceClient};
+use bandvote_runtime::metrics as names;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
+
+use crate::grpc_producer::MAX_VOTES_PER_CALL;
+
+/// Votes waiting for a call at most; a handler finding the queue full waits for room.
+const QUEUE: usize = 16 * MAX_VOTES_PER_CALL;
+
+/// A vote waiting for its call, and where its outcome goes.
+struct Pending {
+    vote: SubmitVoteRequest,
+    /// When the handler stops waiting (and answers 503): a vote still queued then is not sent.
+    deadline: Instant,
+    reply: oneshot::Sender<Result<String, Status>>,
+}
+
+/// Hands votes to the calls; cloned into every handler. The task making the calls ends when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Calls {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Calls {
+    /// Starts the task that makes the calls over `channels` (round-robin), at most `in_flight` at
+    /// once, each with `timeout`.
+    pub fn start(channels: Arc<[Channel]>, in_flight: usize, timeout: Duration) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(run(waiting, channels, Arc::new(Semaphore::new(in_flight.max(1))), timeout));
+        Self { queue }
+    }
+
+    /// Sends `vote` in the next call and waits for its outcome: its id once queued, or the status
+    /// `SubmitVote` would have answered. The caller stops waiting at `deadline` (and answers 503);
+    /// a vote still waiting for its call then is not sent.
+    pub async fn submit(&self, vote: SubmitVoteRequest, deadline: Instant) -> Result<String, Status> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending { vote, deadline, reply })
+            .await
+            .map_err(|_| Status::unavailable("the gateway is shutting down"))?;
+        outcome.await.map_err(|_| Status::internal("the call carrying the vote ended without its outcome"))?
+    }
+}
+
+/// Takes the waiting votes into a call whenever fewer than the bound are in flight.
+async fn run(mut waiting: mpsc::Receiver<Pending>, channels: Arc<[Channel]>, slots: Arc<Semaphore>, timeout: Duration) {
+    let mut next = 0;
+    while let Some(first) = waiting.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(waiting.len() + 1);
+        let mut taken = Some(first);
+        while let Some(pending) = taken.take() {
+            // The handler of a vote past its deadline has answered 503: the vote must not count.
+            if pending.deadline > now {
+                batch.push(pending);
+            }
+            if batch.len() < MAX_VOTES_PER_CALL {
+                taken = waiting.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let client = VoteServiceClient::new(channels[next % channels.len()].clone());
+        next += 1;
+        // The call runs in its own task: a client that hangs up does not cancel a vote already on
+        // its way to the queue (its retry with the same key is then counted once).
+        tokio::spawn(call(client, batch, timeout, slot));
+    }
+}
+
+/// One `SubmitVotes` call; every vote of `batch` gets its outcome.
+async fn call(
+    mut client: VoteServiceClient<Channel>,
+    batch: Vec<Pending>,
+    timeout: Duration,
+    _slot: OwnedSemaphorePermit,
+) {
+    metrics::counter!(names::GRPC_CALLS).increment(1);
+    let (votes, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|pending| (pending.vote, pending.reply)).unzip();
+    let mut request = tonic::Request::new(SubmitVotesRequest { votes });
+    request.set_timeout(timeout);
+    match client.submit_votes(request).await {
+        Ok(answer) => {
+            let outcomes = answer.into_inner().outcomes;
+            if outcomes.len() != replies.len() {
+                let status = Status::internal(format!(
+                    "grpc-producer answered {} outcomes for {} votes",
+                    outcomes.len(),
+                    replies.len()
+                ));
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(status.clone()))));
+                return;
+            }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // The handler may have stopped waiting; the vote is queued all the same.
+                drop(reply.send(result(outcome)));
+            }
+        }
+        Err(status) => replies.into_iter().for_each(|reply| drop(reply.send(Err(status.clone())))),
+    }
+}
+
+/// A vote's outcome as `SubmitVote` would have answered it.
+fn result(outcome: VoteOutcome) -> Result<String, Status> {
+    if outcome.code == Code::Ok as i32 {
+        return Ok(outcome.id);
+    }
+    let mut status = Status::new(Code::from_i32(outcome.code), outcome.message);
+    if let Ok(field) = MetadataValue::try_from(outcome.field.as_str())
+        && !outcome.field.is_empty()
+    {
+        status.metadata_mut().insert("field", field);
+    }
+    Err(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bandvote_proto::v1::{
+        SubmitVoteResponse, SubmitVotesResponse,
+        vote_service_server::{VoteService, VoteServiceServer},
+    };
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    /// A producer that records the ids of every call's votes, tells when a call arrived, and
+    /// answers after `delay`.
+    struct Recorder {
+        calls: Arc<Mutex<Vec<Vec<String>>>>,
+        arrived: mpsc::UnboundedSender<()>,
+        delay: Duration,
+    }
+
+    #[tonic::async_trait]
+    impl VoteService for Recorder {
+        async fn submit_vote(&self, _: Request<SubmitVoteRequest>) -> Result<Response<SubmitVoteResponse>, Status> {
+            Err(Status::unimplemented("the gateway sends SubmitVotes"))
+        }
+
+        async fn submit_votes(
+            &self,
+            request: Request<SubmitVotesRequest>,
+        ) -> Result<Response<SubmitVotesResponse>, Status> {
+            let ids: Vec<String> = request.into_inner().votes.into_iter().map(|vote| vote.id).collect();
+            self.calls.lock().expect("calls").push(ids.clone());
+            self.arrived.send(()).expect("the test listens");
+            tokio::time::sleep(self.delay).await;
+            let outcomes = ids.into_iter().map(|id| VoteOutcome { id, ..VoteOutcome::default() }).collect();
+            Ok(Response::new(SubmitVotesResponse { outcomes }))
+        }
+    }
+
+    fn vote(id: &str) -> SubmitVoteRequest {
+        SubmitVoteRequest { id: id.into(), ..SubmitVoteRequest::default() }
+    }
+
+    #[tokio::test]
+    async fn votes_wait_for_a_free_call_and_go_together_unless_their_handler_gave_up() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (arrived, mut arrivals) = mpsc::unbounded_channel();
+        let recorder = Recorder { calls: Arc::clone(&calls), arrived, delay: Duration::from_millis(500) };
+        let router = tonic::service::Routes::new(VoteServiceServer::new(recorder)).into_axum_router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect_lazy();
+        let gateway = Calls::start(Arc::new([channel]), 1, Duration::from_secs(5));
+
+        let long = Duration::from_secs(5);
+        let first = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { gateway.submit(vote("a"), Instant::now() + long).await }
+        });
+        arrivals.recv().await.expect("the first call arrived");
+        // The one call is in flight: these wait. The handler of `b` gives up before it ends.
+        let short = Duration::from_millis(100);
+        let deadline = Instant::now() + short;
+        let gave_up = tokio::time::timeout_at(deadline.into(), gateway.submit(vote("b"), deadline)).await;
+        assert!(gave_up.is_err(), "b had no free call within its deadline");
+        let rest: Vec<_> = ["c", "d", "e"]
+            .into_iter()
+            .map(|id| {
+                let gateway = gateway.clone();
+                tokio::spawn(async move { gateway.submit(vote(id), Instant::now() + long).await })
+            })
+            .collect();
+        assert_eq!(first.await.expect("joined").expect("queued"), "a");
+        for (task, id) in rest.into_iter().zip(["c", "d", "e"]) {
+            assert_eq!(task.await.expect("joined").expect("queued"), id);
+        }
+        let mut made = calls.lock().expect("calls").clone();
+        made.iter_mut().for_each(|call| call.sort());
+        assert_eq!(made, [vec!["a"], vec!["c", "d", "e"]], "b was never sent; c, d and e went in one call");
+    }
+
+    #[test]
+    fn an_outcome_becomes_the_answer_submit_vote_would_give() {
+        let queued = VoteOutcome { id: "v-1".into(), ..VoteOutcome::default() };
+        assert_eq!(result(queued).ok().as_deref(), Some("v-1"));
+        let invalid = VoteOutcome {
+            code: Code::InvalidArgument as i32,
+            message: "year must be a number".into(),
+            field: "year".into(),
+            ..VoteOutcome::default()
+        };
+        let status = result(invalid).expect_err("refused");
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "year must be a number"));
+        assert_eq!(status.metadata().get("field").and_then(|f| f.to_str().ok()), Some("year"));
+        let unavailable =
+            VoteOutcome { code: Code::Unavailable as i32, message: "queue down".into(), ..VoteOutcome::default() };
+        let status = result(unavailable).expect_err("not queued");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.metadata().get("field").is_none());
+    }
+}
