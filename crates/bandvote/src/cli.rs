@@ -850,8 +850,10 @@ pub struct LoadArgs {
     /// Seed of the random mix.
     #[arg(long, env = "BANDVOTE_LOAD_SEED", default_value_t = 1)]
     pub seed: u64,
-    /// Requests in flight at most; votes due beyond it wait (and their wait counts as latency).
-    #[arg(long, env = "BANDVOTE_LOAD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    /// Requests in flight at most, hence connections; votes due beyond it wait (and their wait
+    /// counts as latency). The default keeps one generator below the services' default cap on one
+    /// client's connections (256), which would refuse the connections beyond it.
+    #[arg(long, env = "BANDVOTE_LOAD_MAX_IN_FLIGHT", default_value_t = http::DEFAULT_MAX_CONNECTIONS_PER_CLIENT / 2)]
     pub max_in_flight: usize,
     /// Time allowed for one request (e.g. 10s).
     #[arg(long, env = "BANDVOTE_LOAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
