@@ -2,7 +2,11 @@
 //! producer settings as the services (idempotent, `acks=all`, the same linger, batch size and
 //! compression), straight from one process with nothing in front: what Kafka itself accepts here.
 //!
-//! `cargo run --release -p bandvote-queue --example raw_produce -- BROKERS TOPIC SECONDS [IN_FLIGHT]`
+//! `cargo run --release -p bandvote-queue --example raw_produce -- BROKERS TOPIC SECONDS [IN_FLIGHT] [RATE]`
+//!
+//! Without RATE (or with 0) it produces as fast as IN_FLIGHT messages in flight allow; with RATE,
+//! one message every 1/RATE s (each at its scheduled time, as the services receive votes), so that
+//! what Kafka and its client cost per message can be read at the rate the services were measured.
 //!
 //! Prints `RESULT produced=N seconds=S rate=R cpu_us_per_vote=C` (C: this process's CPU time, all
 //! threads, per acknowledged message).
@@ -33,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
     let topic = args.next().unwrap_or_else(|| "votes-raw".into());
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
     let in_flight: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(256);
+    let rate: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(0);
+    let period = (rate > 0).then(|| Duration::from_secs(1) / rate);
     let producer = KafkaProducer::new(KafkaConfig { brokers, topic, ..KafkaConfig::default() })?;
     producer.prepare_topics(&CancellationToken::new()).await;
     let vote = Vote::from_strings("Bohemia Suburbana", "Mis palabras", "1997", "9.5")?;
@@ -41,12 +47,17 @@ async fn main() -> anyhow::Result<()> {
         VoteMessage::new(&VoteId::generate(), vote.clone(), IngestPath::Grpc, at, "default".into())
     };
     let produce = |deadline: Instant| {
-        futures::stream::iter(0..)
+        let (start, producer, message) = (tokio::time::Instant::now(), &producer, &message);
+        futures::stream::iter(0u32..)
             .take_while(move |_| std::future::ready(Instant::now() < deadline))
-            .map(|_| {
+            .map(move |i| {
                 let message = message();
-                let producer = &producer;
-                async move { producer.enqueue(&message, false).await.is_ok() }
+                async move {
+                    if let Some(period) = period {
+                        tokio::time::sleep_until(start + period * i).await;
+                    }
+                    producer.enqueue(&message, false).await.is_ok()
+                }
             })
             .buffer_unordered(in_flight)
             .filter(|ok| std::future::ready(*ok))
