@@ -232,7 +232,8 @@ fn main() {
     unreachable!("bandvote-guest is a wasi:http proxy component: it is entered through `handle`")
 }
 
-/// Routes that misbehave on purpose, so the host's limits can be tested on a real component.
+/// Routes that misbehave on purpose, so the host's limits can be tested on a real component, and
+/// one that does no work at all, for the floor of the cost benchmark.
 #[cfg(feature = "misbehave")]
 mod misbehave {
     use wasip2::http::types::{IncomingRequest, Method};
@@ -265,6 +266,11 @@ mod misbehave {
                     .and_then(|request| send(request, b""))
                     .is_some();
                 Some(Answer { status: if reached { 200 } else { 403 }, body: Vec::new(), retry_after: None })
+            }
+            // Answers 202 at once, reading nothing and reaching nothing: what a request costs
+            // through the host and a fresh instance before any work of the guest's.
+            "/wasm/misbehave/answer" => {
+                Some(Answer { status: 202, body: br#"{"id":"floor","path":"wasm"}"#.to_vec(), retry_after: None })
             }
             _ => None,
         }

@@ -1,7 +1,8 @@
 //! One `vote` span per vote request, carrying the vote id and the trace id of its W3C trace context
-//! (continued from the request's `traceparent`, else new). The context travels on: in gRPC metadata
-//! to the gRPC producer, as a header of the wasm guest's outgoing request to the HTTP producer, and
-//! into the Kafka message headers, so the consumer's log line for a vote links back to its request.
+//! (continued from the request's `traceparent`, else new). The context travels on: in the vote's
+//! `traceparent` field of the call to the gRPC producer, as a header of the wasm guest's outgoing
+//! request to the HTTP producer, and into the Kafka message headers, so the consumer's log line
+//! for a vote links back to its request.
 
 use axum::http::HeaderMap;
 use bandvote_core::{IngestPath, TraceContext, trace::TRACEPARENT};

@@ -302,9 +302,9 @@ impl Host {
         let uri: Uri = format!("{}/healthz", self.upstream).parse().map_err(|e| format!("upstream URL: {e}"))?;
         let body = http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed_unsync();
         let request = hyper::Request::get(uri).body(body)?;
-        match self.hooks.upstream.send(request).await {
-            Ok((response, _permit)) if response.status().is_success() => Ok(()),
-            Ok((response, _permit)) => Err(format!("http-producer answered {}", response.status()).into()),
+        match self.hooks.upstream.probe(request).await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("http-producer answered {}", response.status()).into()),
             Err(error) => Err(format!("http-producer: {error}").into()),
         }
     }

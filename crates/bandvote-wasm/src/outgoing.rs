@@ -61,6 +61,15 @@ impl Upstream {
         let permit = Arc::clone(&self.in_flight).acquire_owned().await.expect("the semaphore is never closed");
         Ok((self.client.request(request).await?, permit))
     }
+
+    /// Sends `request` at once, outside the bound: for the readiness probe, which must not queue
+    /// behind the votes (one connection beyond the bound, well within the upstream's cap).
+    pub async fn probe(
+        &self,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
 }
 
 /// `wasi:http` hooks of one guest instance: requests to `authority` go through the pooled client,

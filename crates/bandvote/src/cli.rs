@@ -377,7 +377,8 @@ pub struct GatewayArgs {
     /// the next call (at a low rate every vote goes at once in a call of its own).
     #[arg(long, env = "BANDVOTE_UPSTREAM_CALLS", default_value_t = 2)]
     pub upstream_calls: usize,
-    /// Milliseconds to wait for the producer before answering 503.
+    /// Milliseconds to wait for the producer before answering 503; keep it above the producer's
+    /// produce timeout (5 s) plus 500 ms, the longest a vote waits for a call to the producer.
     #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
     pub request_timeout_ms: u64,
     /// Origins whose pages may post votes from a browser, comma-separated (CORS; for a web app

@@ -1,7 +1,13 @@
 //! The gateway's calls to the producer. At most a fixed number of `SubmitVotes` calls are in
 //! flight; the votes that arrive meanwhile wait and go together in the next call. At a low rate
 //! each vote goes at once in a call of its own; at a high rate one call, one HTTP/2 stream and one
-//! wake-up of each side serve many votes, and a vote waits at most one call for its turn.
+//! wake-up of each side serve many votes.
+//!
+//! A vote waits for a call at most [`MAX_WAIT`]; one that waited longer (the calls in flight are
+//! stuck behind a slow queue) is answered `UNAVAILABLE` without being sent. So a vote is either
+//! sent within `MAX_WAIT` of its arrival, and the producer answers it within its produce timeout,
+//! before the handler's deadline (the produce timeout plus a margin above `MAX_WAIT`), or not sent
+//! at all: a 503 never hides a vote that is queued later.
 
 use std::{
     sync::Arc,
@@ -18,12 +24,33 @@ use crate::grpc_producer::MAX_VOTES_PER_CALL;
 /// Votes waiting for a call at most; a handler finding the queue full waits for room.
 const QUEUE: usize = 16 * MAX_VOTES_PER_CALL;
 
+/// The longest a vote waits for a call; keep the gateway's request timeout above the producer's
+/// produce timeout plus this.
+pub const MAX_WAIT: Duration = Duration::from_millis(500);
+
 /// A vote waiting for its call, and where its outcome goes.
 struct Pending {
     vote: SubmitVoteRequest,
-    /// When the handler stops waiting (and answers 503): a vote still queued then is not sent.
-    deadline: Instant,
+    /// The last moment the vote may leave in a call: [`MAX_WAIT`] after its arrival, or the
+    /// handler's deadline if that comes first.
+    send_by: Instant,
     reply: oneshot::Sender<Result<String, Status>>,
+}
+
+impl Pending {
+    /// Answers the vote without sending it.
+    fn refuse(self) {
+        let status = Status::unavailable("no call to the producer was free in time; the vote was not sent");
+        fail(vec![self.reply], &status);
+    }
+}
+
+/// Answers every vote of `replies` with `status`.
+fn fail(replies: Vec<oneshot::Sender<Result<String, Status>>>, status: &Status) {
+    for reply in replies {
+        // The handler may have stopped waiting; nothing else is owed to it.
+        drop(reply.send(Err(status.clone())));
+    }
 }
 
 /// Hands votes to the calls; cloned into every handler. The task making the calls ends when the
@@ -44,14 +71,15 @@ impl Calls {
 
     /// Sends `vote` in the next call and waits for its outcome: its id once queued, or the status
     /// `SubmitVote` would have answered. The caller stops waiting at `deadline` (and answers 503);
-    /// a vote still waiting for its call then is not sent.
+    /// a vote that has not left in a call by then, or within [`MAX_WAIT`], is not sent.
     pub async fn submit(&self, vote: SubmitVoteRequest, deadline: Instant) -> Result<String, Status> {
         let (reply, outcome) = oneshot::channel();
+        let send_by = deadline.min(Instant::now() + MAX_WAIT);
         self.queue
-            .send(Pending { vote, deadline, reply })
+            .send(Pending { vote, send_by, reply })
             .await
             .map_err(|_| Status::unavailable("the gateway is shutting down"))?;
-        outcome.await.map_err(|_| Status::internal("the call carrying the vote ended without its outcome"))?
+        outcome.await.map_err(|_| Status::unavailable("the call carrying the vote ended without its outcome"))?
     }
 }
 
@@ -61,12 +89,13 @@ async fn run(mut waiting: mpsc::Receiver<Pending>, channels: Arc<[Channel]>, slo
     while let Some(first) = waiting.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let now = Instant::now();
-        let mut batch = Vec::with_capacity(waiting.len() + 1);
+        let mut batch = Vec::with_capacity((waiting.len() + 1).min(MAX_VOTES_PER_CALL));
         let mut taken = Some(first);
         while let Some(pending) = taken.take() {
-            // The handler of a vote past its deadline has answered 503: the vote must not count.
-            if pending.deadline > now {
+            if pending.send_by > now {
                 batch.push(pending);
+            } else {
+                pending.refuse();
             }
             if batch.len() < MAX_VOTES_PER_CALL {
                 taken = waiting.try_recv().ok();
@@ -103,15 +132,14 @@ async fn call(
                     outcomes.len(),
                     replies.len()
                 ));
-                replies.into_iter().for_each(|reply| drop(reply.send(Err(status.clone()))));
-                return;
+                return fail(replies, &status);
             }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                // The handler may have stopped waiting; the vote is queued all the same.
+                // The handler may have stopped waiting (its deadline came during the call).
                 drop(reply.send(result(outcome)));
             }
         }
-        Err(status) => replies.into_iter().for_each(|reply| drop(reply.send(Err(status.clone())))),
+        Err(status) => fail(replies, &status),
     }
 }
 
@@ -142,11 +170,11 @@ mod tests {
     use super::*;
 
     /// A producer that records the ids of every call's votes, tells when a call arrived, and
-    /// answers after `delay`.
+    /// answers each call after the next of `delays` (at once when none is left).
     struct Recorder {
         calls: Arc<Mutex<Vec<Vec<String>>>>,
         arrived: mpsc::UnboundedSender<()>,
-        delay: Duration,
+        delays: Mutex<std::collections::VecDeque<Duration>>,
     }
 
     #[tonic::async_trait]
@@ -162,7 +190,8 @@ mod tests {
             let ids: Vec<String> = request.into_inner().votes.into_iter().map(|vote| vote.id).collect();
             self.calls.lock().expect("calls").push(ids.clone());
             self.arrived.send(()).expect("the test listens");
-            tokio::time::sleep(self.delay).await;
+            let delay = self.delays.lock().expect("delays").pop_front().unwrap_or_default();
+            tokio::time::sleep(delay).await;
             let outcomes = ids.into_iter().map(|id| VoteOutcome { id, ..VoteOutcome::default() }).collect();
             Ok(Response::new(SubmitVotesResponse { outcomes }))
         }
@@ -172,11 +201,19 @@ mod tests {
         SubmitVoteRequest { id: id.into(), ..SubmitVoteRequest::default() }
     }
 
+    /// Submits `id` in a task of its own, with a handler deadline 5 s away.
+    fn submit(gateway: &Calls, id: &'static str) -> tokio::task::JoinHandle<Result<String, Status>> {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.submit(vote(id), Instant::now() + Duration::from_secs(5)).await })
+    }
+
     #[tokio::test]
-    async fn votes_wait_for_a_free_call_and_go_together_unless_their_handler_gave_up() {
+    async fn votes_wait_for_a_free_call_and_go_together_unless_their_handler_gave_up_or_they_waited_too_long() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (arrived, mut arrivals) = mpsc::unbounded_channel();
-        let recorder = Recorder { calls: Arc::clone(&calls), arrived, delay: Duration::from_millis(500) };
+        // The first call takes 300 ms (below MAX_WAIT), the second none, the third twice MAX_WAIT.
+        let delays = [Duration::from_millis(300), Duration::ZERO, 2 * MAX_WAIT];
+        let recorder = Recorder { calls: Arc::clone(&calls), arrived, delays: Mutex::new(delays.into()) };
         let router = tonic::service::Routes::new(VoteServiceServer::new(recorder)).into_axum_router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
@@ -184,31 +221,30 @@ mod tests {
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect_lazy();
         let gateway = Calls::start(Arc::new([channel]), 1, Duration::from_secs(5));
 
-        let long = Duration::from_secs(5);
-        let first = tokio::spawn({
-            let gateway = gateway.clone();
-            async move { gateway.submit(vote("a"), Instant::now() + long).await }
-        });
+        let a = submit(&gateway, "a");
         arrivals.recv().await.expect("the first call arrived");
         // The one call is in flight: these wait. The handler of `b` gives up before it ends.
-        let short = Duration::from_millis(100);
-        let deadline = Instant::now() + short;
+        let deadline = Instant::now() + Duration::from_millis(100);
         let gave_up = tokio::time::timeout_at(deadline.into(), gateway.submit(vote("b"), deadline)).await;
         assert!(gave_up.is_err(), "b had no free call within its deadline");
-        let rest: Vec<_> = ["c", "d", "e"]
-            .into_iter()
-            .map(|id| {
-                let gateway = gateway.clone();
-                tokio::spawn(async move { gateway.submit(vote(id), Instant::now() + long).await })
-            })
-            .collect();
-        assert_eq!(first.await.expect("joined").expect("queued"), "a");
+        let rest = ["c", "d", "e"].map(|id| submit(&gateway, id));
+        assert_eq!(a.await.expect("joined").expect("queued"), "a");
         for (task, id) in rest.into_iter().zip(["c", "d", "e"]) {
             assert_eq!(task.await.expect("joined").expect("queued"), id);
         }
+
+        // A vote that waits longer than MAX_WAIT for a call is answered UNAVAILABLE, not sent,
+        // however long its handler would wait.
+        let g = submit(&gateway, "g");
+        arrivals.recv().await.expect("the second call arrived");
+        arrivals.recv().await.expect("the third call arrived");
+        let refused = gateway.submit(vote("f"), Instant::now() + Duration::from_secs(5)).await.expect_err("not sent");
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert_eq!(g.await.expect("joined").expect("queued"), "g");
+
         let mut made = calls.lock().expect("calls").clone();
         made.iter_mut().for_each(|call| call.sort());
-        assert_eq!(made, [vec!["a"], vec!["c", "d", "e"]], "b was never sent; c, d and e went in one call");
+        assert_eq!(made, [vec!["a"], vec!["c", "d", "e"], vec!["g"]], "b and f were never sent");
     }
 
     #[test]

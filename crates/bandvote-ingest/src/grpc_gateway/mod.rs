@@ -29,8 +29,8 @@ pub struct GatewayConfig {
     /// Calls to the producer in flight at once; the votes that arrive meanwhile go together in
     /// the next call. Default 2.
     pub calls_in_flight: usize,
-    /// Longest wait for the producer's answer before answering `503`. Default 6 s (the produce
-    /// timeout plus a margin).
+    /// Longest wait for the producer's answer before answering `503`. Default 6 s: the produce
+    /// timeout (5 s) plus a margin above [`calls::MAX_WAIT`], the longest a vote waits for a call.
     pub request_timeout: Duration,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
