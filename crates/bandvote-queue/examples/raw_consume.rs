@@ -6,11 +6,15 @@
 //! `cargo run --release -p bandvote-queue --example raw_consume -- BROKERS TOPIC [IDLE_SECONDS]`
 //!
 //! Prints `READY` once each group has read a first message (so produce a few before starting it),
-//! then reads until nothing has arrived for IDLE_SECONDS (3) and prints
+//! then reads until nothing has arrived for IDLE_SECONDS (3) after a first vote (or for 60 s before
+//! one) and prints
 //! `RESULT consumed=N cpu_us_per_vote=C`: N votes read by each group after `READY`, C this
 //! process's CPU time (all threads) from `READY` to the last vote, per vote.
 
 #![allow(missing_docs, clippy::print_stdout)]
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use std::{
     sync::{
@@ -23,13 +27,8 @@ use std::{
 use bandvote_queue::{KafkaConfig, KafkaSource, QueueSource, SourceConfig};
 use tokio_util::sync::CancellationToken;
 
-/// This process's user and system CPU time in seconds (`/proc/self/stat`, clock ticks of 1/100 s).
-fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
-}
+/// The longest wait for the first vote after `READY`.
+const FIRST_WAIT: Duration = Duration::from_secs(60);
 
 /// Reads batches and commits them until `shutdown`, counting the records into `read`.
 async fn read(source: KafkaSource, read: Arc<AtomicU64>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -69,15 +68,16 @@ async fn main() -> anyhow::Result<()> {
     while total().contains(&0) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (start, cpu_start) = (total(), cpu_seconds()?);
+    let (start, cpu_start) = (total(), cpu::seconds()?);
     println!("READY");
-    let (mut seen, mut last_change, mut cpu_last) = (start.clone(), Instant::now(), cpu_start);
+    // Until the first vote after `READY` the wait is longer: the producer may still be starting.
+    let (mut seen, mut last_change, mut cpu_last, mut quiet) = (start.clone(), Instant::now(), cpu_start, FIRST_WAIT);
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = total();
         if now != seen {
-            (seen, last_change, cpu_last) = (now, Instant::now(), cpu_seconds()?);
-        } else if last_change.elapsed() >= idle {
+            (seen, last_change, cpu_last, quiet) = (now, Instant::now(), cpu::seconds()?, idle);
+        } else if last_change.elapsed() >= quiet {
             break;
         }
     }

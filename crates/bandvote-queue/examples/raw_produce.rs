@@ -13,22 +13,15 @@
 
 #![allow(missing_docs, clippy::print_stdout)]
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
 use std::time::{Duration, Instant};
 
 use bandvote_core::{IngestPath, Vote, VoteId, VoteMessage};
 use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-
-/// This process's user and system CPU time in seconds (`/proc/self/stat`, clock ticks of 1/100 s).
-fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The fields after the command name (which may hold spaces) start at state, field 3.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -65,9 +58,9 @@ async fn main() -> anyhow::Result<()> {
     };
     // Warm-up: connections, metadata, the idempotent producer's id.
     produce(Instant::now() + Duration::from_secs(1)).await;
-    let (cpu, started) = (cpu_seconds()?, Instant::now());
+    let (cpu, started) = (cpu::seconds()?, Instant::now());
     let produced = produce(started + Duration::from_secs(seconds)).await;
-    let (cpu, elapsed) = (cpu_seconds()? - cpu, started.elapsed().as_secs_f64());
+    let (cpu, elapsed) = (cpu::seconds()? - cpu, started.elapsed().as_secs_f64());
     println!(
         "RESULT produced={produced} seconds={elapsed:.2} rate={:.0} cpu_us_per_vote={:.1}",
         produced as f64 / elapsed,
