@@ -3,6 +3,10 @@
 
 #![allow(missing_docs)]
 
+/// The gRPC metadata key naming the request field at fault in an `INVALID_ARGUMENT` status (the
+/// `field` of the HTTP error body).
+pub const FIELD_METADATA: &str = "field";
+
 /// Generated code of package `bandvote.v1`.
 pub mod v1 {
     tonic::include_proto!("bandvote.v1");

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, VoteOutcome, vote_service_client::VoteServiceClient};
+use bandvote_proto::{
+    FIELD_METADATA,
+    v1::{SubmitVoteRequest, SubmitVotesRequest, VoteOutcome, vote_service_client::VoteServiceClient},
+};
 use bandvote_runtime::metrics as names;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
@@ -152,7 +155,7 @@ fn result(outcome: VoteOutcome) -> Result<String, Status> {
     if let Ok(field) = MetadataValue::try_from(outcome.field.as_str())
         && !outcome.field.is_empty()
     {
-        status.metadata_mut().insert("field", field);
+        status.metadata_mut().insert(FIELD_METADATA, field);
     }
     Err(status)
 }

@@ -9,7 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bandvote_core::{IngestPath, TraceContext};
-use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
+use bandvote_proto::{
+    FIELD_METADATA,
+    v1::{SubmitVoteRequest, Vote as ProtoVote},
+};
 use bandvote_runtime::{
     http::{ApiError, json},
     metrics as names,
@@ -119,7 +122,7 @@ fn status_to_error(status: &tonic::Status) -> ApiError {
 
 /// The producer names the field at fault in the `field` metadata entry.
 fn field_of(status: &tonic::Status) -> Option<&'static str> {
-    match status.metadata().get("field")?.to_str().ok()? {
+    match status.metadata().get(FIELD_METADATA)?.to_str().ok()? {
         "name" => Some("name"),
         "album" => Some("album"),
         "year" => Some("year"),

@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use bandvote_core::{IngestPath, TraceContext, Vote, VoteId, VoteMessage, trace::TRACEPARENT};
-use bandvote_proto::v1::{
-    SubmitVoteRequest, SubmitVoteResponse, SubmitVotesRequest, SubmitVotesResponse, VoteOutcome,
-    vote_service_server::{VoteService, VoteServiceServer},
+use bandvote_proto::{
+    FIELD_METADATA,
+    v1::{
+        SubmitVoteRequest, SubmitVoteResponse, SubmitVotesRequest, SubmitVotesResponse, VoteOutcome,
+        vote_service_server::{VoteService, VoteServiceServer},
+    },
 };
 use bandvote_queue::{QueueError, VoteQueue};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
@@ -74,14 +77,14 @@ fn outcome(result: Result<String, Status>) -> VoteOutcome {
             id: String::new(),
             code: status.code() as i32,
             message: status.message().to_owned(),
-            field: status.metadata().get("field").and_then(|f| f.to_str().ok()).unwrap_or_default().to_owned(),
+            field: status.metadata().get(FIELD_METADATA).and_then(|f| f.to_str().ok()).unwrap_or_default().to_owned(),
         },
     }
 }
 
 fn invalid(message: impl Into<String>, field: &'static str) -> Status {
     let mut status = Status::invalid_argument(message);
-    status.metadata_mut().insert("field", MetadataValue::from_static(field));
+    status.metadata_mut().insert(FIELD_METADATA, MetadataValue::from_static(field));
     status
 }
 
