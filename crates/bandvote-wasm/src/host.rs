@@ -2,7 +2,10 @@
 //! instance (in its own `Store`) per request.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -125,6 +128,7 @@ impl Host {
                 authority,
                 trace: None,
                 span: Span::none(),
+                waiting: Arc::default(),
             },
             deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
             request_timeout: config.request_timeout,
@@ -148,15 +152,23 @@ impl Host {
         })
     }
 
-    fn store(&self, trace: TraceContext) -> Store<GuestState> {
+    /// A fresh store for one request, and the flag its instance sets while it waits for the
+    /// upstream.
+    fn store(&self, trace: TraceContext) -> (Store<GuestState>, Arc<AtomicBool>) {
         let mut wasi = WasiCtx::builder();
         wasi.env("BANDVOTE_UPSTREAM", &self.upstream);
-        let hooks = UpstreamOnly { trace: Some(trace), span: Span::current(), ..self.hooks.clone() };
+        let waiting = Arc::new(AtomicBool::new(false));
+        let hooks = UpstreamOnly {
+            trace: Some(trace),
+            span: Span::current(),
+            waiting: Arc::clone(&waiting),
+            ..self.hooks.clone()
+        };
         let state = GuestState { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
-        store
+        (store, waiting)
     }
 
     /// The same host, with fair-voting checks before a guest is started for a vote.
@@ -174,7 +186,8 @@ impl Host {
 
     /// Runs one request through a fresh guest instance, within the request's `vote` span (whose
     /// vote id is the producer's answer's). A guest that traps, runs out of memory or time yields
-    /// `500` for this request only.
+    /// `500` for this request only; one out of time while it waits for the http-producer yields
+    /// `503` with `Retry-After`, as the other path answers a producer too slow to answer.
     pub async fn handle(&self, request: axum::extract::Request) -> Response {
         let trace = bandvote_ingest::trace::from_headers(request.headers());
         let span = bandvote_ingest::trace::vote_span(IngestPath::Wasm, None, &trace);
@@ -237,6 +250,9 @@ impl Host {
         let request = axum::extract::Request::from_parts(parts, Body::from(body));
         let response = match self.run_guest(request, trace).await {
             Ok(response) => response,
+            Err(error) if error.is::<UpstreamTooSlow>() => {
+                bandvote_runtime::http::ApiError::unavailable(error, UPSTREAM_RETRY_AFTER).into_response()
+            }
             Err(error) => {
                 metrics::counter!(names::WASM_GUEST_FAILURES).increment(1);
                 tracing::warn!(error = format!("{error:#}"), "guest failed");
@@ -249,7 +265,7 @@ impl Host {
     }
 
     async fn run_guest(&self, request: axum::extract::Request, trace: TraceContext) -> anyhow::Result<Response> {
-        let mut store = self.store(trace);
+        let (mut store, waiting) = self.store(trace);
         let (mut parts, body) = request.into_parts();
         // The guest sees an absolute URI, as a proxy would.
         if parts.uri.authority().is_none() {
@@ -292,6 +308,9 @@ impl Host {
             },
             Err(_) => {
                 guest.abort();
+                if waiting.load(Ordering::Relaxed) {
+                    return Err(UpstreamTooSlow(self.request_timeout).into());
+                }
                 Err(anyhow!("guest gave no response within {:?}", self.request_timeout))
             }
         }
@@ -309,6 +328,21 @@ impl Host {
         }
     }
 }
+
+/// `Retry-After` of a vote whose guest ran out of time waiting for the http-producer.
+const UPSTREAM_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The guest ran out of its time while it waited for the http-producer's answer.
+#[derive(Debug)]
+struct UpstreamTooSlow(Duration);
+
+impl std::fmt::Display for UpstreamTooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http-producer gave no answer within the guest's {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UpstreamTooSlow {}
 
 fn record(status: StatusCode, started: Instant) {
     if status == StatusCode::ACCEPTED {

@@ -3,7 +3,14 @@
 //! a fixed number of requests in flight, so that the connections to the upstream stay below its
 //! per-client cap however many guests run at once.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bandvote_core::{TraceContext, trace::TRACEPARENT};
 use bandvote_ingest::trace::VOTE_ID_HEADER;
@@ -84,6 +91,9 @@ pub struct UpstreamOnly {
     pub trace: Option<TraceContext>,
     /// The request's `vote` span, which learns the vote id from the upstream's answer.
     pub span: Span,
+    /// Set while the instance waits for the upstream's answer (for a permit, then for its head):
+    /// an instance out of time then is the upstream's delay, not the guest's fault.
+    pub waiting: Arc<AtomicBool>,
 }
 
 type BoxedIo = Box<dyn Future<Output = Result<(), Error>> + Send>;
@@ -111,7 +121,10 @@ impl WasiHttpHooks for UpstreamOnly {
             let timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(FIRST_BYTE_TIMEOUT);
             // The wait for a permit counts in the timeout: a guest queued behind a stuck upstream
             // fails as if the upstream were slow to answer.
-            let (response, permit) = match tokio::time::timeout(timeout, hooks.upstream.send(request)).await {
+            hooks.waiting.store(true, Ordering::Relaxed);
+            let sent = tokio::time::timeout(timeout, hooks.upstream.send(request)).await;
+            hooks.waiting.store(false, Ordering::Relaxed);
+            let (response, permit) = match sent {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(error)) if error.is_connect() => return Err(Error::ConnectionRefused),
                 Ok(Err(error)) => return Err(Error::InternalError(Some(error.to_string()))),

@@ -76,6 +76,36 @@ async fn producer_down_gives_503_with_retry_after_not_a_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_that_never_answers_gives_503_with_retry_after_not_500() {
+    // A producer that takes the connection and the request and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let mut config = TestEnv::wasm_gateway_config(&format!("http://{silent}"), None);
+    config.request_timeout = Duration::from_secs(1);
+    let env = TestEnv::new().await;
+    let base = env.start_wasm_gateway_from(config).await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/wasm/votes"))
+        .header("content-type", "application/json")
+        .body(mix(1)[0].body())
+        .send()
+        .await
+        .expect("answered");
+    // The guest ran out of its time waiting for the producer: the producer's delay, answered as
+    // the gRPC path answers a producer too slow to answer, not as a broken guest.
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < PATIENCE, "answered within the guest's time, not hung");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn more_guests_than_the_producer_takes_connections_wait_their_turn_instead_of_failing() {
     let env = TestEnv::new().await;
     // The producer takes 8 connections from one client; the gateway keeps 2 requests in flight.
