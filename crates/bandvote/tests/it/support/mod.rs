@@ -474,6 +474,9 @@ pub async fn committed_offsets(group: &str, topic: &str, partitions: Vec<i32>) -
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let (topic, database) = (self.topic.clone(), self.mongo_db.clone());
+        // On a thread of its own: the drop may run inside the test's runtime, which must not block.
+        let _ = std::thread::spawn(move || remove_topic_and_database(&topic, &database)).join();
         let lock = format!("bandvote-test-lock:{}", self.redis_db);
         if let Ok(client) = redis::Client::open(REDIS)
             && let Ok(mut connection) = client.get_connection()
@@ -481,6 +484,36 @@ impl Drop for TestEnv {
             let _: Result<(), _> = redis::cmd("DEL").arg(lock).query(&mut connection);
         }
     }
+}
+
+/// Deletes a test's topic (and its dead-letter topic) and Mongo database, at most 10 s, whatever state the servers are in: a
+/// machine that runs the suite many times keeps no partitions behind (each one slows the broker's
+/// restart, which the outage tests wait for).
+fn remove_topic_and_database(topic: &str, database: &str) {
+    use rdkafka::{
+        ClientConfig,
+        admin::{AdminClient, AdminOptions},
+        client::DefaultClientContext,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    runtime.block_on(async {
+        let removed = async {
+            if let Ok(admin) =
+                ClientConfig::new().set("bootstrap.servers", KAFKA).create::<AdminClient<DefaultClientContext>>()
+            {
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+                let dead_letters =
+                    KafkaConfig { topic: topic.to_owned(), ..KafkaConfig::default() }.dead_letter_topic();
+                let _ = admin.delete_topics(&[topic, &dead_letters], &options).await;
+            }
+            if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
+                let _ = client.database(database).drop().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), removed).await;
+    });
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
