@@ -486,9 +486,9 @@ impl Drop for TestEnv {
     }
 }
 
-/// Deletes a test's topic (and its dead-letter topic) and Mongo database, at most 10 s, whatever state the servers are in: a
-/// machine that runs the suite many times keeps no partitions behind (each one slows the broker's
-/// restart, which the outage tests wait for).
+/// Deletes a test's topic, its dead-letter topic and its Mongo database, within 10 s whatever state
+/// the servers are in: a machine that runs the suite many times keeps no partitions behind (each
+/// one slows the broker's restart, which the outage tests wait for).
 fn remove_topic_and_database(topic: &str, database: &str) {
     use rdkafka::{
         ClientConfig,
