@@ -55,6 +55,17 @@ async fn bad_input_on_the_wasm_path_gets_the_same_errors_and_writes_nothing() {
     assert_bad_input_is_refused_and_nothing_written(&env, &base, "wasm").await;
 }
 
+/// Posts one valid vote to the wasm gateway at `base`; the whole response, headers included.
+async fn post_one_vote(client: &reqwest::Client, base: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/wasm/votes"))
+        .header("content-type", "application/json")
+        .body(mix(1)[0].body())
+        .send()
+        .await
+        .expect("answered")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn producer_down_gives_503_with_retry_after_not_a_hang() {
     let env = TestEnv::new().await;
@@ -62,13 +73,7 @@ async fn producer_down_gives_503_with_retry_after_not_a_hang() {
     let base = env.start_wasm_gateway_for(&nobody, None).await;
     let client = reqwest::Client::new();
     let started = std::time::Instant::now();
-    let response = client
-        .post(format!("{base}/wasm/votes"))
-        .header("content-type", "application/json")
-        .body(mix(1)[0].body())
-        .send()
-        .await
-        .expect("answered");
+    let response = post_one_vote(&client, &base).await;
     assert_eq!(response.status().as_u16(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -91,13 +96,7 @@ async fn a_producer_that_never_answers_gives_503_with_retry_after_not_500() {
     let env = TestEnv::new().await;
     let base = env.start_wasm_gateway_from(config).await;
     let started = std::time::Instant::now();
-    let response = reqwest::Client::new()
-        .post(format!("{base}/wasm/votes"))
-        .header("content-type", "application/json")
-        .body(mix(1)[0].body())
-        .send()
-        .await
-        .expect("answered");
+    let response = post_one_vote(&reqwest::Client::new(), &base).await;
     // The guest ran out of its time waiting for the producer: the producer's delay, answered as
     // the gRPC path answers a producer too slow to answer, not as a broken guest.
     assert_eq!(response.status().as_u16(), 503);
