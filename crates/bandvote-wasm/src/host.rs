@@ -124,7 +124,7 @@ impl Host {
             pre,
             upstream: config.upstream.trim_end_matches('/').to_owned(),
             hooks: UpstreamOnly {
-                upstream: outgoing::Upstream::new(config.upstream_connections),
+                upstream: outgoing::Upstream::new(config.upstream_connections, config.upstream_in_flight),
                 authority,
                 trace: None,
                 span: Span::none(),

@@ -32,10 +32,12 @@ pub struct WasmGatewayConfig {
     pub listen: SocketAddr,
     /// The HTTP producer, the only address the guest may reach. Default `http://127.0.0.1:8001`.
     pub upstream: String,
-    /// Requests to the upstream in flight at once, hence connections to it; keep it below the
-    /// upstream's cap on one client's connections. Default
-    /// [`outgoing::DEFAULT_UPSTREAM_CONNECTIONS`] (128).
+    /// HTTP/2 connections to the upstream, used round-robin. Default
+    /// [`outgoing::DEFAULT_UPSTREAM_CONNECTIONS`] (2).
     pub upstream_connections: usize,
+    /// Requests to the upstream in flight at once over those connections; the guests beyond it
+    /// wait their turn. Default [`outgoing::DEFAULT_UPSTREAM_IN_FLIGHT`] (128).
+    pub upstream_in_flight: usize,
     /// A component file to run instead of the embedded guest.
     pub component: Option<PathBuf>,
     /// Largest linear memory of one guest instance, in bytes. Default 32 MiB.
@@ -66,6 +68,7 @@ impl Default for WasmGatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             upstream: "http://127.0.0.1:8001".into(),
             upstream_connections: outgoing::DEFAULT_UPSTREAM_CONNECTIONS,
+            upstream_in_flight: outgoing::DEFAULT_UPSTREAM_IN_FLIGHT,
             component: None,
             max_memory_bytes: 32 << 20,
             request_timeout: Duration::from_secs(10),

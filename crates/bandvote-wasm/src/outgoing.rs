@@ -1,13 +1,13 @@
-//! The guest's outgoing HTTP: only the configured upstream is reachable, over one pooled keep-alive
-//! client shared by every instance (the default would open a connection per request), with at most
-//! a fixed number of requests in flight, so that the connections to the upstream stay below its
-//! per-client cap however many guests run at once.
+//! The guest's outgoing HTTP: only the configured upstream is reachable, over a few HTTP/2
+//! connections shared by every instance and used round-robin (the default would open a connection
+//! per request), with at most a fixed number of requests in flight; the guests beyond it wait their
+//! turn.
 
 use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -28,35 +28,51 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 /// How long the guest may wait for the upstream's first byte when it sets no timeout itself.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Requests to the upstream in flight at once by default (`--upstream-connections`): half the
-/// http-producer's default cap on one client's connections, so that a connection closed and one
-/// opened in its place never meet the cap.
-pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = bandvote_runtime::http::DEFAULT_MAX_CONNECTIONS_PER_CLIENT / 2;
+/// HTTP/2 connections to the upstream by default (`--upstream-connections`), as the gRPC gateway
+/// keeps: a Service in front of several producers spreads connections, not requests.
+pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 2;
+
+/// Requests to the upstream in flight at once by default (`--upstream-in-flight`), below the
+/// streams one HTTP/2 connection of the http-producer takes at once (200).
+pub const DEFAULT_UPSTREAM_IN_FLIGHT: usize = 128;
 
 /// The pooled client to the upstream.
 pub type UpstreamClient = Client<HttpConnector, WasiBody>;
 
-/// The pooled keep-alive client and the permits that bound its requests in flight, hence its
-/// connections: a request holds a permit until the guest is done with the answer's body, and
-/// the pool hands a finished connection to the next request before it opens another.
+/// The clients, one HTTP/2 connection each, and the permits that bound the requests in flight: a
+/// request holds a permit until the guest is done with the answer's body.
+///
+/// HTTP/2 rather than one HTTP/1 request per connection: the requests in flight share a few
+/// connections, whose writes and reads carry many of them at once, on both sides of the hop.
 #[derive(Clone)]
 pub struct Upstream {
-    client: UpstreamClient,
+    clients: Arc<[UpstreamClient]>,
+    next: Arc<AtomicUsize>,
     in_flight: Arc<Semaphore>,
 }
 
 impl Upstream {
-    /// A client keeping at most `connections` requests in flight (and as many idle connections).
-    pub fn new(connections: usize) -> Self {
-        let connections = connections.max(1);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(connections)
-            .build(connector);
-        Self { client, in_flight: Arc::new(Semaphore::new(connections)) }
+    /// `connections` HTTP/2 connections (prior knowledge, as the http-producer serves both
+    /// versions on one port), at most `in_flight` requests at once over them.
+    pub fn new(connections: usize, in_flight: usize) -> Self {
+        let clients = (0..connections.max(1))
+            .map(|_| {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(Duration::from_secs(2)));
+                // Each client pools its own connection: one per client, shared by its requests.
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .http2_only(true)
+                    .build(connector)
+            })
+            .collect();
+        Self { clients, next: Arc::new(AtomicUsize::new(0)), in_flight: Arc::new(Semaphore::new(in_flight.max(1))) }
+    }
+
+    /// The next connection's client, round-robin.
+    fn client(&self) -> &UpstreamClient {
+        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
     }
 
     /// Sends `request` once fewer than the bound are in flight; the caller keeps the permit until
@@ -66,16 +82,16 @@ impl Upstream {
         request: http::Request<WasiBody>,
     ) -> Result<(http::Response<Incoming>, OwnedSemaphorePermit), hyper_util::client::legacy::Error> {
         let permit = Arc::clone(&self.in_flight).acquire_owned().await.expect("the semaphore is never closed");
-        Ok((self.client.request(request).await?, permit))
+        Ok((self.client().request(request).await?, permit))
     }
 
     /// Sends `request` at once, outside the bound: for the readiness probe, which must not queue
-    /// behind the votes (one connection beyond the bound, well within the upstream's cap).
+    /// behind the votes.
     pub async fn probe(
         &self,
         request: http::Request<WasiBody>,
     ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(request).await
+        self.client().request(request).await
     }
 }
 

@@ -105,18 +105,20 @@ async fn a_producer_that_never_answers_gives_503_with_retry_after_not_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn more_guests_than_the_producer_takes_connections_wait_their_turn_instead_of_failing() {
+async fn more_guests_than_the_hop_carries_wait_their_turn_instead_of_failing() {
     let env = TestEnv::new().await;
-    // The producer takes 8 connections from one client; the gateway keeps 2 requests in flight.
+    // The producer takes 2 connections from one client: the gateway's two HTTP/2 connections,
+    // which keep at most 4 requests in flight between them.
     let mut producer = env.http_producer_config();
-    producer.limits.max_connections_per_client = 8;
+    producer.limits.max_connections_per_client = 2;
     let producer = env.start_http_producer(producer).await;
     let mut gateway = TestEnv::wasm_gateway_config(&format!("http://{producer}"), None);
     gateway.upstream_connections = 2;
+    gateway.upstream_in_flight = 4;
     let base = env.start_wasm_gateway_from(gateway).await;
     env.start_consumer().await;
-    // 32 guests at once, four times the producer's cap: every vote is answered 202 (`post_all`
-    // panics on anything else) and counted once.
+    // 32 guests at once, eight times the requests in flight and sixteen times the connections:
+    // every vote is answered 202 (`post_all` panics on anything else) and counted once.
     let votes = mix(256);
     post_all(&format!("{base}/wasm/votes"), &votes, 32).await;
     assert_eq!(env.wait_for_total(256).await, expected(&votes));
