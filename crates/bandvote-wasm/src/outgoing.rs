@@ -61,8 +61,10 @@ impl Upstream {
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(Duration::from_secs(2)));
                 // Each client pools its own connection: one per client, shared by its requests.
+                // It lets an idle connection go before the producer would (after 60 s), so that
+                // no request is sent on a connection the producer is closing.
                 Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_idle_timeout(Duration::from_secs(30))
                     .http2_only(true)
                     .build(connector)
             })
