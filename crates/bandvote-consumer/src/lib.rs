@@ -60,7 +60,8 @@ pub struct ConsumerConfig {
     pub session_timeout: Duration,
     /// Largest batch, in messages. Default 5000.
     pub batch_max: usize,
-    /// How long a batch waits to fill after its first message. Default 10 ms.
+    /// How long a batch waits to fill after its first message (Kafka); on the embedded queue, the
+    /// least time between two reads while votes keep coming. Default 10 ms.
     pub batch_linger: Duration,
     /// How long a client's idempotency key is remembered. Default 24 h.
     pub idempotency_ttl: Duration,
@@ -129,13 +130,14 @@ impl Consumer {
         prune: bool,
     ) -> anyhow::Result<Self> {
         bandvote_runtime::metrics::announce_consumer();
-        let batch_max = ConsumerConfig::default().batch_max;
+        let ConsumerConfig { batch_max, batch_linger, .. } = ConsumerConfig::default();
         let source = |pipeline| {
             let storage = Arc::clone(&storage);
             async move {
                 let source = EmbeddedSource::open(storage, pipeline, batch_max)
                     .await
-                    .with_context(|| format!("failed to read the {pipeline} position"))?;
+                    .with_context(|| format!("failed to read the {pipeline} position"))?
+                    .with_linger(batch_linger);
                 anyhow::Ok(Arc::new(source) as Arc<dyn QueueSource>)
             }
         };

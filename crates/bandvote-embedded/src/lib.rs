@@ -35,6 +35,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use source::EmbeddedSource;
 use tokio::sync::Notify;
 
+/// Most rows one pruning transaction deletes from a table.
+pub const PRUNE_SLICE: usize = 10_000;
+
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "bandvote.db";
 /// The lock file inside the data directory.
@@ -152,6 +155,8 @@ pub struct Storage {
     /// Held by whoever writes (the queue's writer thread, the consumer): SQLite has one writer at a
     /// time, and waiting here wakes at once where SQLite's busy handler would poll with sleeps.
     write: Arc<Mutex<()>>,
+    /// Positions this process stored, per pipeline: a source need not store them again.
+    stored: Mutex<HashMap<&'static str, u64>>,
     seen_ttl: Duration,
     _lock: File,
 }
@@ -191,6 +196,7 @@ impl Storage {
             reader: Mutex::new(open()?),
             appended,
             write,
+            stored: Mutex::new(HashMap::new()),
             seen_ttl,
             _lock: lock,
         }))
@@ -244,15 +250,18 @@ impl Storage {
 
     /// Stores the position of `pipeline` (for sinks outside this database, after they applied).
     pub async fn set_position(self: &Arc<Self>, pipeline: &'static str, seq: u64) -> Result<(), StorageError> {
-        self.with_sink_write(move |db| {
-            db.execute(
-                "INSERT INTO positions (pipeline, seq) VALUES (?1, ?2) \
-                 ON CONFLICT (pipeline) DO UPDATE SET seq = excluded.seq",
-                params![pipeline, seq as i64],
-            )
-            .map(drop)
-        })
-        .await
+        self.with_sink_write(move |db| set_position(db, pipeline, seq)).await?;
+        self.note_stored(pipeline, seq);
+        Ok(())
+    }
+
+    /// Whether this process stored `pipeline`'s position at `seq` or later.
+    pub fn stored_at_least(&self, pipeline: &str, seq: u64) -> bool {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner()).get(pipeline).is_some_and(|&stored| stored >= seq)
+    }
+
+    fn note_stored(&self, pipeline: &'static str, seq: u64) {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner()).insert(pipeline, seq);
     }
 
     /// Applies the votes of positions `first..=last` to the counters, in one transaction with the
@@ -265,7 +274,7 @@ impl Storage {
         counted_at: String,
     ) -> Result<TallyApplied, StorageError> {
         let ttl = self.seen_ttl.as_millis() as i64;
-        self.with_sink_write(move |db| {
+        let applied = self.with_sink_write(move |db| {
             let tx = db.transaction()?;
             let stored = position(&tx, pipelines::TALLY)?;
             if first != stored + 1 || last < first {
@@ -355,7 +364,13 @@ impl Storage {
             tx.commit()?;
             Ok(TallyApplied::Counted { counted, duplicates, total: total as u64 })
         })
-        .await
+        .await?;
+        // The position is on disk either way: the source's commit after this has nothing to store.
+        match applied {
+            TallyApplied::Counted { .. } => self.note_stored(pipelines::TALLY, last),
+            TallyApplied::Refused { stored } => self.note_stored(pipelines::TALLY, stored),
+        }
+        Ok(applied)
     }
 
     /// Logs votes (ids already logged are replays and are skipped); returns how many were new. The
@@ -406,14 +421,28 @@ impl Storage {
         .await
     }
 
-    /// Forgets idempotency keys past their expiry and queue entries every pipeline has applied.
+    /// Forgets idempotency keys past their expiry and queue entries every pipeline has applied, in
+    /// slices of [`PRUNE_SLICE`] rows, each its own transaction: a minute of queue at the peak is
+    /// a million rows, and the queue's writer (every vote's answer) waits while one is deleted.
     pub async fn prune(self: &Arc<Self>, applied_by_all: u64, now_ms: i64) -> Result<(), StorageError> {
-        self.with_sink_write(move |db| {
-            db.execute("DELETE FROM seen WHERE expires_ms < ?1", params![now_ms])?;
-            db.execute("DELETE FROM queue WHERE seq <= ?1", params![applied_by_all as i64])?;
-            Ok(())
-        })
-        .await
+        loop {
+            let deleted = self
+                .with_sink_write(move |db| {
+                    let seen = db.execute(
+                        "DELETE FROM seen WHERE id IN (SELECT id FROM seen WHERE expires_ms < ?1 LIMIT ?2)",
+                        params![now_ms, PRUNE_SLICE],
+                    )?;
+                    let queue = db.execute(
+                        "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+                        params![applied_by_all as i64, PRUNE_SLICE],
+                    )?;
+                    Ok(seen.max(queue))
+                })
+                .await?;
+            if deleted < PRUNE_SLICE {
+                return Ok(());
+            }
+        }
     }
 
     /// The counters, consistent with each other.

@@ -3,10 +3,10 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bandvote_queue::{BoxFuture, CheckError, Payload, QueueSource, Record, SourceError, Vote};
@@ -24,13 +24,38 @@ pub struct EmbeddedSource {
     /// The last position handed out (or sought to, minus one).
     after: AtomicU64,
     batch_max: usize,
+    /// The least time from one batch handed out to the next read (see [`Self::with_linger`]).
+    linger: Duration,
+    /// When the last batch was handed out.
+    handed_out: Mutex<Option<Instant>>,
 }
 
 impl EmbeddedSource {
     /// A reader for `pipeline` (see [`crate::pipelines`]), starting after its stored position.
     pub async fn open(storage: Arc<Storage>, pipeline: &'static str, batch_max: usize) -> Result<Self, StorageError> {
         let after = storage.position(pipeline).await?;
-        Ok(Self { storage, pipeline, after: AtomicU64::new(after), batch_max })
+        Ok(Self {
+            storage,
+            pipeline,
+            after: AtomicU64::new(after),
+            batch_max,
+            linger: Duration::ZERO,
+            handed_out: Mutex::new(None),
+        })
+    }
+
+    /// Reads at most once per `linger` while votes keep coming, so that under load a batch holds
+    /// what arrived meanwhile (one transaction, and one disk sync, for many votes) rather than the
+    /// few of one append. A vote after a quiet spell is read at once.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// How long to wait before the next read: what is left of the linger since the last batch.
+    fn wait_before_read(&self) -> Duration {
+        let handed_out = *self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
+        handed_out.map_or(Duration::ZERO, |at| self.linger.saturating_sub(at.elapsed()))
     }
 }
 
@@ -47,6 +72,13 @@ impl QueueSource for EmbeddedSource {
     fn next_batch<'a>(&'a self, shutdown: &'a CancellationToken) -> BoxFuture<'a, Option<Vec<Record>>> {
         Box::pin(async move {
             loop {
+                let wait = self.wait_before_read();
+                if !wait.is_zero() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
                 let appended = self.storage.appended().notified();
                 tokio::pin!(appended);
                 appended.as_mut().enable();
@@ -56,6 +88,7 @@ impl QueueSource for EmbeddedSource {
                         // A seek while reading wins: its position is kept and this batch dropped.
                         let last = queued.last().map_or(after, |q| q.seq);
                         if self.after.compare_exchange(after, last, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                            *self.handed_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                             return Some(
                                 queued
                                     .into_iter()
@@ -86,11 +119,15 @@ impl QueueSource for EmbeddedSource {
         Ok(())
     }
 
+    /// Stores the position, unless it is already stored: the embedded counters store theirs in the
+    /// transaction that applied the batch, and a second write would cost a disk sync for nothing.
     fn commit<'a>(&'a self, records: &'a [Record]) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
-            match records.iter().map(|r| r.offset).max() {
-                Some(last) => self.storage.set_position(self.pipeline, last as u64).await.map_err(embedded),
-                None => Ok(()),
+            match records.iter().map(|r| r.offset as u64).max() {
+                Some(last) if !self.storage.stored_at_least(self.pipeline, last) => {
+                    self.storage.set_position(self.pipeline, last).await.map_err(embedded)
+                }
+                _ => Ok(()),
             }
         })
     }

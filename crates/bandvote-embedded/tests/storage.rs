@@ -168,7 +168,9 @@ async fn a_source_reads_after_its_committed_position_and_seeks_back() {
     let offsets = |batch: &[bandvote_queue::Record]| batch.iter().map(|r| r.offset).collect::<Vec<_>>();
     let first = source.next_batch(&shutdown).await.unwrap();
     assert_eq!(offsets(&first), [1, 2, 3]);
+    assert!(!storage.stored_at_least(pipelines::LOG, 3));
     source.commit(&first).await.unwrap();
+    assert!(storage.stored_at_least(pipelines::LOG, 3) && !storage.stored_at_least(pipelines::LOG, 4));
     assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [4, 5]);
     assert_eq!(source.lag().await.unwrap(), 0);
     assert_eq!(source.end_offset(0).await.unwrap(), 6);
@@ -177,6 +179,83 @@ async fn a_source_reads_after_its_committed_position_and_seeks_back() {
     // A new reader begins after the committed position.
     let again = EmbeddedSource::open(Arc::clone(&storage), pipelines::LOG, 10).await.unwrap();
     assert_eq!(offsets(&again.next_batch(&shutdown).await.unwrap()), [4, 5]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_tally_position_stored_with_the_counters_is_not_written_again_by_its_source() {
+    let dir = temp_dir("tally-commit");
+    let storage = open(&dir);
+    for i in 0..3 {
+        storage.append(&message(&format!("t{i}"), "A", "x"), true).await.unwrap();
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let source = EmbeddedSource::open(Arc::clone(&storage), pipelines::TALLY, 10).await.unwrap();
+    let batch = source.next_batch(&shutdown).await.unwrap();
+    let queued = storage.read_queue(0, 10).await.unwrap();
+    assert!(matches!(
+        tally(&storage, &queued, "2026-11-26T16:04:07.000Z").await,
+        TallyApplied::Counted { counted: 3, .. }
+    ));
+    assert!(storage.stored_at_least(pipelines::TALLY, 3), "the counters' transaction stored it");
+    source.commit(&batch).await.unwrap();
+    assert_eq!(storage.position(pipelines::TALLY).await.unwrap(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn under_load_a_source_reads_at_most_once_per_linger_but_at_once_after_a_quiet_spell() {
+    let dir = temp_dir("linger");
+    let storage = open(&dir);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let linger = Duration::from_millis(300);
+    let source = EmbeddedSource::open(Arc::clone(&storage), pipelines::LOG, 100).await.unwrap().with_linger(linger);
+    let offsets = |batch: &[bandvote_queue::Record]| batch.iter().map(|r| r.offset).collect::<Vec<_>>();
+    storage.append(&message("l0", "A", "x"), false).await.unwrap();
+    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [1]);
+    let handed_out = std::time::Instant::now();
+    // Votes that come meanwhile wait for the linger, and are read together.
+    let appending = {
+        let storage = Arc::clone(&storage);
+        tokio::spawn(async move {
+            for i in 1..4 {
+                storage.append(&message(&format!("l{i}"), "A", "x"), false).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let batch = source.next_batch(&shutdown).await.unwrap();
+    assert!(handed_out.elapsed() >= linger, "read after {:?}", handed_out.elapsed());
+    appending.await.unwrap();
+    assert_eq!(offsets(&batch), [2, 3, 4]);
+    // After a quiet spell longer than the linger, the next vote is read without waiting for it.
+    tokio::time::sleep(linger * 2).await;
+    storage.append(&message("l4", "A", "x"), false).await.unwrap();
+    let appended = std::time::Instant::now();
+    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [5]);
+    assert!(appended.elapsed() < linger, "read after {:?}", appended.elapsed());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn pruning_past_several_slices_deletes_what_every_pipeline_applied_and_keeps_the_rest() {
+    let dir = temp_dir("prune");
+    let storage = open(&dir);
+    let total = 2 * bandvote_embedded::PRUNE_SLICE + 5;
+    // Appended at once, so that the writer groups them into a few transactions.
+    let appends: Vec<_> = (0..total)
+        .map(|i| {
+            let storage = Arc::clone(&storage);
+            tokio::spawn(async move { storage.append(&message(&format!("p{i}"), "A", "x"), false).await.unwrap() })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap();
+    }
+    let applied = (total - 3) as u64;
+    storage.prune(applied, 0).await.unwrap();
+    let left: Vec<u64> = storage.read_queue(0, total).await.unwrap().iter().map(|q| q.seq).collect();
+    assert_eq!(left, (applied + 1..=total as u64).collect::<Vec<_>>());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
