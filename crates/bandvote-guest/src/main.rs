@@ -79,19 +79,34 @@ fn handle(request: &IncomingRequest) -> Answer {
     if path.split('?').next() != Some(ROUTE) {
         return Answer::error(404, "no such route", None);
     }
+    match accept(request) {
+        Ok(accepted) => forward(&accepted),
+        Err(answer) => answer,
+    }
+}
+
+/// A vote that passed every check, with what goes with it to the producer.
+struct Accepted {
+    vote: Vote,
+    key: Option<VoteId>,
+    round: Option<Vec<u8>>,
+}
+
+/// Checks the method, the content type, the idempotency key and the body, and parses the vote.
+fn accept(request: &IncomingRequest) -> Result<Accepted, Answer> {
     if !matches!(request.method(), Method::Post) {
-        return Answer::error(405, "method not allowed on this route", None);
+        return Err(Answer::error(405, "method not allowed on this route", None));
     }
     let headers = request.headers();
     let content_type = first(&headers, "content-type");
     if !content_type.as_deref().and_then(visible_ascii).is_some_and(bandvote_core::http::is_json_media_type) {
-        return Answer::error(415, "content-type must be application/json", None);
+        return Err(Answer::error(415, "content-type must be application/json", None));
     }
     let key = match first(&headers, "idempotency-key") {
         None => None,
         Some(value) => match visible_ascii(&value).map(VoteId::from_client_key) {
             Some(Ok(id)) => Some(id),
-            _ => return Answer::error(400, &bandvote_core::IdError.to_string(), Some("Idempotency-Key")),
+            _ => return Err(Answer::error(400, &bandvote_core::IdError.to_string(), Some("Idempotency-Key"))),
         },
     };
     let round = first(&headers, ROUND_HEADER);
@@ -99,13 +114,13 @@ fn handle(request: &IncomingRequest) -> Answer {
     let body = match read_body(request) {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return Answer::error(413, &format!("body must be at most {MAX_BODY_BYTES} bytes"), None);
+            return Err(Answer::error(413, &format!("body must be at most {MAX_BODY_BYTES} bytes"), None));
         }
-        Err(BodyError::Unreadable) => return Answer::error(400, "could not read the request body", None),
+        Err(BodyError::Unreadable) => return Err(Answer::error(400, "could not read the request body", None)),
     };
     match Vote::parse_json(&body) {
-        Ok(vote) => forward(&vote, key.as_ref(), round),
-        Err(e) => Answer::error(400, &e.message, e.field),
+        Ok(vote) => Ok(Accepted { vote, key, round }),
+        Err(e) => Err(Answer::error(400, &e.message, e.field)),
     }
 }
 
@@ -190,17 +205,24 @@ impl Upstream {
     }
 }
 
-/// Sends the validated vote to the HTTP producer, with the round the host stamped on it, and
-/// relays its status and body.
-fn forward(vote: &Vote, key: Option<&VoteId>, round: Option<Vec<u8>>) -> Answer {
+/// What goes to the HTTP producer for an accepted vote: its headers (with the round the host
+/// stamped on it) and its body.
+fn upstream_request(accepted: &Accepted) -> (Vec<(String, Vec<u8>)>, String) {
+    let Accepted { vote, key, round } = accepted;
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
     let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
-    headers.extend(key.map(|key| ("idempotency-key".to_owned(), key.as_str().as_bytes().to_vec())));
-    headers.extend(round.map(|round| (ROUND_HEADER.to_owned(), round)));
+    headers.extend(key.as_ref().map(|key| ("idempotency-key".to_owned(), key.as_str().as_bytes().to_vec())));
+    headers.extend(round.clone().map(|round| (ROUND_HEADER.to_owned(), round)));
+    (headers, payload.to_string())
+}
+
+/// Sends the accepted vote to the HTTP producer and relays its status and body.
+fn forward(accepted: &Accepted) -> Answer {
+    let (headers, body) = upstream_request(accepted);
     let Some(request) = Upstream::from_env().and_then(|up| up.request(&Method::Post, "/votes", &headers)) else {
         return Answer::error(500, "internal error", None);
     };
-    match send(request, payload.to_string().as_bytes()) {
+    match send(request, body.as_bytes()) {
         Some((status, retry_after, body)) => Answer { status, body, retry_after },
         None => Answer::unavailable(),
     }
@@ -233,12 +255,13 @@ fn main() {
 }
 
 /// Routes that misbehave on purpose, so the host's limits can be tested on a real component, and
-/// one that does no work at all, for the floor of the cost benchmark.
+/// two for the benchmarks: one that does no work at all (the floor), one that does the vote's own
+/// work but sends nothing.
 #[cfg(feature = "misbehave")]
 mod misbehave {
     use wasip2::http::types::{IncomingRequest, Method};
 
-    use super::{Answer, Upstream, send};
+    use super::{Answer, Upstream, accept, send, upstream_request};
 
     pub fn route(request: &IncomingRequest) -> Option<Answer> {
         let path = request.path_with_query().unwrap_or_default();
@@ -272,6 +295,15 @@ mod misbehave {
             "/wasm/misbehave/answer" => {
                 Some(Answer { status: 202, body: br#"{"id":"floor","path":"wasm"}"#.to_vec(), retry_after: None })
             }
+            // Does all of the vote route's own work (the checks, the body, the parse, the request
+            // it would send) and answers 202 without sending it: the guest's share of a vote.
+            "/wasm/misbehave/validate" => Some(match accept(request) {
+                Ok(accepted) => {
+                    std::hint::black_box(upstream_request(&accepted));
+                    Answer { status: 202, body: br#"{"id":"validate","path":"wasm"}"#.to_vec(), retry_after: None }
+                }
+                Err(answer) => answer,
+            }),
             _ => None,
         }
     }
