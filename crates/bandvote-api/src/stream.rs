@@ -137,6 +137,8 @@ struct Hub {
     results: Option<Frame>,
     /// The last `status` frame when it was not `ok` (new clients get it first).
     problem: Option<Frame>,
+    /// The last `round` frame: a new client gets the rounds as they are, not only their next change.
+    rounds: Option<Frame>,
     replay: VecDeque<Frame>,
     clients: HashMap<u64, Client>,
     next_client: u64,
@@ -227,6 +229,7 @@ impl Events {
                     next_id: start + 1,
                     results: None,
                     problem: None,
+                    rounds: None,
                     replay: VecDeque::new(),
                     clients: HashMap::new(),
                     next_client: 0,
@@ -255,10 +258,10 @@ impl Events {
         self.shared.hub().results.is_some()
     }
 
-    /// A new client: first the newest results (unless `last_event_id` shows it has them) and the
-    /// current problem if a store is not answering, then, reconnecting with `last_event_id`, the
-    /// buffered events after it, then everything published from now on. `first` (a one-off frame)
-    /// comes before all of it.
+    /// A new client: first the newest results and rounds (unless `last_event_id` shows it has
+    /// them) and the current problem if a store is not answering, then, reconnecting with
+    /// `last_event_id`, the buffered events after it, then everything published from now on.
+    /// `first` (a one-off frame) comes before all of it.
     pub fn subscribe(&self, slot: Slot, last_event_id: Option<u64>, first: Option<Bytes>) -> Subscription {
         let mut hub = self.shared.hub();
         // An id this process has not issued (from before a restart, or forged) replays nothing.
@@ -267,12 +270,14 @@ impl Events {
         if let Some(last) = last {
             inbox.events.extend(hub.replay.iter().filter(|f| f.id > last).cloned());
         }
-        if let Some(problem) = hub.problem.clone().filter(|f| last.is_none_or(|l| f.id > l))
-            && !inbox.events.iter().any(|f| f.id == problem.id)
-        {
-            inbox.events.push_back(problem);
-            inbox.events.make_contiguous().sort_by_key(|f| f.id);
+        for current in [&hub.problem, &hub.rounds] {
+            if let Some(frame) = current.clone().filter(|f| last.is_none_or(|l| f.id > l))
+                && !inbox.events.iter().any(|f| f.id == frame.id)
+            {
+                inbox.events.push_back(frame);
+            }
         }
+        inbox.events.make_contiguous().sort_by_key(|f| f.id);
         inbox.results = hub.results.clone().filter(|f| last.is_none_or(|l| f.id > l));
         if let Some(first) = first {
             inbox.events.push_front(Frame { id: 0, bytes: first });
@@ -327,13 +332,16 @@ impl Events {
         let mut hub = self.shared.hub();
         let frame = frame(hub.next_id, "round", json);
         hub.next_id += 1;
+        hub.rounds = Some(frame.clone());
         remember(&mut hub, &frame);
         deliver(&mut hub, None, vec![frame]);
     }
 
-    /// Forgets the published results (nobody listens, so they would go stale).
-    pub fn forget_results(&self) {
-        self.shared.hub().results = None;
+    /// Forgets the published results and rounds (nobody listens, so they would go stale).
+    pub fn forget(&self) {
+        let mut hub = self.shared.hub();
+        hub.results = None;
+        hub.rounds = None;
     }
 
     /// Drops the clients that stopped taking their frames.
@@ -382,7 +390,9 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
 /// Runs the reader until `shutdown`.
 pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: CancellationToken) {
     let mut last_results: Option<RoundResults> = None;
-    // Each round's (id, state, visibility, final) when last looked at: a change is a `round` event.
+    // Each round's (id, state, visibility, final) when last looked at: a change is a `round` event,
+    // and so is the first look after nobody listened (a client that came meanwhile may have read
+    // the rounds before a change the reader did not see).
     type RoundStates = Vec<(String, bandvote_core::round::State, bandvote_core::round::Visibility, bool)>;
     let mut last_rounds: Option<RoundStates> = None;
     let mut next_results_at = Instant::now();
@@ -402,7 +412,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
         if events.listeners() == 0 {
             last_results = None;
             last_rounds = None;
-            events.forget_results();
+            events.forget();
             since = chrono::Utc::now().timestamp_millis();
             sent_at_since.clear();
             continue;
@@ -418,7 +428,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
             let now = chrono::Utc::now();
             let states: Vec<_> =
                 rounds.iter().map(|r| (r.id.clone(), r.state(now), r.results, r.certified.is_some())).collect();
-            if last_rounds.as_ref().is_some_and(|last| *last != states) {
+            if last_rounds.as_ref() != Some(&states) {
                 let mut views: Vec<_> = rounds.iter().map(|r| r.view(now, 0)).collect();
                 views.iter_mut().filter_map(serde_json::Value::as_object_mut).for_each(|view| {
                     view.remove("total");
@@ -553,5 +563,26 @@ mod tests {
         assert!(frames[1].contains("{\"n\":2}") && frames[2].contains("{\"n\":3}"), "{frames:?}");
         let forged = events.subscribe(events.reserve().expect("a slot"), Some(u64::MAX), None);
         assert!(next(&forged).await.contains("results"), "an unknown id is a new client");
+    }
+
+    #[tokio::test]
+    async fn a_new_client_gets_the_current_rounds_and_a_reconnecting_one_not_twice() {
+        let events = Events::new(10);
+        events.publish_round(br#"{"rounds":[1]}"#);
+        events.publish_round(br#"{"rounds":[2]}"#);
+        events.publish_results(b"{\"total\":1}");
+        let late = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let frames = [next(&late).await, next(&late).await];
+        assert!(frames[0].ends_with("event: round\ndata: {\"rounds\":[2]}\n\n"), "the newest rounds: {frames:?}");
+        assert!(frames[1].contains("results"), "{frames:?}");
+        let rounds_id = events.shared.hub().rounds.as_ref().expect("rounds").id;
+        let again = events.subscribe(events.reserve().expect("a slot"), Some(rounds_id - 1), None);
+        let frames = [next(&again).await, next(&again).await];
+        assert!(frames[0].contains("[2]") && frames[1].contains("results"), "the replayed rounds once: {frames:?}");
+        events.forget();
+        let after = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let shutdown = CancellationToken::new();
+        let nothing = tokio::time::timeout(Duration::from_millis(100), after.next(&shutdown)).await;
+        assert!(nothing.is_err(), "forgotten rounds are not sent: {:?}", nothing.map(text));
     }
 }

@@ -20,9 +20,10 @@ use crate::{
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// `event: results` whenever the counters change (at most every 250 ms), `event: log` for each
-/// logged vote, `event: status` when a store stops or resumes answering; every event has an `id:`,
-/// and a client reconnecting with `Last-Event-ID` first gets the buffered events after it. The
-/// current results come first, so a new page has data at once. Keep-alive comments every 15 s;
+/// logged vote, `event: status` when a store stops or resumes answering, `event: round` when a
+/// round changes; every event has an `id:`, and a client reconnecting with `Last-Event-ID` first
+/// gets the buffered events after it. The current results and rounds come first, so a new page has
+/// data at once and misses no round that changed while it loaded. Keep-alive comments every 15 s;
 /// ends on shutdown. Beyond the client cap, `503` with `Retry-After`; a client too slow to take
 /// its events is disconnected (it reconnects to the latest state).
 pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
