@@ -422,8 +422,9 @@ impl Storage {
     }
 
     /// Forgets idempotency keys past their expiry and queue entries every pipeline has applied, in
-    /// slices of [`PRUNE_SLICE`] rows, each its own transaction: a minute of queue at the peak is
-    /// a million rows, and the queue's writer (every vote's answer) waits while one is deleted.
+    /// slices of at most [`PRUNE_SLICE`] rows of each table, each slice its own turn at the write
+    /// lock (and each delete its own transaction): a minute of queue at the peak is a million rows,
+    /// and the queue's writer (every vote's answer) waits while a slice is deleted.
     pub async fn prune(self: &Arc<Self>, applied_by_all: u64, now_ms: i64) -> Result<(), StorageError> {
         loop {
             let deleted = self

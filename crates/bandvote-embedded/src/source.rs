@@ -46,7 +46,8 @@ impl EmbeddedSource {
 
     /// Reads at most once per `linger` while votes keep coming, so that under load a batch holds
     /// what arrived meanwhile (one transaction, and one disk sync, for many votes) rather than the
-    /// few of one append. A vote after a quiet spell is read at once.
+    /// few of one append. A vote after a quiet spell, or a backlog after a full batch, is read at
+    /// once.
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -88,7 +89,9 @@ impl QueueSource for EmbeddedSource {
                         // A seek while reading wins: its position is kept and this batch dropped.
                         let last = queued.last().map_or(after, |q| q.seq);
                         if self.after.compare_exchange(after, last, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                            *self.handed_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                            // A full batch leaves a backlog, which the next read takes at once.
+                            let full = queued.len() >= self.batch_max;
+                            *self.handed_out.lock().unwrap_or_else(|e| e.into_inner()) = (!full).then(Instant::now);
                             return Some(
                                 queued
                                     .into_iter()

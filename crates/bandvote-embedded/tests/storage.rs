@@ -208,12 +208,13 @@ async fn under_load_a_source_reads_at_most_once_per_linger_but_at_once_after_a_q
     let dir = temp_dir("linger");
     let storage = open(&dir);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let linger = Duration::from_millis(300);
+    let linger = Duration::from_secs(1);
     let source = EmbeddedSource::open(Arc::clone(&storage), pipelines::LOG, 100).await.unwrap().with_linger(linger);
     let offsets = |batch: &[bandvote_queue::Record]| batch.iter().map(|r| r.offset).collect::<Vec<_>>();
     storage.append(&message("l0", "A", "x"), false).await.unwrap();
-    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [1]);
+    // Taken before the read, so never after the moment the source handed the batch out.
     let handed_out = std::time::Instant::now();
+    assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [1]);
     // Votes that come meanwhile wait for the linger, and are read together.
     let appending = {
         let storage = Arc::clone(&storage);
@@ -234,6 +235,12 @@ async fn under_load_a_source_reads_at_most_once_per_linger_but_at_once_after_a_q
     let appended = std::time::Instant::now();
     assert_eq!(offsets(&source.next_batch(&shutdown).await.unwrap()), [5]);
     assert!(appended.elapsed() < linger, "read after {:?}", appended.elapsed());
+    // A full batch leaves a backlog: the next read takes it without lingering.
+    let small = EmbeddedSource::open(Arc::clone(&storage), pipelines::TALLY, 2).await.unwrap().with_linger(linger);
+    assert_eq!(offsets(&small.next_batch(&shutdown).await.unwrap()), [1, 2]);
+    let full = std::time::Instant::now();
+    assert_eq!(offsets(&small.next_batch(&shutdown).await.unwrap()), [3, 4]);
+    assert!(full.elapsed() < linger, "read after {:?}", full.elapsed());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
