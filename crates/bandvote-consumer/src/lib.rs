@@ -61,7 +61,8 @@ pub struct ConsumerConfig {
     /// Largest batch, in messages. Default 5000.
     pub batch_max: usize,
     /// How long a batch waits to fill after its first message (Kafka); on the embedded queue, the
-    /// least time between two reads while votes keep coming. Default 10 ms.
+    /// least time between two reads while votes keep coming, where [`Consumer::embedded`] always
+    /// uses the default. Default 10 ms.
     pub batch_linger: Duration,
     /// How long a client's idempotency key is remembered. Default 24 h.
     pub idempotency_ttl: Duration,

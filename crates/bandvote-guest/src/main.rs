@@ -295,8 +295,9 @@ mod misbehave {
             "/wasm/misbehave/answer" => {
                 Some(Answer { status: 202, body: br#"{"id":"floor","path":"wasm"}"#.to_vec(), retry_after: None })
             }
-            // Does all of the vote route's own work (the checks, the body, the parse, the request
-            // it would send) and answers 202 without sending it: the guest's share of a vote.
+            // Does all of the vote route's own work (the checks, the body, the parse, the headers
+            // and body of the request it would send) and answers 202 without sending anything:
+            // the guest's share of a vote.
             "/wasm/misbehave/validate" => Some(match accept(request) {
                 Ok(accepted) => {
                     std::hint::black_box(upstream_request(&accepted));
