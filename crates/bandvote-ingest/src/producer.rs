@@ -1,7 +1,7 @@
 //! The producer service: writes each vote to the queue and answers only after the queue
 //! acknowledged it. One app with two front doors: gRPC (`bandvote.v1.VoteService`, see
-//! [`crate::grpc_producer`]) for the gRPC gateway, plain HTTP `POST /votes` (see
-//! [`crate::http_producer`]) for the WebAssembly guest. `bandvote grpc-producer` and `bandvote
+//! [`crate::grpc_producer`]) for the gRPC gateway, plain HTTP `POST /votes` and `POST
+//! /votes/batch` (see [`crate::http_producer`]) for the WebAssembly path. `bandvote grpc-producer` and `bandvote
 //! http-producer` each open one door; `bandvote up` opens both on one loopback listener.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub enum FrontDoor {
     /// gRPC `bandvote.v1.VoteService/SubmitVote` (and the standard gRPC health service).
     Grpc,
-    /// `POST /votes`.
+    /// `POST /votes` and `POST /votes/batch`.
     Http,
 }
 

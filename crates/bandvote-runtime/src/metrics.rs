@@ -20,6 +20,9 @@ pub const VOTE_REQUEST_DURATION: &str = "bandvote_vote_request_duration_seconds"
 /// `SubmitVotes` calls the gRPC gateway made to its producer (votes per call: the gateway's
 /// accepted votes over this).
 pub const GRPC_CALLS: &str = "bandvote_grpc_calls_total";
+/// Calls the wasm gateway's host made to the http-producer's `POST /votes/batch` (votes per call:
+/// the gateway's accepted votes over this).
+pub const WASM_PRODUCER_CALLS: &str = "bandvote_wasm_producer_calls_total";
 /// Messages the producer handed to Kafka and saw acknowledged.
 pub const MESSAGES_PRODUCED: &str = "bandvote_messages_produced_total";
 /// Produce attempts that failed (timeout, broker down), by `reason`.
@@ -110,7 +113,10 @@ pub fn announce_gateway(path: &'static str) {
     metrics::counter!(VOTES_UNAVAILABLE, "path" => path).increment(0);
     metrics::counter!(VOTES_REJECTED, "path" => path, "reason" => "invalid").increment(0);
     match path {
-        "wasm" => metrics::counter!(WASM_GUEST_FAILURES).increment(0),
+        "wasm" => {
+            metrics::counter!(WASM_GUEST_FAILURES).increment(0);
+            metrics::counter!(WASM_PRODUCER_CALLS).increment(0);
+        }
         _ => metrics::counter!(GRPC_CALLS).increment(0),
     }
 }

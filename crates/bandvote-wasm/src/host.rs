@@ -124,7 +124,8 @@ impl Host {
             pre,
             upstream: config.upstream.trim_end_matches('/').to_owned(),
             hooks: UpstreamOnly {
-                upstream: outgoing::Upstream::new(config.upstream_connections, config.upstream_in_flight),
+                upstream: outgoing::Upstream::new(&config.upstream, config.upstream_connections, config.upstream_calls)
+                    .with_context(|| format!("invalid upstream URL {}", config.upstream))?,
                 authority,
                 trace: None,
                 span: Span::none(),

@@ -6,7 +6,8 @@
 //! - [`host`]: the engine (pooling allocator, epoch interruption), the component compiled once and
 //!   pre-instantiated, and one `Store` per request with memory and time limits;
 //! - [`outgoing`]: the guest's only way out: requests to the configured upstream, over a pooled
-//!   keep-alive client; anything else is denied.
+//!   keep-alive client, the votes of concurrent guests together in one call; anything else is
+//!   denied.
 
 pub mod host;
 pub mod outgoing;
@@ -35,9 +36,10 @@ pub struct WasmGatewayConfig {
     /// HTTP/2 connections to the upstream, used round-robin. Default
     /// [`outgoing::DEFAULT_UPSTREAM_CONNECTIONS`] (2).
     pub upstream_connections: usize,
-    /// Requests to the upstream in flight at once over those connections; the guests beyond it
-    /// wait their turn. Default [`outgoing::DEFAULT_UPSTREAM_IN_FLIGHT`] (128).
-    pub upstream_in_flight: usize,
+    /// Calls carrying the guests' votes to the upstream's `POST /votes/batch` in flight at once
+    /// over those connections; the votes that arrive meanwhile go together in the next call.
+    /// Default [`outgoing::DEFAULT_UPSTREAM_CALLS`] (2).
+    pub upstream_calls: usize,
     /// A component file to run instead of the embedded guest.
     pub component: Option<PathBuf>,
     /// Largest linear memory of one guest instance, in bytes. Default 32 MiB.
@@ -68,7 +70,7 @@ impl Default for WasmGatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             upstream: "http://127.0.0.1:8001".into(),
             upstream_connections: outgoing::DEFAULT_UPSTREAM_CONNECTIONS,
-            upstream_in_flight: outgoing::DEFAULT_UPSTREAM_IN_FLIGHT,
+            upstream_calls: outgoing::DEFAULT_UPSTREAM_CALLS,
             component: None,
             max_memory_bytes: 32 << 20,
             request_timeout: Duration::from_secs(10),

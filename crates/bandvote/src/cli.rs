@@ -541,10 +541,10 @@ pub struct WasmGatewayArgs {
     /// HTTP/2 connections to the http-producer, used round-robin.
     #[arg(long, env = "BANDVOTE_UPSTREAM_CONNECTIONS", default_value_t = bandvote_wasm::outgoing::DEFAULT_UPSTREAM_CONNECTIONS)]
     pub upstream_connections: usize,
-    /// Requests to the http-producer in flight at once over those connections (the guests beyond
-    /// it wait their turn); keep it below the streams a connection of the producer takes (200).
-    #[arg(long, env = "BANDVOTE_UPSTREAM_IN_FLIGHT", default_value_t = bandvote_wasm::outgoing::DEFAULT_UPSTREAM_IN_FLIGHT)]
-    pub upstream_in_flight: usize,
+    /// Calls to the http-producer in flight at once, each carrying the votes the guests sent
+    /// meanwhile (at a low rate every vote goes at once in a call of its own).
+    #[arg(long, env = "BANDVOTE_UPSTREAM_CALLS", default_value_t = bandvote_wasm::outgoing::DEFAULT_UPSTREAM_CALLS)]
+    pub upstream_calls: usize,
     /// Run this component file instead of the embedded guest.
     #[arg(long, env = "BANDVOTE_COMPONENT")]
     pub component: Option<std::path::PathBuf>,
@@ -583,7 +583,7 @@ impl WasmGatewayArgs {
             listen: self.listen,
             upstream: self.upstream,
             upstream_connections: self.upstream_connections.max(1),
-            upstream_in_flight: self.upstream_in_flight.max(1),
+            upstream_calls: self.upstream_calls.max(1),
             component: self.component,
             max_memory_bytes: self.guest_memory_mib.max(1) << 20,
             request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),

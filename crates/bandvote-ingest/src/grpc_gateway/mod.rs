@@ -1,8 +1,7 @@
 //! `bandvote grpc-gateway`: receives `POST /grpc/votes` over HTTP and forwards each vote to the
 //! gRPC producer over long-lived, multiplexed HTTP/2 channels (never a connection per request),
-//! the votes that arrive together in one call ([`calls`]).
+//! the votes that arrive together in one call ([`crate::calls`]).
 
-pub mod calls;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -30,7 +29,7 @@ pub struct GatewayConfig {
     /// the next call. Default 2.
     pub calls_in_flight: usize,
     /// Longest wait for the producer's answer before answering `503`. Default 6 s: the produce
-    /// timeout (5 s) plus a margin above [`calls::MAX_WAIT`], the longest a vote waits for a call.
+    /// timeout (5 s) plus a margin above [`crate::calls::MAX_WAIT`], the longest a vote waits for a call.
     pub request_timeout: Duration,
     /// Longest drain on shutdown. Default 10 s.
     pub grace: Duration,
@@ -69,7 +68,7 @@ impl Default for GatewayConfig {
 #[derive(Clone)]
 pub struct GatewayState {
     channels: Arc<[Channel]>,
-    calls: calls::Calls,
+    calls: crate::calls::Calls,
     request_timeout: Duration,
     pub(crate) fairness: Option<Arc<crate::fairness::Fairness>>,
     pub(crate) rounds: Option<Arc<crate::rounds::RoundGate>>,
@@ -89,7 +88,7 @@ impl GatewayState {
             .initial_connection_window_size(Some(8 << 20));
         let channels: Arc<[Channel]> = (0..config.connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
         Ok(Self {
-            calls: calls::Calls::start(Arc::clone(&channels), config.calls_in_flight, config.request_timeout),
+            calls: crate::calls::Calls::grpc(Arc::clone(&channels), config.calls_in_flight, config.request_timeout),
             channels,
             request_timeout: config.request_timeout,
             fairness: None,

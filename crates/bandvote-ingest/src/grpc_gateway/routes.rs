@@ -1,6 +1,9 @@
 //! `POST /grpc/votes`.
 
-use std::{net::IpAddr, time::Instant};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -9,16 +12,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bandvote_core::{IngestPath, TraceContext};
-use bandvote_proto::{
-    FIELD_METADATA,
-    v1::{SubmitVoteRequest, Vote as ProtoVote},
-};
+use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
 use bandvote_runtime::{
     http::{ApiError, json},
     metrics as names,
 };
 use serde_json::json;
-use tonic::Code;
 use tracing::Instrument;
 
 use super::GatewayState;
@@ -87,8 +86,8 @@ async fn forward(
     let submitted = state.calls.submit(vote, deadline.into_std());
     let result = match tokio::time::timeout_at(deadline, submitted).await {
         Ok(Ok(id)) => Ok(json(StatusCode::ACCEPTED, json!({"id": id, "path": "grpc"}))),
-        Ok(Err(status)) => Err(status_to_error(&status)),
-        Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", RETRY_AFTER)),
+        Ok(Err(status)) => Err(crate::calls::status_to_error(&status, "grpc-producer")),
+        Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", Duration::from_secs(1))),
     };
     match &result {
         Ok(_) => {
@@ -106,29 +105,4 @@ async fn forward(
         }
     }
     result
-}
-
-const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-fn status_to_error(status: &tonic::Status) -> ApiError {
-    match status.code() {
-        Code::InvalidArgument => ApiError::bad_request(status.message(), field_of(status)),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
-            ApiError::unavailable(format!("grpc-producer: {}", status.message()), RETRY_AFTER)
-        }
-        _ => ApiError::internal(format!("grpc-producer: {status}")),
-    }
-}
-
-/// The producer names the field at fault in the `field` metadata entry.
-fn field_of(status: &tonic::Status) -> Option<&'static str> {
-    match status.metadata().get(FIELD_METADATA)?.to_str().ok()? {
-        "name" => Some("name"),
-        "album" => Some("album"),
-        "year" => Some("year"),
-        "rank" => Some("rank"),
-        "id" => Some("Idempotency-Key"),
-        "round" => Some("round"),
-        _ => None,
-    }
 }

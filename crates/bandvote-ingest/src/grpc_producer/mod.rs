@@ -18,18 +18,36 @@ use bandvote_queue::{QueueError, VoteQueue};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::Instrument;
 
-/// The `VoteService` implementation over any [`VoteQueue`].
+/// The `VoteService` implementation over any [`VoteQueue`]; the http-producer's `POST
+/// /votes/batch` takes the same messages.
 pub struct VoteServer {
     queue: Arc<dyn VoteQueue>,
+    path: IngestPath,
 }
 
 /// Votes one `SubmitVotes` call may carry.
 pub const MAX_VOTES_PER_CALL: usize = 512;
 
 impl VoteServer {
-    /// A server writing to `queue`.
-    pub fn new(queue: Arc<dyn VoteQueue>) -> Self {
-        Self { queue }
+    /// A server writing to `queue` the votes of `path`.
+    pub fn new(queue: Arc<dyn VoteQueue>, path: IngestPath) -> Self {
+        Self { queue, path }
+    }
+
+    /// Queues every vote of `votes` at once, as if each came in its own call; their outcomes in
+    /// their order. Refused whole past [`MAX_VOTES_PER_CALL`].
+    pub async fn submit_all(&self, votes: Vec<SubmitVoteRequest>) -> Result<Vec<VoteOutcome>, Status> {
+        if votes.len() > MAX_VOTES_PER_CALL {
+            return Err(Status::invalid_argument(format!("at most {MAX_VOTES_PER_CALL} votes per call")));
+        }
+        Ok(futures::future::join_all(votes.into_iter().map(|mut vote| {
+            let traceparent = std::mem::take(&mut vote.traceparent);
+            async move {
+                let trace = TraceContext::continue_from(Some(traceparent.as_bytes()).filter(|t| !t.is_empty()));
+                outcome(self.submit(vote, trace).await)
+            }
+        }))
+        .await)
     }
 
     /// Validates one vote and queues it; its id once the queue acknowledged it.
@@ -50,8 +68,8 @@ impl VoteServer {
             None => bandvote_core::time::now(),
         };
         let round = crate::rounds::stamped(&request.round).ok_or_else(|| invalid("invalid round id", "round"))?;
-        let message = VoteMessage::new(&id, vote, IngestPath::Grpc, received_at, round);
-        let span = crate::trace::vote_span(IngestPath::Grpc, Some(&message.id), &trace);
+        let message = VoteMessage::new(&id, vote, self.path, received_at, round);
+        let span = crate::trace::vote_span(self.path, Some(&message.id), &trace);
         let queued = self.queue.enqueue_traced(&message, id.is_client_supplied(), trace).instrument(span.clone()).await;
         span.in_scope(|| match queued {
             Ok(()) => {
@@ -100,19 +118,7 @@ impl VoteService for VoteServer {
         &self,
         request: Request<SubmitVotesRequest>,
     ) -> Result<Response<SubmitVotesResponse>, Status> {
-        let votes = request.into_inner().votes;
-        if votes.len() > MAX_VOTES_PER_CALL {
-            return Err(Status::invalid_argument(format!("at most {MAX_VOTES_PER_CALL} votes per call")));
-        }
-        // Every vote goes to the queue at once, as if each came in its own call.
-        let outcomes = futures::future::join_all(votes.into_iter().map(|mut vote| {
-            let traceparent = std::mem::take(&mut vote.traceparent);
-            async move {
-                let trace = TraceContext::continue_from(Some(traceparent.as_bytes()).filter(|t| !t.is_empty()));
-                outcome(self.submit(vote, trace).await)
-            }
-        }))
-        .await;
+        let outcomes = self.submit_all(request.into_inner().votes).await?;
         Ok(Response::new(SubmitVotesResponse { outcomes }))
     }
 }
@@ -121,7 +127,7 @@ impl VoteService for VoteServer {
 pub async fn routes(queue: Arc<dyn VoteQueue>) -> Router {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<VoteServiceServer<VoteServer>>().await;
-    tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(queue)))
+    tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(queue, IngestPath::Grpc)))
         .add_service(health_service)
         .into_axum_router()
 }

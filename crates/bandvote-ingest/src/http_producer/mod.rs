@@ -1,27 +1,73 @@
-//! The HTTP front door of the producer ([`crate::producer`], `bandvote http-producer`): `POST
-//! /votes` over plain HTTP (called by the WebAssembly guest of the wasm path), written to the queue
-//! with the same producer and guarantees as the gRPC front door:
-//! `202 {"id", "path": "wasm"}` only after the queue acknowledged the vote, `503` when it did not.
+//! The HTTP front door of the producer ([`crate::producer`], `bandvote http-producer`): the votes
+//! of the wasm path, written to the queue with the same producer and guarantees as the gRPC front
+//! door.
+//! - `POST /votes`, one vote as the WebAssembly guest sends it (JSON, `Idempotency-Key`):
+//!   `202 {"id", "path": "wasm"}` only after the queue acknowledged the vote, `503` when it did not;
+//! - `POST /votes/batch`, several votes in one request, as the wasm gateway's host sends the votes
+//!   its guests send at the same time ([`crate::calls`]): the gRPC hop's `SubmitVotesRequest` in
+//!   protobuf (`application/x-protobuf`), answered `200` with a `SubmitVotesResponse`, each vote
+//!   queued and answered on its own as `POST /votes` would.
 
 use std::{sync::Arc, time::Duration};
 
-use crate::edge;
+use crate::{
+    edge,
+    grpc_producer::{MAX_VOTES_PER_CALL, VoteServer},
+};
 use axum::{
     Router,
     body::Body,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
 };
 use bandvote_core::{IngestPath, VoteMessage};
+use bandvote_proto::v1::{SubmitVotesRequest, SubmitVotesResponse};
 use bandvote_queue::{QueueError, VoteQueue};
 use bandvote_runtime::http::{ApiError, json};
+use prost::Message;
 use serde_json::json;
 use tracing::Instrument;
 
-/// The producer's routes over any queue: `POST /votes`.
+/// The batch route.
+pub const BATCH_ROUTE: &str = "/votes/batch";
+
+/// The media type of the batch route's request and answer.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// The largest batch body: the most votes of a call, each at most a vote's body and its fields.
+const BATCH_MAX_BYTES: usize = MAX_VOTES_PER_CALL * (bandvote_core::MAX_BODY_BYTES + 1024);
+
+/// The producer's routes over any queue: `POST /votes` and `POST /votes/batch`.
 pub fn router(queue: Arc<dyn VoteQueue>) -> Router {
-    Router::new().route("/votes", axum::routing::post(post_vote)).with_state(queue)
+    let batches = Arc::new(VoteServer::new(Arc::clone(&queue), IngestPath::Wasm));
+    Router::new()
+        .route("/votes", axum::routing::post(post_vote))
+        .with_state(queue)
+        .merge(Router::new().route(BATCH_ROUTE, axum::routing::post(post_votes)).with_state(batches))
+}
+
+/// Queues the votes of a `SubmitVotesRequest`, each as `POST /votes` would (the producer
+/// validates every one), and answers their outcomes in a `SubmitVotesResponse`.
+pub async fn post_votes(
+    State(server): State<Arc<VoteServer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let media_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if media_type.and_then(|v| v.split(';').next()).map(str::trim) != Some(BATCH_CONTENT_TYPE) {
+        let message = format!("content-type must be {BATCH_CONTENT_TYPE}");
+        return Err(ApiError::client(StatusCode::UNSUPPORTED_MEDIA_TYPE, message, None));
+    }
+    let bytes = bandvote_runtime::http::read_body(body, BATCH_MAX_BYTES)
+        .await
+        .map_err(|error| error.into_api_error(BATCH_MAX_BYTES))?;
+    let request = SubmitVotesRequest::decode(bytes)
+        .map_err(|error| ApiError::bad_request(format!("the body is not a SubmitVotesRequest: {error}"), None))?;
+    let outcomes =
+        server.submit_all(request.votes).await.map_err(|status| ApiError::bad_request(status.message(), None))?;
+    let answer = SubmitVotesResponse { outcomes }.encode_to_vec();
+    Ok(([(CONTENT_TYPE, BATCH_CONTENT_TYPE)], answer).into_response())
 }
 
 /// Validates a vote (the guest did too; the producer trusts no caller) and queues it.

@@ -108,20 +108,68 @@ async fn a_producer_that_never_answers_gives_503_with_retry_after_not_500() {
 async fn more_guests_than_the_hop_carries_wait_their_turn_instead_of_failing() {
     let env = TestEnv::new().await;
     // The producer takes 2 connections from one client: the gateway's two HTTP/2 connections,
-    // which keep at most 4 requests in flight between them.
+    // which keep at most 2 calls in flight between them.
     let mut producer = env.http_producer_config();
     producer.limits.max_connections_per_client = 2;
     let producer = env.start_http_producer(producer).await;
     let mut gateway = TestEnv::wasm_gateway_config(&format!("http://{producer}"), None);
     gateway.upstream_connections = 2;
-    gateway.upstream_in_flight = 4;
+    gateway.upstream_calls = 2;
     let base = env.start_wasm_gateway_from(gateway).await;
     env.start_consumer().await;
-    // 32 guests at once, eight times the requests in flight and sixteen times the connections:
+    // 32 guests at once, sixteen times the calls in flight and the connections:
     // every vote is answered 202 (`post_all` panics on anything else) and counted once.
     let votes = mix(256);
     post_all(&format!("{base}/wasm/votes"), &votes, 32).await;
     assert_eq!(env.wait_for_total(256).await, expected(&votes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_producers_batch_route_refuses_what_is_not_a_batch_and_answers_each_vote_of_one() {
+    use bandvote_ingest::http_producer::BATCH_CONTENT_TYPE;
+    use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, SubmitVotesResponse, Vote};
+    use prost::Message;
+
+    let env = TestEnv::new().await;
+    let producer = env.start_http_producer(env.http_producer_config()).await;
+    env.start_consumer().await;
+    let client = reqwest::Client::new();
+    let post = |content_type: &str, body: Vec<u8>| {
+        client.post(format!("http://{producer}/votes/batch")).header("content-type", content_type).body(body).send()
+    };
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.expect("a JSON error")["error"].to_string())
+    };
+    let (status, error) = refused(post("application/json", b"[]".to_vec()).await.expect("answered")).await;
+    assert_eq!(status, 415, "{error}");
+    let (status, error) = refused(post(BATCH_CONTENT_TYPE, vec![0xff, 0xff, 0xff]).await.expect("answered")).await;
+    assert_eq!(status, 400, "{error}");
+    let too_many = SubmitVotesRequest { votes: vec![SubmitVoteRequest::default(); 513] }.encode_to_vec();
+    let (status, error) = refused(post(BATCH_CONTENT_TYPE, too_many).await.expect("answered")).await;
+    assert_eq!(status, 400);
+    assert!(error.contains("512"), "{error}");
+
+    // A batch: each vote checked and queued on its own, its outcome in its place.
+    let vote = |id: &str, year: &str, round: &str| SubmitVoteRequest {
+        vote: Some(Vote { name: "Soda Stereo".into(), album: "Signos".into(), year: year.into(), rank: "1".into() }),
+        id: id.into(),
+        client_key: true,
+        round: round.into(),
+        ..SubmitVoteRequest::default()
+    };
+    let batch = [vote("batch-1", "1986", ""), vote("batch-2", "nineteen", ""), vote("batch-3", "1986", "not a round")];
+    let response =
+        post(BATCH_CONTENT_TYPE, SubmitVotesRequest { votes: batch.into() }.encode_to_vec()).await.expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let outcomes =
+        SubmitVotesResponse::decode(response.bytes().await.expect("body")).expect("a SubmitVotesResponse").outcomes;
+    let outcomes: Vec<_> = outcomes.iter().map(|o| (o.id.as_str(), o.code, o.field.as_str())).collect();
+    let invalid = tonic::Code::InvalidArgument as i32;
+    assert_eq!(outcomes, [("batch-1", 0, ""), ("", invalid, "year"), ("", invalid, "round")]);
+    assert_eq!(env.wait_for_total(1).await.total, 1);
+    let logged = env.wait_for_logs(1).await;
+    assert_eq!((logged[0].get_str("_id"), logged[0].get_str("path")), (Ok("batch-1"), Ok("wasm")));
 }
 
 /// The guest built with its `misbehave` routes (trap, endless loop, unbounded allocation).

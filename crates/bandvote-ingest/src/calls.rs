@@ -1,7 +1,9 @@
-//! The gateway's calls to the producer. At most a fixed number of `SubmitVotes` calls are in
-//! flight; the votes that arrive meanwhile wait and go together in the next call. At a low rate
-//! each vote goes at once in a call of its own; at a high rate one call, one HTTP/2 stream and one
-//! wake-up of each side serve many votes.
+//! A gateway's calls to its producer. At most a fixed number of calls are in flight; the votes
+//! that arrive meanwhile wait and go together in the next call. At a low rate each vote goes at
+//! once in a call of its own; at a high rate one call, one HTTP/2 stream and one wake-up of each
+//! side serve many votes. The gRPC gateway calls `SubmitVotes` ([`Calls::grpc`]); the wasm
+//! gateway's host posts the same messages to the http-producer's `POST /votes/batch` (a
+//! [`Carrier`] of its own).
 //!
 //! A vote waits for a call at most [`MAX_WAIT`]; one that waited longer (the calls in flight are
 //! stuck behind a slow queue) is answered `UNAVAILABLE` without being sent. So a vote is either
@@ -10,7 +12,12 @@
 //! at all: a 503 never hides a vote that is queued later.
 
 use std::{
-    sync::Arc,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -18,7 +25,7 @@ use bandvote_proto::{
     FIELD_METADATA,
     v1::{SubmitVoteRequest, SubmitVotesRequest, VoteOutcome, vote_service_client::VoteServiceClient},
 };
-use bandvote_runtime::metrics as names;
+use bandvote_runtime::{http::ApiError, metrics as names};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
 
@@ -56,6 +63,33 @@ fn fail(replies: Vec<oneshot::Sender<Result<String, Status>>>, status: &Status) 
     }
 }
 
+/// One call in flight: the outcomes of its votes in their order, or the status of the whole call
+/// (every vote then gets it).
+pub type Call = Pin<Box<dyn Future<Output = Result<Vec<VoteOutcome>, Status>> + Send>>;
+
+/// Makes one call to the producer with several votes.
+pub trait Carrier: Send + Sync + 'static {
+    /// Sends `votes` in one call.
+    fn carry(&self, votes: Vec<SubmitVoteRequest>) -> Call;
+}
+
+/// `SubmitVotes` calls over gRPC channels, round-robin, each with a timeout.
+struct Grpc {
+    channels: Arc<[Channel]>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Carrier for Grpc {
+    fn carry(&self, votes: Vec<SubmitVoteRequest>) -> Call {
+        metrics::counter!(names::GRPC_CALLS).increment(1);
+        let channel = self.channels[self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len()].clone();
+        let mut request = tonic::Request::new(SubmitVotesRequest { votes });
+        request.set_timeout(self.timeout);
+        Box::pin(async move { Ok(VoteServiceClient::new(channel).submit_votes(request).await?.into_inner().outcomes) })
+    }
+}
+
 /// Hands votes to the calls; cloned into every handler. The task making the calls ends when the
 /// last clone is dropped.
 #[derive(Clone)]
@@ -64,11 +98,16 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// Starts the task that makes the calls over `channels` (round-robin), at most `in_flight` at
-    /// once, each with `timeout`.
-    pub fn start(channels: Arc<[Channel]>, in_flight: usize, timeout: Duration) -> Self {
+    /// Starts the task that makes `SubmitVotes` calls over `channels` (round-robin), at most
+    /// `in_flight` at once, each with `timeout`.
+    pub fn grpc(channels: Arc<[Channel]>, in_flight: usize, timeout: Duration) -> Self {
+        Self::start(Arc::new(Grpc { channels, next: AtomicUsize::new(0), timeout }), in_flight)
+    }
+
+    /// Starts the task that makes the calls with `carrier`, at most `in_flight` at once.
+    pub fn start(carrier: Arc<dyn Carrier>, in_flight: usize) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(run(waiting, channels, Arc::new(Semaphore::new(in_flight.max(1))), timeout));
+        tokio::spawn(run(waiting, carrier, Arc::new(Semaphore::new(in_flight.max(1)))));
         Self { queue }
     }
 
@@ -87,8 +126,7 @@ impl Calls {
 }
 
 /// Takes the waiting votes into a call whenever fewer than the bound are in flight.
-async fn run(mut waiting: mpsc::Receiver<Pending>, channels: Arc<[Channel]>, slots: Arc<Semaphore>, timeout: Duration) {
-    let mut next = 0;
+async fn run(mut waiting: mpsc::Receiver<Pending>, carrier: Arc<dyn Carrier>, slots: Arc<Semaphore>) {
     while let Some(first) = waiting.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let now = Instant::now();
@@ -107,31 +145,20 @@ async fn run(mut waiting: mpsc::Receiver<Pending>, channels: Arc<[Channel]>, slo
         if batch.is_empty() {
             continue;
         }
-        let client = VoteServiceClient::new(channels[next % channels.len()].clone());
-        next += 1;
         // The call runs in its own task: a client that hangs up does not cancel a vote already on
         // its way to the queue (its retry with the same key is then counted once).
-        tokio::spawn(call(client, batch, timeout, slot));
+        tokio::spawn(call(Arc::clone(&carrier), batch, slot));
     }
 }
 
-/// One `SubmitVotes` call; every vote of `batch` gets its outcome.
-async fn call(
-    mut client: VoteServiceClient<Channel>,
-    batch: Vec<Pending>,
-    timeout: Duration,
-    _slot: OwnedSemaphorePermit,
-) {
-    metrics::counter!(names::GRPC_CALLS).increment(1);
+/// One call; every vote of `batch` gets its outcome.
+async fn call(carrier: Arc<dyn Carrier>, batch: Vec<Pending>, _slot: OwnedSemaphorePermit) {
     let (votes, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|pending| (pending.vote, pending.reply)).unzip();
-    let mut request = tonic::Request::new(SubmitVotesRequest { votes });
-    request.set_timeout(timeout);
-    match client.submit_votes(request).await {
-        Ok(answer) => {
-            let outcomes = answer.into_inner().outcomes;
+    match carrier.carry(votes).await {
+        Ok(outcomes) => {
             if outcomes.len() != replies.len() {
                 let status = Status::internal(format!(
-                    "grpc-producer answered {} outcomes for {} votes",
+                    "the producer answered {} outcomes for {} votes",
                     outcomes.len(),
                     replies.len()
                 ));
@@ -158,6 +185,33 @@ fn result(outcome: VoteOutcome) -> Result<String, Status> {
         status.metadata_mut().insert(FIELD_METADATA, field);
     }
     Err(status)
+}
+
+/// `Retry-After` of a vote the producer did not queue.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The HTTP answer to a vote whose outcome is `status`, from `producer`.
+pub fn status_to_error(status: &Status, producer: &str) -> ApiError {
+    match status.code() {
+        Code::InvalidArgument => ApiError::bad_request(status.message(), field_of(status)),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
+            ApiError::unavailable(format!("{producer}: {}", status.message()), RETRY_AFTER)
+        }
+        _ => ApiError::internal(format!("{producer}: {status}")),
+    }
+}
+
+/// The producer names the field at fault in the `field` metadata entry.
+fn field_of(status: &Status) -> Option<&'static str> {
+    match status.metadata().get(FIELD_METADATA)?.to_str().ok()? {
+        "name" => Some("name"),
+        "album" => Some("album"),
+        "year" => Some("year"),
+        "rank" => Some("rank"),
+        "id" => Some("Idempotency-Key"),
+        "round" => Some("round"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +276,7 @@ mod tests {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, router).await });
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect_lazy();
-        let gateway = Calls::start(Arc::new([channel]), 1, Duration::from_secs(5));
+        let gateway = Calls::grpc(Arc::new([channel]), 1, Duration::from_secs(5));
 
         let a = submit(&gateway, "a");
         arrivals.recv().await.expect("the first call arrived");
