@@ -80,8 +80,9 @@ pub struct Host {
 }
 
 impl Host {
-    /// Compiles `component` once (pooling allocator, epoch interruption) and links the `wasi:http`
-    /// proxy world.
+    /// Compiles `component` once (pooling allocator, epoch interruption), links the `wasi:http`
+    /// proxy world and starts the task that makes the calls carrying the guests' votes (in the
+    /// current tokio runtime).
     pub fn new(config: &WasmGatewayConfig, component: &[u8]) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.max_instances)
