@@ -23,13 +23,17 @@ use std::{
 
 use bandvote_proto::{
     FIELD_METADATA,
-    v1::{SubmitVoteRequest, SubmitVotesRequest, VoteOutcome, vote_service_client::VoteServiceClient},
+    v1::{
+        SubmitVoteRequest, SubmitVotesRequest, Vote as ProtoVote, VoteOutcome, vote_service_client::VoteServiceClient,
+    },
 };
 use bandvote_runtime::{http::ApiError, metrics as names};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
 
-use crate::grpc_producer::MAX_VOTES_PER_CALL;
+use bandvote_core::TraceContext;
+
+use crate::{edge::AcceptedVote, grpc_producer::MAX_VOTES_PER_CALL};
 
 /// Votes waiting for a call at most; a handler finding the queue full waits for room.
 const QUEUE: usize = 16 * MAX_VOTES_PER_CALL;
@@ -187,8 +191,26 @@ fn result(outcome: VoteOutcome) -> Result<String, Status> {
     Err(status)
 }
 
+/// What a gateway sends the producer for `accepted`, received now, in `round` (empty: `default`),
+/// traced by `trace`.
+pub fn vote_request(accepted: AcceptedVote, round: String, trace: Option<&TraceContext>) -> SubmitVoteRequest {
+    SubmitVoteRequest {
+        vote: Some(ProtoVote {
+            name: accepted.vote.name,
+            album: accepted.vote.album,
+            year: accepted.vote.year,
+            rank: accepted.vote.rank,
+        }),
+        id: accepted.id.as_str().to_owned(),
+        client_key: accepted.id.is_client_supplied(),
+        received_at: bandvote_core::time::now(),
+        round,
+        traceparent: trace.map(|trace| trace.traceparent().as_str().to_owned()).unwrap_or_default(),
+    }
+}
+
 /// `Retry-After` of a vote the producer did not queue.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The HTTP answer to a vote whose outcome is `status`, from `producer`.
 pub fn status_to_error(status: &Status, producer: &str) -> ApiError {

@@ -28,7 +28,7 @@ use bandvote_ingest::{
     rounds::ROUND_HEADER,
     trace::VOTE_ID_HEADER,
 };
-use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, SubmitVotesResponse, Vote as ProtoVote};
+use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, SubmitVotesResponse};
 use bandvote_runtime::{http::json, metrics as names};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header::CONTENT_TYPE};
@@ -225,19 +225,7 @@ impl UpstreamOnly {
         };
         // An unreadable round is passed on as an invalid one, which the producer refuses.
         let round = parts.headers.get(ROUND_HEADER).map_or("", |value| value.to_str().unwrap_or("-"));
-        let vote = SubmitVoteRequest {
-            vote: Some(ProtoVote {
-                name: accepted.vote.name,
-                album: accepted.vote.album,
-                year: accepted.vote.year,
-                rank: accepted.vote.rank,
-            }),
-            id: accepted.id.as_str().to_owned(),
-            client_key: accepted.id.is_client_supplied(),
-            received_at: bandvote_core::time::now(),
-            round: round.to_owned(),
-            traceparent: self.trace.map(|trace| trace.traceparent().as_str().to_owned()).unwrap_or_default(),
-        };
+        let vote = calls::vote_request(accepted, round.to_owned(), self.trace.as_ref());
         // The wait for a call counts in the timeout: a guest queued behind a stuck upstream fails
         // as if the upstream were slow to answer.
         self.waiting.store(true, Ordering::Relaxed);

@@ -1,9 +1,6 @@
 //! `POST /grpc/votes`.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Instant};
 
 use axum::{
     body::Body,
@@ -12,7 +9,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bandvote_core::{IngestPath, TraceContext};
-use bandvote_proto::v1::{SubmitVoteRequest, Vote as ProtoVote};
 use bandvote_runtime::{
     http::{ApiError, json},
     metrics as names,
@@ -65,19 +61,7 @@ async fn forward(
         metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
         return Err(refused);
     }
-    let vote = SubmitVoteRequest {
-        vote: Some(ProtoVote {
-            name: accepted.vote.name,
-            album: accepted.vote.album,
-            year: accepted.vote.year,
-            rank: accepted.vote.rank,
-        }),
-        id: accepted.id.as_str().to_owned(),
-        client_key: accepted.id.is_client_supplied(),
-        received_at: bandvote_core::time::now(),
-        round,
-        traceparent: trace.traceparent().as_str().to_owned(),
-    };
+    let vote = crate::calls::vote_request(accepted, round, Some(&trace));
     // The call is made by the gateway's call task, not here: a client that hangs up does not
     // cancel a vote already on its way to the queue (its retry with the same key is then counted
     // once), and the shared HTTP/2 connection is not flooded with stream resets by departing
@@ -87,7 +71,7 @@ async fn forward(
     let result = match tokio::time::timeout_at(deadline, submitted).await {
         Ok(Ok(id)) => Ok(json(StatusCode::ACCEPTED, json!({"id": id, "path": "grpc"}))),
         Ok(Err(status)) => Err(crate::calls::status_to_error(&status, "grpc-producer")),
-        Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", Duration::from_secs(1))),
+        Err(_) => Err(ApiError::unavailable("grpc-producer did not answer in time", crate::calls::RETRY_AFTER)),
     };
     match &result {
         Ok(_) => {
