@@ -1,5 +1,16 @@
 //! Pure HTTP rules shared by every vote endpoint, native or WebAssembly.
 
+/// Set to `1` in a guest's environment by a host that carries the guest's votes itself: the guest
+/// then hands each vote it accepts back to the host in its answer (see [`HAND_BACK_HEADER`])
+/// instead of sending it to the http-producer as an outgoing request. Without it (as under
+/// `wasmtime serve`) the guest sends the vote itself.
+pub const HAND_BACK_ENV: &str = "BANDVOTE_HAND_BACK";
+
+/// The header that marks a guest's answer as the vote it hands back to its host rather than an
+/// answer for the client: the answer's other headers and its body are then those of the request the
+/// guest would have sent to the http-producer's `POST /votes`.
+pub const HAND_BACK_HEADER: &str = "bandvote-hand-back";
+
 /// Whether a `Content-Type` value is JSON: `application/json` (any parameters, any case) or any
 /// `application/*+json`.
 pub fn is_json_media_type(content_type: &str) -> bool {

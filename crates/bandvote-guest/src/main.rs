@@ -2,14 +2,21 @@
 //! (`wasm32-wasip2`) that validates each vote with the same domain code as the native gateways
 //! (`bandvote-core`) and forwards it over HTTP to the HTTP producer, relaying its answer.
 //!
-//! The producer's base URL comes from the `BANDVOTE_UPSTREAM` environment variable (the host sets
-//! it; default `http://127.0.0.1:8001`). Being a standard component, it also runs under
+//! The producer's base URL comes from the `BANDVOTE_UPSTREAM` environment variable (default
+//! `http://127.0.0.1:8001`). Being a standard component, it runs under
 //! `wasmtime serve -Scli -Shttp --env BANDVOTE_UPSTREAM=http://127.0.0.1:8001 bandvote-guest.wasm`.
+//! Under bandvote's own host, which carries the votes of all its guests to the producer together,
+//! the host sets `BANDVOTE_HAND_BACK=1` and the guest hands each vote it accepts back to the host in
+//! its answer, marked with the `bandvote-hand-back` header, instead of sending it itself: the same
+//! request, without the round trip through `wasi:http`'s outgoing handler.
 //!
 //! Written on the plain `wasi:http` bindings with blocking stream calls: one request per instance
 //! needs no async runtime, and each call below is one call into the host.
 
-use bandvote_core::{MAX_BODY_BYTES, Vote, VoteId, http::error_body};
+use bandvote_core::{
+    MAX_BODY_BYTES, Vote, VoteId,
+    http::{HAND_BACK_ENV, HAND_BACK_HEADER, error_body},
+};
 use wasip2::{
     http::{
         outgoing_handler,
@@ -36,29 +43,34 @@ impl wasip2::exports::http::incoming_handler::Guest for Guest {
     }
 }
 
-/// A response to send: status, JSON body and, for a 503, when to retry.
+/// Header names and values.
+type Headers = Vec<(String, Vec<u8>)>;
+
+/// A response to send: status, headers and body.
 struct Answer {
     status: u16,
+    headers: Headers,
     body: Vec<u8>,
-    retry_after: Option<Vec<u8>>,
 }
 
 impl Answer {
+    /// A JSON answer.
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Self { status, headers: vec![("content-type".to_owned(), b"application/json".to_vec())], body }
+    }
+
     fn error(status: u16, message: &str, field: Option<&str>) -> Self {
-        Self { status, body: error_body(message, field).into_bytes(), retry_after: None }
+        Self::json(status, error_body(message, field).into_bytes())
     }
 
     fn unavailable() -> Self {
-        Self {
-            retry_after: Some(b"1".to_vec()),
-            ..Self::error(503, "the vote queue is unavailable, retry later", None)
-        }
+        let mut answer = Self::error(503, "the vote queue is unavailable, retry later", None);
+        answer.headers.push(("retry-after".to_owned(), b"1".to_vec()));
+        answer
     }
 
     fn send(self, out: ResponseOutparam) {
-        let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
-        headers.extend(self.retry_after.map(|value| ("retry-after".to_owned(), value)));
-        let response = OutgoingResponse::new(Fields::from_list(&headers).unwrap_or_else(|_| Fields::new()));
+        let response = OutgoingResponse::new(Fields::from_list(&self.headers).unwrap_or_else(|_| Fields::new()));
         // Only out-of-range codes are refused; an answer relayed from the producer has a valid one.
         let _ = response.set_status_code(self.status);
         let Ok(body) = response.body() else { return };
@@ -80,9 +92,15 @@ fn handle(request: &IncomingRequest) -> Answer {
         return Answer::error(404, "no such route", None);
     }
     match accept(request) {
+        Ok(accepted) if hands_back() => hand_back(&accepted),
         Ok(accepted) => forward(&accepted),
         Err(answer) => answer,
     }
+}
+
+/// Whether the host carries the votes itself and wants each accepted one back.
+fn hands_back() -> bool {
+    std::env::var_os(HAND_BACK_ENV).is_some_and(|value| value == "1")
 }
 
 /// A vote that passed every check, with what goes with it to the producer.
@@ -207,7 +225,7 @@ impl Upstream {
 
 /// What goes to the HTTP producer for an accepted vote: its headers (with the round the host
 /// stamped on it) and its body.
-fn upstream_request(accepted: &Accepted) -> (Vec<(String, Vec<u8>)>, String) {
+fn upstream_request(accepted: &Accepted) -> (Headers, String) {
     let Accepted { vote, key, round } = accepted;
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
     let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
@@ -223,9 +241,21 @@ fn forward(accepted: &Accepted) -> Answer {
         return Answer::error(500, "internal error", None);
     };
     match send(request, body.as_bytes()) {
-        Some((status, retry_after, body)) => Answer { status, body, retry_after },
+        Some((status, retry_after, body)) => {
+            let mut answer = Answer::json(status, body);
+            answer.headers.extend(retry_after.map(|value| ("retry-after".to_owned(), value)));
+            answer
+        }
         None => Answer::unavailable(),
     }
+}
+
+/// Hands the accepted vote back to the host, which carries it to the producer and answers the
+/// client: the request [`forward`] would send, as an answer marked with [`HAND_BACK_HEADER`].
+fn hand_back(accepted: &Accepted) -> Answer {
+    let (mut headers, body) = upstream_request(accepted);
+    headers.push((HAND_BACK_HEADER.to_owned(), b"vote".to_vec()));
+    Answer { status: 200, headers, body: body.into_bytes() }
 }
 
 /// Sends `request` with `body`; the answer's status, `Retry-After` and body, or `None` when there
@@ -254,14 +284,16 @@ fn main() {
     unreachable!("bandvote-guest is a wasi:http proxy component: it is entered through `handle`")
 }
 
-/// Routes that misbehave on purpose, so the host's limits can be tested on a real component, and
+/// Routes that misbehave on purpose, so the host's limits and checks can be tested on a real
+/// component, and
 /// two for the benchmarks: one that does no work at all (the floor), one that does the vote's own
 /// work but sends nothing.
 #[cfg(feature = "misbehave")]
 mod misbehave {
+    use bandvote_core::http::HAND_BACK_HEADER;
     use wasip2::http::types::{IncomingRequest, Method};
 
-    use super::{Answer, Upstream, accept, send, upstream_request};
+    use super::{Answer, Upstream, accept, read_body, send, upstream_request};
 
     pub fn route(request: &IncomingRequest) -> Option<Answer> {
         let path = request.path_with_query().unwrap_or_default();
@@ -288,23 +320,28 @@ mod misbehave {
                     .and_then(|target| target.request(&Method::Get, "/", &[]))
                     .and_then(|request| send(request, b""))
                     .is_some();
-                Some(Answer { status: if reached { 200 } else { 403 }, body: Vec::new(), retry_after: None })
+                Some(Answer { status: if reached { 200 } else { 403 }, headers: Vec::new(), body: Vec::new() })
             }
             // Answers 202 at once, reading nothing and reaching nothing: what a request costs
             // through the host and a fresh instance before any work of the guest's.
-            "/wasm/misbehave/answer" => {
-                Some(Answer { status: 202, body: br#"{"id":"floor","path":"wasm"}"#.to_vec(), retry_after: None })
-            }
+            "/wasm/misbehave/answer" => Some(Answer::json(202, br#"{"id":"floor","path":"wasm"}"#.to_vec())),
             // Does all of the vote route's own work (the checks, the body, the parse, the headers
             // and body of the request it would send) and answers 202 without sending anything:
             // the guest's share of a vote.
             "/wasm/misbehave/validate" => Some(match accept(request) {
                 Ok(accepted) => {
                     std::hint::black_box(upstream_request(&accepted));
-                    Answer { status: 202, body: br#"{"id":"validate","path":"wasm"}"#.to_vec(), retry_after: None }
+                    Answer::json(202, br#"{"id":"validate","path":"wasm"}"#.to_vec())
                 }
                 Err(answer) => answer,
             }),
+            // Hands the request's body back as a vote without checking anything: the host must
+            // check what it carries itself.
+            "/wasm/misbehave/hand-back" => {
+                let mut answer = Answer::json(200, read_body(request).unwrap_or_default());
+                answer.headers.push((HAND_BACK_HEADER.to_owned(), b"vote".to_vec()));
+                Some(answer)
+            }
             _ => None,
         }
     }

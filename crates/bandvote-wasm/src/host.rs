@@ -15,7 +15,10 @@ use axum::{
     http::{HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
-use bandvote_core::{IngestPath, TraceContext};
+use bandvote_core::{
+    IngestPath, TraceContext,
+    http::{HAND_BACK_ENV, HAND_BACK_HEADER},
+};
 use bandvote_ingest::rounds::ROUND_HEADER;
 use bandvote_runtime::metrics as names;
 use http_body_util::BodyExt;
@@ -33,7 +36,7 @@ use wasmtime_wasi_http::{
 
 use crate::{
     WasmGatewayConfig,
-    outgoing::{self, UpstreamOnly},
+    outgoing::{self, OutOfTime, UpstreamOnly},
 };
 
 /// Bytes of each reused linear memory kept resident and reset by memset: the guest's stack
@@ -46,8 +49,9 @@ const VOTE_ROUTE: &str = "/wasm/votes";
 /// How often the epoch advances; a guest's deadline is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// What one guest instance sees: its WASI context (with `BANDVOTE_UPSTREAM` in its environment),
-/// its HTTP context and the hooks that keep it to its upstream.
+/// What one guest instance sees: its WASI context (with `BANDVOTE_UPSTREAM` and, unless the guests
+/// send their votes themselves, `BANDVOTE_HAND_BACK=1` in its environment), its HTTP context and the
+/// hooks that keep it to its upstream.
 pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -75,6 +79,7 @@ pub struct Host {
     hooks: UpstreamOnly,
     deadline_ticks: u64,
     request_timeout: Duration,
+    hand_back: bool,
     fairness: Option<Arc<bandvote_ingest::fairness::Fairness>>,
     rounds: Option<Arc<bandvote_ingest::rounds::RoundGate>>,
 }
@@ -134,6 +139,7 @@ impl Host {
             },
             deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
             request_timeout: config.request_timeout,
+            hand_back: !config.guest_sends,
             fairness: None,
             rounds: None,
         })
@@ -154,23 +160,30 @@ impl Host {
         })
     }
 
-    /// A fresh store for one request, and the flag its instance sets while it waits for the
-    /// upstream.
-    fn store(&self, trace: TraceContext) -> (Store<GuestState>, Arc<AtomicBool>) {
+    /// A fresh store for one request, and its instance's hooks (whose flag the instance sets while
+    /// it waits for the upstream).
+    fn store(&self, trace: TraceContext) -> (Store<GuestState>, UpstreamOnly) {
         let mut wasi = WasiCtx::builder();
         wasi.env("BANDVOTE_UPSTREAM", &self.upstream);
-        let waiting = Arc::new(AtomicBool::new(false));
+        if self.hand_back {
+            wasi.env(HAND_BACK_ENV, "1");
+        }
         let hooks = UpstreamOnly {
             trace: Some(trace),
             span: Span::current(),
-            waiting: Arc::clone(&waiting),
+            waiting: Arc::new(AtomicBool::new(false)),
             ..self.hooks.clone()
         };
-        let state = GuestState { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), hooks };
+        let state = GuestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: hooks.clone(),
+        };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
-        (store, waiting)
+        (store, hooks)
     }
 
     /// The same host, with fair-voting checks before a guest is started for a vote.
@@ -267,7 +280,8 @@ impl Host {
     }
 
     async fn run_guest(&self, request: axum::extract::Request, trace: TraceContext) -> anyhow::Result<Response> {
-        let (mut store, waiting) = self.store(trace);
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let (mut store, hooks) = self.store(trace);
         let (mut parts, body) = request.into_parts();
         // The guest sees an absolute URI, as a proxy would.
         if parts.uri.authority().is_none() {
@@ -295,7 +309,10 @@ impl Host {
                 .await
                 .map_err(|e| anyhow!("guest trapped: {e:?}"))
         });
-        match tokio::time::timeout(self.request_timeout, receiver).await {
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(response))) if self.hand_back && response.headers().contains_key(HAND_BACK_HEADER) => {
+                self.carry(&hooks, response, deadline).await
+            }
             Ok(Ok(Ok(response))) => {
                 let (parts, body) = response.into_parts();
                 let body = body.map_err(|e| std::io::Error::other(format!("{e:?}")));
@@ -310,11 +327,33 @@ impl Host {
             },
             Err(_) => {
                 guest.abort();
-                if waiting.load(Ordering::Relaxed) {
+                if hooks.waiting.load(Ordering::Relaxed) {
                     return Err(UpstreamTooSlow(self.request_timeout).into());
                 }
                 Err(anyhow!("guest gave no response within {:?}", self.request_timeout))
             }
+        }
+    }
+
+    /// Carries the vote a guest handed back in its answer as the vote it would have sent is carried
+    /// (the same checks, the same call, the same answer), its instance already gone. A hand-back
+    /// the guest did not finish in its time fails as the guest.
+    async fn carry(
+        &self,
+        hooks: &UpstreamOnly,
+        handed: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Response> {
+        let (parts, body) = handed.into_parts();
+        let body = http_body_util::Limited::new(body, bandvote_core::MAX_BODY_BYTES);
+        let body = match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) => return Err(anyhow!("the guest's hand-back broke off: {error}")),
+            Err(_) => return Err(anyhow!("the guest did not finish its hand-back within {:?}", self.request_timeout)),
+        };
+        match hooks.carry(&parts.headers, Body::from(body), deadline).await {
+            Ok(response) => Ok(response),
+            Err(OutOfTime) => Err(UpstreamTooSlow(self.request_timeout).into()),
         }
     }
 

@@ -40,6 +40,11 @@ pub struct WasmGatewayConfig {
     /// over those connections; the votes that arrive meanwhile go together in the next call.
     /// Default [`outgoing::DEFAULT_UPSTREAM_CALLS`] (2).
     pub upstream_calls: usize,
+    /// Each guest sends the vote it accepts to the upstream itself, as an outgoing `wasi:http`
+    /// request whose answer it relays (as under `wasmtime serve`), instead of handing it back to
+    /// the host in its answer for the host to carry. Off by default: the hand-back skips a round
+    /// trip through the outgoing handler and frees the instance before the producer answers.
+    pub guest_sends: bool,
     /// A component file to run instead of the embedded guest.
     pub component: Option<PathBuf>,
     /// Largest linear memory of one guest instance, in bytes. Default 32 MiB.
@@ -71,6 +76,7 @@ impl Default for WasmGatewayConfig {
             upstream: "http://127.0.0.1:8001".into(),
             upstream_connections: outgoing::DEFAULT_UPSTREAM_CONNECTIONS,
             upstream_calls: outgoing::DEFAULT_UPSTREAM_CALLS,
+            guest_sends: false,
             component: None,
             max_memory_bytes: 32 << 20,
             request_timeout: Duration::from_secs(10),

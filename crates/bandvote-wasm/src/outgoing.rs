@@ -207,10 +207,12 @@ pub struct UpstreamOnly {
 
 type BoxedIo = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
+/// No answer from the http-producer before the deadline.
+#[derive(Debug)]
+pub struct OutOfTime;
+
 impl UpstreamOnly {
-    /// A vote the guest sends: it goes in the next call to the batch route, and the guest gets the
-    /// answer `POST /votes` would have given: the producer checks it the same way (media type,
-    /// key, body, fields, round) and queues it with the trace context of the guest's request.
+    /// A vote the guest sends: it goes in the next call to the batch route (see [`Self::carry`]).
     async fn vote(
         &self,
         request: http::Request<WasiBody>,
@@ -219,31 +221,46 @@ impl UpstreamOnly {
         let deadline = tokio::time::Instant::now() + timeout;
         let (parts, body) = request.into_parts();
         let body = axum::body::Body::new(body.map_err(|e| std::io::Error::other(format!("{e:?}"))));
-        let accepted = match edge::read_vote(IngestPath::Wasm, &parts.headers, body).await {
+        match self.carry(&parts.headers, body, deadline).await {
+            Ok(response) => Ok(to_wasi(response)),
+            Err(OutOfTime) => Err(Error::ConnectionReadTimeout),
+        }
+    }
+
+    /// Carries a vote, given as the headers and body of a `POST /votes` to the http-producer, in
+    /// the next call to the batch route, and gives the answer `POST /votes` would have given: the
+    /// vote is checked the same way (media type, key, body, fields, round) and queued with the trace
+    /// context of the guest's request.
+    pub async fn carry(
+        &self,
+        headers: &http::HeaderMap,
+        body: axum::body::Body,
+        deadline: tokio::time::Instant,
+    ) -> Result<axum::response::Response, OutOfTime> {
+        let accepted = match edge::read_vote(IngestPath::Wasm, headers, body).await {
             Ok(accepted) => accepted,
-            Err(refused) => return Ok(to_wasi(refused.into_response())),
+            Err(refused) => return Ok(refused.into_response()),
         };
         // An unreadable round is passed on as an invalid one, which the producer refuses.
-        let round = parts.headers.get(ROUND_HEADER).map_or("", |value| value.to_str().unwrap_or("-"));
+        let round = headers.get(ROUND_HEADER).map_or("", |value| value.to_str().unwrap_or("-"));
         let vote = calls::vote_request(accepted, round.to_owned(), self.trace.as_ref());
         // The wait for a call counts in the timeout: a guest queued behind a stuck upstream fails
         // as if the upstream were slow to answer.
         self.waiting.store(true, Ordering::Relaxed);
         let outcome = tokio::time::timeout_at(deadline, self.upstream.calls.submit(vote, deadline.into_std())).await;
         self.waiting.store(false, Ordering::Relaxed);
-        let response = match outcome {
+        match outcome {
             Ok(Ok(id)) => {
                 self.span.record("vote_id", id.as_str());
                 let mut response = json(StatusCode::ACCEPTED, serde_json::json!({"id": id, "path": "wasm"}));
                 if let Ok(id) = HeaderValue::from_str(&id) {
                     response.headers_mut().insert(VOTE_ID_HEADER, id);
                 }
-                response
+                Ok(response)
             }
-            Ok(Err(status)) => calls::status_to_error(&status, "http-producer").into_response(),
-            Err(_) => return Err(Error::ConnectionReadTimeout),
-        };
-        Ok(to_wasi(response))
+            Ok(Err(status)) => Ok(calls::status_to_error(&status, "http-producer").into_response()),
+            Err(_) => Err(OutOfTime),
+        }
     }
 }
 

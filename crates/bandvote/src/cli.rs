@@ -545,6 +545,11 @@ pub struct WasmGatewayArgs {
     /// meanwhile (at a low rate every vote goes at once in a call of its own).
     #[arg(long, env = "BANDVOTE_UPSTREAM_CALLS", default_value_t = bandvote_wasm::outgoing::DEFAULT_UPSTREAM_CALLS)]
     pub upstream_calls: usize,
+    /// Each guest sends its vote to the http-producer itself, as an outgoing wasi:http request, and
+    /// relays the answer (as under `wasmtime serve`), instead of handing it back to the gateway to
+    /// carry: costlier per vote, kept to compare the two.
+    #[arg(long, env = "BANDVOTE_GUEST_SENDS")]
+    pub guest_sends: bool,
     /// Run this component file instead of the embedded guest.
     #[arg(long, env = "BANDVOTE_COMPONENT")]
     pub component: Option<std::path::PathBuf>,
@@ -584,6 +589,7 @@ impl WasmGatewayArgs {
             upstream: self.upstream,
             upstream_connections: self.upstream_connections.max(1),
             upstream_calls: self.upstream_calls.max(1),
+            guest_sends: self.guest_sends,
             component: self.component,
             max_memory_bytes: self.guest_memory_mib.max(1) << 20,
             request_timeout: Duration::from_millis(self.guest_timeout_ms.max(1)),

@@ -32,6 +32,32 @@ async fn known_mix_through_the_wasm_path_is_counted_and_logged_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guests_that_send_their_votes_themselves_are_counted_exactly_once_too() {
+    let env = TestEnv::new().await;
+    let producer = env.start_http_producer(env.http_producer_config()).await;
+    // Each guest sends its vote as an outgoing wasi:http request and relays the answer, as under
+    // `wasmtime serve`, instead of handing it back to the host.
+    let mut gateway = TestEnv::wasm_gateway_config(&format!("http://{producer}"), None);
+    gateway.guest_sends = true;
+    let base = env.start_wasm_gateway_from(gateway).await;
+    env.start_consumer().await;
+    let votes = mix(200);
+    let ids = post_all(&format!("{base}/wasm/votes"), &votes, 8).await;
+    assert_eq!(env.wait_for_total(200).await, expected(&votes));
+    let docs = env.wait_for_logs(200).await;
+    let logged: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").expect("_id")).collect();
+    assert_eq!(logged, ids.iter().map(String::as_str).collect::<HashSet<_>>());
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let (status, body) = post_vote(&client, &format!("{base}/wasm/votes"), votes[0].body(), Some("sent-1")).await;
+        assert_eq!((status, body["id"].as_str()), (202, Some("sent-1")));
+    }
+    let (status, body) = post_vote(&client, &format!("{base}/wasm/votes"), "{\"name\":1}".into(), None).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("name")), "{body}");
+    assert_eq!(env.wait_for_total(201).await.total, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn votes_through_both_paths_at_once_are_counted_exactly() {
     let env = TestEnv::new().await;
     let grpc = env.start_grpc_path().await;
@@ -223,7 +249,17 @@ async fn a_guest_that_traps_or_exceeds_its_limits_fails_that_request_only() {
     let (status, body) =
         post_vote(&client, &format!("{base}/wasm/misbehave/validate"), "{\"name\":1}".into(), None).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(env.wait_for_total(3).await.total, 3, "only the three votes to /wasm/votes were sent");
+    // A guest's hand-back is checked again by the host: one that hands back what it never checked
+    // gets the producer's refusal, and only a valid vote is carried.
+    let hand_back = format!("{base}/wasm/misbehave/hand-back");
+    let (status, body) = post_vote(&client, &hand_back, "{\"name\":\"\",\"rank\":9}".into(), None).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("name")), "{body}");
+    let (status, body) = post_vote(&client, &hand_back, "not json".into(), None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_vote(&client, &hand_back, mix(1)[0].body(), None).await;
+    assert_eq!((status, &body["path"]), (202, &serde_json::json!("wasm")), "{body}");
+    let total = env.wait_for_total(4).await.total;
+    assert_eq!(total, 4, "the three votes to /wasm/votes and the one valid hand-back were counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
