@@ -2,12 +2,14 @@
 //!
 //! Every request to `/wasm/...` is handled by a fresh instance of the guest component
 //! (`crates/bandvote-guest`, a standard `wasi:http` proxy), which validates the vote with the same
-//! domain code as the native gateways and forwards it to the HTTP producer.
+//! domain code as the native gateways and hands it back to the host in its answer; the host
+//! carries it to the HTTP producer with the votes of the other guests.
 //! - [`host`]: the engine (pooling allocator, epoch interruption), the component compiled once and
-//!   pre-instantiated, and one `Store` per request with memory and time limits;
-//! - [`outgoing`]: the guest's only way out: requests to the configured upstream, over a pooled
-//!   keep-alive client, the votes of concurrent guests together in one call; anything else is
-//!   denied.
+//!   pre-instantiated, one `Store` per request with memory and time limits, and the votes the
+//!   guests hand back;
+//! - [`outgoing`]: the calls that carry the guests' votes to the upstream together, and the guest's
+//!   only way out (with `--guest-sends`, or for anything else): requests to the configured
+//!   upstream, over a pooled keep-alive client; anything else is denied.
 
 pub mod host;
 pub mod outgoing;

@@ -2,12 +2,13 @@
 //! connections shared by every instance and used round-robin (the default would open a connection
 //! per request).
 //!
-//! A vote a guest sends (`POST /votes` below the upstream's base path) goes in the host's next call
-//! to the http-producer's `POST /votes/batch` with the votes other guests send at the same time
-//! ([`bandvote_ingest::calls`], as the gRPC gateway sends them), at most a few calls in flight; the
-//! guest gets the answer `POST /votes` would have given it. Each guest still validates and sends
-//! its own vote and gets its own answer; what the calls share is the hop, its HTTP/2 frames, the
-//! producer's wake-ups and Kafka's produce requests. Any other request goes on its own, at most
+//! A vote a guest hands back in its answer, or sends itself (`POST /votes` below the upstream's
+//! base path, with `--guest-sends`), goes in the host's next call to the http-producer's `POST
+//! /votes/batch` with the votes other guests hand back or send at the same time
+//! ([`bandvote_ingest::calls`], as the gRPC gateway sends them), at most a few calls in flight, and
+//! gets the answer `POST /votes` would have given. Each vote is still validated by its own guest
+//! and answered on its own; what the calls share is the hop, its HTTP/2 frames, the producer's
+//! wake-ups and Kafka's produce requests. Any other request goes on its own, at most
 //! [`OTHER_IN_FLIGHT`] at once.
 
 use std::{
