@@ -92,7 +92,7 @@ fn handle(request: &IncomingRequest) -> Answer {
         return Answer::error(404, "no such route", None);
     }
     match accept(request) {
-        Ok(accepted) if hands_back() => hand_back(&accepted),
+        Ok(accepted) if hands_back() => hand_back(accepted),
         Ok(accepted) => forward(&accepted),
         Err(answer) => answer,
     }
@@ -103,11 +103,13 @@ fn hands_back() -> bool {
     std::env::var_os(HAND_BACK_ENV).is_some_and(|value| value == "1")
 }
 
-/// A vote that passed every check, with what goes with it to the producer.
+/// A vote that passed every check, with what goes with it to the producer, and the body it was
+/// read from.
 struct Accepted {
     vote: Vote,
     key: Option<VoteId>,
     round: Option<Vec<u8>>,
+    body: Vec<u8>,
 }
 
 /// Checks the method, the content type, the idempotency key and the body, and parses the vote.
@@ -137,7 +139,7 @@ fn accept(request: &IncomingRequest) -> Result<Accepted, Answer> {
         Err(BodyError::Unreadable) => return Err(Answer::error(400, "could not read the request body", None)),
     };
     match Vote::parse_json(&body) {
-        Ok(vote) => Ok(Accepted { vote, key, round }),
+        Ok(vote) => Ok(Accepted { vote, key, round, body }),
         Err(e) => Err(Answer::error(400, &e.message, e.field)),
     }
 }
@@ -226,12 +228,17 @@ impl Upstream {
 /// What goes to the HTTP producer for an accepted vote: its headers (with the round the host
 /// stamped on it) and its body.
 fn upstream_request(accepted: &Accepted) -> (Headers, String) {
-    let Accepted { vote, key, round } = accepted;
+    let vote = &accepted.vote;
     let payload = serde_json::json!({"name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank});
+    (upstream_headers(accepted), payload.to_string())
+}
+
+/// The headers of what goes to the HTTP producer for an accepted vote.
+fn upstream_headers(accepted: &Accepted) -> Headers {
     let mut headers = vec![("content-type".to_owned(), b"application/json".to_vec())];
-    headers.extend(key.as_ref().map(|key| ("idempotency-key".to_owned(), key.as_str().as_bytes().to_vec())));
-    headers.extend(round.clone().map(|round| (ROUND_HEADER.to_owned(), round)));
-    (headers, payload.to_string())
+    headers.extend(accepted.key.as_ref().map(|key| ("idempotency-key".to_owned(), key.as_str().as_bytes().to_vec())));
+    headers.extend(accepted.round.clone().map(|round| (ROUND_HEADER.to_owned(), round)));
+    headers
 }
 
 /// Sends the accepted vote to the HTTP producer and relays its status and body.
@@ -251,11 +258,12 @@ fn forward(accepted: &Accepted) -> Answer {
 }
 
 /// Hands the accepted vote back to the host, which carries it to the producer and answers the
-/// client: the request [`forward`] would send, as an answer marked with [`HAND_BACK_HEADER`].
-fn hand_back(accepted: &Accepted) -> Answer {
-    let (mut headers, body) = upstream_request(accepted);
+/// client: the headers [`forward`] would send and the body the vote was read from (the host reads
+/// the same vote from it), as an answer marked with [`HAND_BACK_HEADER`].
+fn hand_back(accepted: Accepted) -> Answer {
+    let mut headers = upstream_headers(&accepted);
     headers.push((HAND_BACK_HEADER.to_owned(), b"vote".to_vec()));
-    Answer { status: 200, headers, body: body.into_bytes() }
+    Answer { status: 200, headers, body: accepted.body }
 }
 
 /// Sends `request` with `body`; the answer's status, `Retry-After` and body, or `None` when there

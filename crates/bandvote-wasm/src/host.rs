@@ -19,7 +19,10 @@ use bandvote_core::{
     IngestPath, TraceContext,
     http::{HAND_BACK_ENV, HAND_BACK_HEADER},
 };
-use bandvote_ingest::rounds::ROUND_HEADER;
+use bandvote_ingest::{
+    edge::{AcceptedVote, IDEMPOTENCY_KEY},
+    rounds::ROUND_HEADER,
+};
 use bandvote_runtime::metrics as names;
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
@@ -217,6 +220,7 @@ impl Host {
 
     async fn handle_traced(&self, request: axum::extract::Request, trace: TraceContext) -> Response {
         let started = Instant::now();
+        let mut checked = None;
         let (mut parts, body) = request.into_parts();
         // The round is the host's to say: a client's header of that name never reaches the guest.
         parts.headers.remove(ROUND_HEADER);
@@ -230,6 +234,7 @@ impl Host {
                     // Counted as rejected by the edge, with its reason.
                     Err(error) => return error.into_response(),
                 };
+            let key = parts.headers.get(IDEMPOTENCY_KEY).cloned();
             // Before the voter policy: a vote refused for a closed round is not one of the voter's.
             if let Some(gate) = &self.rounds {
                 match gate.admit().map(|round| HeaderValue::from_str(&round)) {
@@ -253,6 +258,7 @@ impl Host {
                     return response;
                 }
             }
+            checked = Some(Checked { accepted, body: body.clone(), key });
             body
         } else {
             // Anything else is the guest's to answer (404, 405), with its body read here within the
@@ -267,7 +273,7 @@ impl Host {
             }
         };
         let request = axum::extract::Request::from_parts(parts, Body::from(body));
-        let response = match self.run_guest(request, trace).await {
+        let response = match self.run_guest(request, trace, checked).await {
             Ok(response) => response,
             Err(error) if error.is::<UpstreamTooSlow>() => {
                 bandvote_runtime::http::ApiError::unavailable(error, UPSTREAM_RETRY_AFTER).into_response()
@@ -283,7 +289,12 @@ impl Host {
         response
     }
 
-    async fn run_guest(&self, request: axum::extract::Request, trace: TraceContext) -> anyhow::Result<Response> {
+    async fn run_guest(
+        &self,
+        request: axum::extract::Request,
+        trace: TraceContext,
+        checked: Option<Checked>,
+    ) -> anyhow::Result<Response> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let (mut store, hooks) = self.store(trace);
         let (mut parts, body) = request.into_parts();
@@ -315,7 +326,7 @@ impl Host {
         });
         match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(Ok(response))) if self.hand_back && response.headers().contains_key(HAND_BACK_HEADER) => {
-                self.carry(&hooks, response, deadline).await
+                self.carry(&hooks, response, deadline, checked).await
             }
             Ok(Ok(Ok(response))) => {
                 let (parts, body) = response.into_parts();
@@ -341,12 +352,15 @@ impl Host {
 
     /// Carries the vote a guest handed back in its answer as the vote it would have sent is carried
     /// (the same checks, the same call, the same answer), its instance already gone. A hand-back
-    /// the guest did not finish in its time fails as the guest.
+    /// the guest did not finish in its time fails as the guest. The checks are not run twice on
+    /// the same bytes: a hand-back of the body and key the host checked before the guest ran is
+    /// that vote.
     async fn carry(
         &self,
         hooks: &UpstreamOnly,
         handed: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
         deadline: tokio::time::Instant,
+        checked: Option<Checked>,
     ) -> anyhow::Result<Response> {
         let (parts, body) = handed.into_parts();
         let body = http_body_util::Limited::new(body, bandvote_core::MAX_BODY_BYTES);
@@ -355,10 +369,11 @@ impl Host {
             Ok(Err(error)) => return Err(anyhow!("the guest's hand-back broke off: {error}")),
             Err(_) => return Err(anyhow!("the guest did not finish its hand-back within {:?}", self.request_timeout)),
         };
-        match hooks.carry(&parts.headers, Body::from(body), deadline).await {
-            Ok(response) => Ok(response),
-            Err(OutOfTime) => Err(UpstreamTooSlow(self.request_timeout).into()),
-        }
+        let carried = match checked.filter(|checked| checked.is(&parts.headers, &body)) {
+            Some(checked) => hooks.submit(checked.accepted, &parts.headers, deadline).await,
+            None => hooks.carry(&parts.headers, Body::from(body), deadline).await,
+        };
+        carried.map_err(|OutOfTime| UpstreamTooSlow(self.request_timeout).into())
     }
 
     /// Whether the upstream answers its `/healthz`, for readiness.
@@ -371,6 +386,25 @@ impl Host {
             Ok(response) => Err(format!("http-producer answered {}", response.status()).into()),
             Err(error) => Err(format!("http-producer: {error}").into()),
         }
+    }
+}
+
+/// A vote the host checked before its guest ran: the result, and the body and key it came from.
+struct Checked {
+    accepted: AcceptedVote,
+    body: bytes::Bytes,
+    key: Option<HeaderValue>,
+}
+
+impl Checked {
+    /// Whether a hand-back of `headers` and `body` is this vote: the same bytes, the same key, and
+    /// JSON, so that checking it again would give the same vote.
+    fn is(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
+        let json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(bandvote_core::http::is_json_media_type);
+        json && *body == *self.body && headers.get(IDEMPOTENCY_KEY) == self.key.as_ref()
     }
 }
 

@@ -238,10 +238,20 @@ impl UpstreamOnly {
         body: axum::body::Body,
         deadline: tokio::time::Instant,
     ) -> Result<axum::response::Response, OutOfTime> {
-        let accepted = match edge::read_vote(IngestPath::Wasm, headers, body).await {
-            Ok(accepted) => accepted,
-            Err(refused) => return Ok(refused.into_response()),
-        };
+        match edge::read_vote(IngestPath::Wasm, headers, body).await {
+            Ok(accepted) => self.submit(accepted, headers, deadline).await,
+            Err(refused) => Ok(refused.into_response()),
+        }
+    }
+
+    /// Puts a vote already checked in the next call to the batch route, in the round `headers`
+    /// name, and gives the answer `POST /votes` would have given.
+    pub async fn submit(
+        &self,
+        accepted: edge::AcceptedVote,
+        headers: &http::HeaderMap,
+        deadline: tokio::time::Instant,
+    ) -> Result<axum::response::Response, OutOfTime> {
         // An unreadable round is passed on as an invalid one, which the producer refuses.
         let round = headers.get(ROUND_HEADER).map_or("", |value| value.to_str().unwrap_or("-"));
         let vote = calls::vote_request(accepted, round.to_owned(), self.trace.as_ref());
