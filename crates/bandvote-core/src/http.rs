@@ -7,8 +7,8 @@
 pub const HAND_BACK_ENV: &str = "BANDVOTE_HAND_BACK";
 
 /// The header that marks a guest's answer as the vote it hands back to its host rather than an
-/// answer for the client: the answer's other headers and its body are then those of the request the
-/// guest would have sent to the http-producer's `POST /votes`.
+/// answer for the client: the answer's other headers and its body are then a `POST /votes` for the
+/// http-producer (the headers the guest would send, the body it read the vote from).
 pub const HAND_BACK_HEADER: &str = "bandvote-hand-back";
 
 /// Whether a `Content-Type` value is JSON: `application/json` (any parameters, any case) or any
