@@ -7,8 +7,9 @@
 //! `wasmtime serve -Scli -Shttp --env BANDVOTE_UPSTREAM=http://127.0.0.1:8001 bandvote-guest.wasm`.
 //! Under bandvote's own host, which carries the votes of all its guests to the producer together,
 //! the host sets `BANDVOTE_HAND_BACK=1` and the guest hands each vote it accepts back to the host in
-//! its answer, marked with the `bandvote-hand-back` header, instead of sending it itself: the same
-//! request, without the round trip through `wasi:http`'s outgoing handler.
+//! its answer, marked with the `bandvote-hand-back` header, instead of sending it itself: the
+//! headers it would send and the body it read the vote from, without the round trip through
+//! `wasi:http`'s outgoing handler.
 //!
 //! Written on the plain `wasi:http` bindings with blocking stream calls: one request per instance
 //! needs no async runtime, and each call below is one call into the host.
@@ -293,9 +294,8 @@ fn main() {
 }
 
 /// Routes that misbehave on purpose, so the host's limits and checks can be tested on a real
-/// component, and
-/// two for the benchmarks: one that does no work at all (the floor), one that does the vote's own
-/// work but sends nothing.
+/// component, and two for the benchmarks: one that does no work at all (the floor), one that does
+/// the vote's own work but sends nothing.
 #[cfg(feature = "misbehave")]
 mod misbehave {
     use bandvote_core::http::HAND_BACK_HEADER;
