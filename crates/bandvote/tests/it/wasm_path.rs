@@ -14,12 +14,7 @@ async fn known_mix_through_the_wasm_path_is_counted_and_logged_exactly_once() {
     let base = env.start_wasm_path().await;
     env.start_consumer().await;
     let votes = mix(300);
-    let ids = post_all(&format!("{base}/wasm/votes"), &votes, 8).await;
-    assert_eq!(env.wait_for_total(300).await, expected(&votes));
-    let docs = env.wait_for_logs(300).await;
-    let logged: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").expect("_id")).collect();
-    assert_eq!(logged, ids.iter().map(String::as_str).collect::<HashSet<_>>());
-    assert!(docs.iter().all(|d| d.get_str("path") == Ok("wasm")));
+    assert_counted_and_logged_once(&env, &base, &votes).await;
 
     // Retries with one Idempotency-Key are counted once, as on the gRPC path.
     let client = reqwest::Client::new();
@@ -29,6 +24,18 @@ async fn known_mix_through_the_wasm_path_is_counted_and_logged_exactly_once() {
         assert_eq!((status, body["id"].as_str()), (202, Some("wasm-key-1")));
     }
     assert_eq!(env.wait_for_total(301).await.total, 301);
+}
+
+/// Posts `votes` to the wasm gateway at `base` (a fresh test environment) and checks that each is
+/// counted once and logged once, under its id, as a wasm vote.
+async fn assert_counted_and_logged_once(env: &TestEnv, base: &str, votes: &[crate::support::TestVote]) {
+    let ids = post_all(&format!("{base}/wasm/votes"), votes, 8).await;
+    let n = votes.len() as u64;
+    assert_eq!(env.wait_for_total(n).await, expected(votes));
+    let docs = env.wait_for_logs(n).await;
+    let logged: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").expect("_id")).collect();
+    assert_eq!(logged, ids.iter().map(String::as_str).collect::<HashSet<_>>());
+    assert!(docs.iter().all(|d| d.get_str("path") == Ok("wasm")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,11 +49,7 @@ async fn guests_that_send_their_votes_themselves_are_counted_exactly_once_too() 
     let base = env.start_wasm_gateway_from(gateway).await;
     env.start_consumer().await;
     let votes = mix(200);
-    let ids = post_all(&format!("{base}/wasm/votes"), &votes, 8).await;
-    assert_eq!(env.wait_for_total(200).await, expected(&votes));
-    let docs = env.wait_for_logs(200).await;
-    let logged: HashSet<&str> = docs.iter().map(|d| d.get_str("_id").expect("_id")).collect();
-    assert_eq!(logged, ids.iter().map(String::as_str).collect::<HashSet<_>>());
+    assert_counted_and_logged_once(&env, &base, &votes).await;
     let client = reqwest::Client::new();
     for _ in 0..2 {
         let (status, body) = post_vote(&client, &format!("{base}/wasm/votes"), votes[0].body(), Some("sent-1")).await;
