@@ -40,6 +40,8 @@ pub struct ApiConfig {
     /// Where the web app posts votes: `Some("")` for this origin (`up`), a base URL for another host,
     /// `None` to hide the vote form (the API alone has no vote endpoints).
     pub vote_url: Option<String>,
+    /// The audience page's address, for the projector's QR code; `None`: the request's own origin.
+    pub public_url: Option<String>,
     /// Pieces read from `bandvote up`'s embedded database instead of Redis or MongoDB.
     pub embedded: Option<store::EmbeddedReads>,
     /// Secret of the signed voter tokens (`POST /api/voter-token`), shared with the gateways.
@@ -67,6 +69,7 @@ impl Default for ApiConfig {
             grace: Duration::from_secs(10),
             limits: http::Limits::default(),
             vote_url: None,
+            public_url: None,
             embedded: None,
             voter_secret: None,
             voter_header: "x-voter-id".into(),
@@ -94,6 +97,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Where the web app posts votes (see [`ApiConfig::vote_url`]).
     pub vote_url: Option<String>,
+    /// The audience page's address (see [`ApiConfig::public_url`]).
+    pub public_url: Option<String>,
     /// Issues voter tokens, when a secret is configured.
     pub voter_tokens: Option<bandvote_core::voter_token::VoterTokens>,
     /// How many voter tokens each client gets.
@@ -121,6 +126,7 @@ impl ApiState {
             store,
             shutdown,
             vote_url: config.vote_url.clone(),
+            public_url: config.public_url.clone(),
             voter_tokens: config
                 .voter_secret
                 .as_ref()

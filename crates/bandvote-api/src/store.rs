@@ -74,8 +74,8 @@ pub struct LogEntry {
     pub round: String,
     /// The vote id.
     pub id: String,
-    /// `{name, album, year, rank}`.
-    pub data: BTreeMap<String, String>,
+    /// `{name, album, year, rank}` (`rank` `null` when the voter gave none).
+    pub data: BTreeMap<String, Option<String>>,
     /// `grpc` or `wasm`.
     pub path: String,
     /// RFC 3339, ms, `Z`.
@@ -212,7 +212,16 @@ impl Store {
                 results.counts = self.round_counts(&chosen.id).await?;
                 (chosen.id.clone(), chosen.is_hidden(), chosen.certified.is_some())
             }
-            None => (DEFAULT_ROUND.to_owned(), false, false),
+            None => {
+                // The all-time view leaves every hidden round out for the public, read after the
+                // all-time counters so that it takes out at least what they hold of it.
+                if !operator {
+                    for hidden in rounds.iter().filter(|r| r.is_hidden()) {
+                        results.counts.subtract(&self.round_counts(&hidden.id).await?);
+                    }
+                }
+                (DEFAULT_ROUND.to_owned(), false, false)
+            }
         };
         if hidden && !operator {
             results.counts.bands.clear();
@@ -449,10 +458,10 @@ fn embedded(
         .map(|l| LogEntry {
             id: l.id,
             data: BTreeMap::from([
-                ("name".to_owned(), l.name),
-                ("album".to_owned(), l.album),
-                ("year".to_owned(), l.year),
-                ("rank".to_owned(), l.rank),
+                ("name".to_owned(), Some(l.name)),
+                ("album".to_owned(), Some(l.album)),
+                ("year".to_owned(), Some(l.year)),
+                ("rank".to_owned(), Some(l.rank).filter(|rank| !rank.is_empty())),
             ]),
             path: l.path,
             received_at: l.received_at,
@@ -463,12 +472,12 @@ fn embedded(
 
 fn to_entry(doc: &Document) -> Option<LogEntry> {
     let data = doc.get_document("data").ok()?;
-    let field = |name: &str| data.get_str(name).ok().map(|v| (name.to_owned(), v.to_owned()));
+    let field = |name: &str| (name.to_owned(), data.get_str(name).ok().map(str::to_owned));
     let received = doc.get_datetime("received_at").ok()?;
     let received = chrono::DateTime::from_timestamp_millis(received.timestamp_millis())?;
     Some(LogEntry {
         id: doc.get_str("_id").ok()?.to_owned(),
-        data: ["name", "album", "year", "rank"].into_iter().filter_map(field).collect(),
+        data: ["name", "album", "year", "rank"].into_iter().map(field).collect(),
         path: doc.get_str("path").unwrap_or_default().to_owned(),
         received_at: bandvote_core::time::format(received),
         round: doc.get_str("round").unwrap_or(DEFAULT_ROUND).to_owned(),

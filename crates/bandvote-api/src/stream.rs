@@ -48,8 +48,12 @@ const REPLAY: usize = 512;
 /// Frames (besides the newest results) waiting for one client before it is dropped.
 const MAILBOX: usize = 2 * MAX_LOGS_PER_TICK as usize;
 
-/// A comment line sent when nothing else was for this long, so that proxies keep the stream open.
+/// A `ping` event sent when nothing else was for this long, so that proxies keep the stream open and
+/// a page can tell a quiet stream from a dead one (a browser shows a page no comment line).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive: an event without an id (it changes nothing a reconnecting client must replay).
+const PING: &[u8] = b"event: ping\ndata: {}\n\n";
 
 /// One event, serialised once.
 #[derive(Debug, Clone)]
@@ -186,8 +190,8 @@ pub enum Next {
 }
 
 impl Subscription {
-    /// The next frame, waiting for one; `None` on `shutdown`. A keep-alive comment when nothing
-    /// else came for 15 s.
+    /// The next frame, waiting for one; `None` on `shutdown`. A `ping` event when nothing else came
+    /// for 15 s.
     pub async fn next(&self, shutdown: &CancellationToken) -> Option<Next> {
         loop {
             {
@@ -203,7 +207,7 @@ impl Subscription {
             // above and this wait still wakes it.
             tokio::select! {
                 () = self.mailbox.ready.notified() => {}
-                () = tokio::time::sleep(KEEP_ALIVE) => return Some(Next::Frame(Bytes::from_static(b":\n\n"))),
+                () = tokio::time::sleep(KEEP_ALIVE) => return Some(Next::Frame(Bytes::from_static(PING))),
                 () = shutdown.cancelled() => return None,
             }
         }

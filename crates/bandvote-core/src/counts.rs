@@ -24,6 +24,22 @@ impl Counts {
         *self.bands.entry(band.to_owned()).or_default() += 1;
         *self.albums.entry(crate::vote::album_key(band, album)).or_default() += 1;
     }
+
+    /// Leaves `other`'s votes out (a count never goes below zero; a band or album left with none is
+    /// removed), so that counts read after these can only take out more than they added.
+    pub fn subtract(&mut self, other: &Counts) {
+        self.total = self.total.saturating_sub(other.total);
+        for (mine, theirs) in [(&mut self.bands, &other.bands), (&mut self.albums, &other.albums)] {
+            for (key, n) in theirs {
+                if let Some(count) = mine.get_mut(key) {
+                    *count = count.saturating_sub(*n);
+                    if *count == 0 {
+                        mine.remove(key);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -38,6 +54,16 @@ mod tests {
         assert_eq!(counts.total, 2);
         assert_eq!(counts.bands["A"], 2);
         assert_eq!(counts.albums["A / y"], 1);
+        let mut hidden = Counts::default();
+        hidden.add("A", "y");
+        hidden.add("A", "y");
+        hidden.add("B", "z");
+        let mut public = counts.clone();
+        public.subtract(&hidden);
+        // Counts read later may hold more of the hidden votes: nothing goes below zero or lingers.
+        assert_eq!(public.total, 0);
+        assert!(public.bands.is_empty(), "{:?}", public.bands);
+        assert_eq!(public.albums, [("A / x".to_owned(), 1)].into());
         assert_eq!(
             serde_json::to_value(&counts).expect("serialises"),
             serde_json::json!({"total": 2, "bands": {"A": 2}, "albums": {"A / x": 1, "A / y": 1}})

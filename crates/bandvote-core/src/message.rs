@@ -50,8 +50,9 @@ pub struct VoteMessage {
     pub album: String,
     /// Year, as a string.
     pub year: String,
-    /// Rank, as a string.
-    pub rank: String,
+    /// Rank, as a string; `null` when the voter gave none.
+    #[serde(default)]
+    pub rank: Option<String>,
     /// The ingest path.
     pub path: IngestPath,
     /// When the gateway received the vote (RFC 3339, ms, `Z`).
@@ -83,14 +84,15 @@ pub enum MessageError {
 }
 
 impl VoteMessage {
-    /// Builds the message for an accepted vote.
+    /// Builds the message for an accepted vote, which has its year (a vote without one is refused at
+    /// the edge, or given its ballot entry's).
     pub fn new(id: &VoteId, vote: Vote, path: IngestPath, received_at: String, round: String) -> Self {
         Self {
             v: SCHEMA_VERSION,
             id: id.as_str().to_owned(),
             name: vote.name,
             album: vote.album,
-            year: vote.year,
+            year: vote.year.unwrap_or_default(),
             rank: vote.rank,
             path,
             received_at,
@@ -120,13 +122,19 @@ impl VoteMessage {
         if !crate::round::is_valid_id(&message.round) {
             return Err(MessageError::Field("round"));
         }
-        Vote::from_strings(&message.name, &message.album, &message.year, &message.rank)?;
+        Vote::from_strings(&message.name, &message.album, &message.year, message.rank.as_deref().unwrap_or(""))?
+            .require_year()?;
         Ok(message)
     }
 
     /// The vote this message carries.
     pub fn vote(&self) -> Vote {
-        Vote { name: self.name.clone(), album: self.album.clone(), year: self.year.clone(), rank: self.rank.clone() }
+        Vote {
+            name: self.name.clone(),
+            album: self.album.clone(),
+            year: Some(self.year.clone()),
+            rank: self.rank.clone(),
+        }
     }
 }
 
@@ -158,5 +166,22 @@ mod tests {
         assert_eq!(VoteMessage::decode(before_rounds).expect("decodes").round, "default");
         let bad_round = br#"{"v":1,"id":"a","name":"n","album":"a","year":"1997","rank":"1","path":"grpc","received_at":"2026-11-26T16:04:05.123Z","round":"No Such"}"#;
         assert!(matches!(VoteMessage::decode(bad_round), Err(MessageError::Field("round"))));
+        let no_year = br#"{"v":1,"id":"a","name":"n","album":"a","year":"","rank":null,"path":"grpc","received_at":"2026-11-26T16:04:05.123Z"}"#;
+        assert!(matches!(VoteMessage::decode(no_year), Err(MessageError::Vote(_))));
+    }
+
+    #[test]
+    fn a_vote_without_a_rank_has_a_null_rank() {
+        let vote = Vote::from_strings("n", "a", "1997", "").expect("valid");
+        let message = VoteMessage::new(
+            &VoteId::generate(),
+            vote,
+            IngestPath::Wasm,
+            "2026-11-26T16:04:05.123Z".into(),
+            "default".into(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&message.to_json()).expect("json");
+        assert_eq!(json["rank"], serde_json::Value::Null);
+        assert_eq!(VoteMessage::decode(&message.to_json()).expect("decodes").rank, None);
     }
 }

@@ -73,6 +73,76 @@ pub struct Round {
     /// Its certified result, once final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certified: Option<Certified>,
+    /// The choices a vote in it must be one of; empty: free text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ballot: Vec<Entry>,
+}
+
+/// Most entries on a ballot.
+pub const MAX_BALLOT_ENTRIES: usize = 64;
+
+/// One choice on a round's ballot: a band, its album and the album's year.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// The band.
+    pub name: String,
+    /// The album.
+    pub album: String,
+    /// The album's year, 1000–9999.
+    pub year: u16,
+}
+
+/// Why a vote does not fit the open round's ballot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BallotError {
+    /// Its band or album is no entry of the ballot, or its year is not the entry's (`422` naming
+    /// the field).
+    #[error("not on the ballot")]
+    NotOnBallot(&'static str),
+    /// The vote lacks what a vote needs without a ballot (`400`).
+    #[error(transparent)]
+    Invalid(#[from] crate::VoteError),
+}
+
+/// The vote as it counts in a round with `ballot`: with a ballot, one of its entries (the entry's
+/// year when the vote gives none, and a year it gives must be the entry's); without, free text
+/// with its year.
+pub fn complete(ballot: &[Entry], mut vote: crate::Vote) -> Result<crate::Vote, BallotError> {
+    if ballot.is_empty() {
+        return Ok(vote.require_year()?);
+    }
+    let Some(entry) = ballot.iter().find(|e| e.name == vote.name && e.album == vote.album) else {
+        let field = if ballot.iter().any(|e| e.name == vote.name) { "album" } else { "name" };
+        return Err(BallotError::NotOnBallot(field));
+    };
+    let year = entry.year.to_string();
+    match &vote.year {
+        Some(given) if *given != year => return Err(BallotError::NotOnBallot("year")),
+        Some(_) => {}
+        None => vote.year = Some(year),
+    }
+    Ok(vote)
+}
+
+/// The ballot checked and normalised as votes are (trimmed, NFC): 1–64 valid entries, none twice.
+fn checked_ballot(ballot: Vec<Entry>) -> Result<Vec<Entry>, RoundError> {
+    if ballot.len() > MAX_BALLOT_ENTRIES {
+        return Err(invalid("ballot", format!("a ballot has at most {MAX_BALLOT_ENTRIES} entries")));
+    }
+    let mut checked: Vec<Entry> = Vec::with_capacity(ballot.len());
+    for (i, entry) in ballot.into_iter().enumerate() {
+        let vote = crate::Vote::from_strings(&entry.name, &entry.album, &entry.year.to_string(), "")
+            .map_err(|e| invalid("ballot", format!("ballot entry {}: {e}", i + 1)))?;
+        if checked.iter().any(|c| c.name == vote.name && c.album == vote.album) {
+            return Err(invalid(
+                "ballot",
+                format!("ballot entry {}: {} / {} is on it twice", i + 1, vote.name, vote.album),
+            ));
+        }
+        checked.push(Entry { name: vote.name, album: vote.album, year: entry.year });
+    }
+    Ok(checked)
 }
 
 /// How long after a round's close a vote answered `202` for it may still reach the queue: a
@@ -167,6 +237,7 @@ impl Round {
             "results": self.results,
             "final": self.certified.is_some(),
             "total": total,
+            "ballot": self.ballot,
         })
     }
 
@@ -258,6 +329,9 @@ pub struct NewRound {
     /// `live` (default) or `hidden`.
     #[serde(default)]
     pub results: Visibility,
+    /// The choices; none: free text.
+    #[serde(default)]
+    pub ballot: Vec<Entry>,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> RoundError {
@@ -294,6 +368,7 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
     if new.results == Visibility::Revealed {
         return Err(invalid("results", "results must be live or hidden"));
     }
+    let ballot = checked_ballot(new.ballot)?;
     if new.id == DEFAULT_ROUND || rounds.iter().any(|r| r.id == new.id) {
         return Err(RoundError::Conflict(format!("round {} exists", new.id)));
     }
@@ -306,8 +381,30 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
         results: new.results,
         created_at: Some(now),
         certified: None,
+        ballot,
     };
     check_overlap(rounds, &round, now)?;
+    Ok(round)
+}
+
+/// Round `id` as `new` describes it (`PUT`): only a round that never opened changes; an open or
+/// closed round's window and ballot are frozen.
+pub fn replace(rounds: &[Round], id: &str, new: NewRound, now: DateTime<Utc>) -> Result<Round, RoundError> {
+    let existing = unopened(rounds, id, now)?;
+    if new.id != id {
+        return Err(invalid("id", "a round's id cannot change"));
+    }
+    let others: Vec<Round> = rounds.iter().filter(|r| r.id != id).cloned().collect();
+    let round = create(&others, new, now)?;
+    Ok(Round { created_at: existing.created_at, ..round })
+}
+
+/// Round `id`, if it never opened (it may be changed or deleted).
+pub fn unopened<'a>(rounds: &'a [Round], id: &str, now: DateTime<Utc>) -> Result<&'a Round, RoundError> {
+    let round = rounds.iter().find(|r| r.id == id).ok_or_else(|| RoundError::NotFound(id.to_owned()))?;
+    if round.state(now) != State::Scheduled {
+        return Err(RoundError::Conflict(format!("round {id} has opened: its window and ballot are frozen")));
+    }
     Ok(round)
 }
 
@@ -415,6 +512,9 @@ pub trait RoundStore: Send + Sync {
     /// Writes `round` if the version is still `version` (then it is one more); `false` if another
     /// change came first.
     fn save<'a>(&'a self, version: u64, round: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Removes round `id` if the version is still `version` (then it is one more); `false` if another
+    /// change came first.
+    fn remove<'a>(&'a self, version: u64, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 /// Why [`update`] did not change a round.
@@ -439,6 +539,18 @@ pub async fn update(
         let round = operation(&stored.rounds, Utc::now())?;
         if store.save(stored.version, &round).await? {
             return Ok(round);
+        }
+    }
+    Err(StoreError("the rounds kept changing; try again".into()).into())
+}
+
+/// Deletes round `id` if it never opened, unless the rounds change meanwhile (then it looks again).
+pub async fn delete(store: &dyn RoundStore, id: &str) -> Result<(), UpdateError> {
+    for _ in 0..16 {
+        let stored = store.load().await?;
+        unopened(&stored.rounds, id, Utc::now())?;
+        if store.remove(stored.version, id).await? {
+            return Ok(());
         }
     }
     Err(StoreError("the rounds kept changing; try again".into()).into())
@@ -513,7 +625,12 @@ mod tests {
             opens_at: None,
             closes_at: None,
             results: Visibility::Live,
+            ballot: Vec::new(),
         }
+    }
+
+    fn entry(name: &str, album: &str, year: u16) -> Entry {
+        Entry { name: name.into(), album: album.into(), year }
     }
 
     #[test]
@@ -624,6 +741,73 @@ mod tests {
         let round = change(&[round], "semi", Action::Close, at("2026-12-01T20:10:00Z")).expect("closed");
         assert!(!round.awaits_final(at("2026-12-01T20:10:10Z")));
         assert!(round.awaits_final(at("2026-12-01T20:10:17Z")));
+    }
+
+    #[test]
+    fn a_ballot_is_checked_and_normalised_when_the_round_is_made() {
+        let now = Utc::now();
+        let mut round = new("final");
+        round.ballot = vec![entry(" Alux Nahual ", "El Viaje", 2011), entry("Cafe\u{301} Tacvba", "Re", 1994)];
+        let made = create(&[], round, now).expect("created");
+        assert_eq!(made.ballot, [entry("Alux Nahual", "El Viaje", 2011), entry("Caf\u{e9} Tacvba", "Re", 1994)]);
+        for ballot in [
+            vec![entry("A", "x", 2000), entry("A ", "x", 2001)],
+            vec![entry("A", "x", 999)],
+            vec![entry("", "x", 2000)],
+            vec![entry("A / B", "x", 2000)],
+            (0..65).map(|i| entry(&format!("Band {i}"), "x", 2000)).collect(),
+        ] {
+            let mut round = new("final");
+            round.ballot = ballot.clone();
+            assert!(matches!(create(&[], round, now), Err(RoundError::Invalid { field: "ballot", .. })), "{ballot:?}");
+        }
+    }
+
+    #[test]
+    fn a_vote_is_one_entry_of_the_ballot_and_takes_its_year() {
+        let ballot = [entry("Alux Nahual", "El Viaje", 2011), entry("Alux Nahual", "Alux", 1984)];
+        let vote = |body: &str| crate::Vote::parse_json(body.as_bytes()).expect("valid");
+        let taken = complete(&ballot, vote(r#"{"name":"Alux Nahual","album":"Alux"}"#)).expect("on the ballot");
+        assert_eq!((taken.year.as_deref(), taken.rank), (Some("1984"), None));
+        assert!(complete(&ballot, vote(r#"{"name":"Alux Nahual","album":"El Viaje","year":2011}"#)).is_ok());
+        for (body, field) in [
+            (r#"{"name":"Spam","album":"El Viaje"}"#, "name"),
+            (r#"{"name":"Alux Nahual","album":"FREE TICKETS"}"#, "album"),
+            (r#"{"name":"Alux Nahual","album":"El Viaje","year":"1999"}"#, "year"),
+        ] {
+            assert_eq!(complete(&ballot, vote(body)), Err(BallotError::NotOnBallot(field)), "{body}");
+        }
+        // Without a ballot a vote is free text, with its year.
+        assert!(complete(&[], vote(r#"{"name":"Spam","album":"x","year":"2000"}"#)).is_ok());
+        assert!(matches!(complete(&[], vote(r#"{"name":"Spam","album":"x"}"#)), Err(BallotError::Invalid(_))));
+    }
+
+    #[test]
+    fn only_a_round_that_never_opened_is_changed() {
+        let now = at("2026-12-01T20:00:00Z");
+        let mut scheduled = new("final");
+        scheduled.opens_at = Some("2026-12-01T21:00:00Z".into());
+        let round = create(&[], scheduled.clone(), now).expect("created");
+        scheduled.title = "The final".into();
+        scheduled.ballot = vec![entry("A", "x", 2000)];
+        let changed = replace(std::slice::from_ref(&round), "final", scheduled.clone(), now).expect("replaced");
+        assert_eq!(
+            (changed.title.as_str(), changed.ballot.len(), changed.created_at),
+            ("The final", 1, round.created_at)
+        );
+        assert!(matches!(
+            replace(std::slice::from_ref(&round), "other", scheduled.clone(), now),
+            Err(RoundError::NotFound(_))
+        ));
+        let mut renamed = scheduled.clone();
+        renamed.id = "semi".into();
+        assert!(matches!(
+            replace(std::slice::from_ref(&round), "final", renamed, now),
+            Err(RoundError::Invalid { field: "id", .. })
+        ));
+        let open = change(&[round], "final", Action::Open, now).expect("opened");
+        assert!(matches!(replace(std::slice::from_ref(&open), "final", scheduled, now), Err(RoundError::Conflict(_))));
+        assert!(matches!(unopened(&[open], "final", now), Err(RoundError::Conflict(_))));
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub struct Vote {
     pub name: String,
     /// The band's album.
     pub album: String,
-    /// A four-digit year, 1000–9999.
-    pub year: String,
-    /// A finite rank ≥ 0, as the client wrote it.
-    pub rank: String,
+    /// A four-digit year, 1000–9999; `None` when the client left it out (a round's ballot gives it,
+    /// see [`crate::round::Ballot::complete`]; anywhere else it is required).
+    pub year: Option<String>,
+    /// A finite rank ≥ 0, as the client wrote it; `None` when left out (it stays absent).
+    pub rank: Option<String>,
 }
 
 /// Why a vote was rejected: a message for the client and, when one field is at fault, its name.
@@ -65,19 +66,39 @@ impl Vote {
         Ok(Self {
             name: text(fields, "name")?,
             album: text(fields, "album")?,
-            year: year(fields.get("year"))?,
-            rank: rank(fields.get("rank"))?,
+            year: optional(fields.get("year")).map(year).transpose()?,
+            rank: optional(fields.get("rank")).map(rank).transpose()?,
         })
     }
 
-    /// Validates fields that arrived as plain strings (the gRPC message, the queue message).
+    /// Validates fields that arrived as plain strings (the gRPC message, the queue message), where
+    /// an empty `year` or `rank` is one left out.
     pub fn from_strings(name: &str, album: &str, year: &str, rank: &str) -> Result<Self, VoteError> {
         let mut fields = Map::new();
         fields.insert("name".into(), Value::from(name));
         fields.insert("album".into(), Value::from(album));
-        fields.insert("year".into(), Value::from(year));
-        fields.insert("rank".into(), Value::from(rank));
+        if !year.is_empty() {
+            fields.insert("year".into(), Value::from(year));
+        }
+        if !rank.is_empty() {
+            fields.insert("rank".into(), Value::from(rank));
+        }
         Self::from_fields(&fields)
+    }
+
+    /// The vote with its year, which a vote needs outside a round with a ballot: `400` naming
+    /// `year` when it was left out.
+    pub fn require_year(self) -> Result<Self, VoteError> {
+        if self.year.is_none() {
+            return Err(VoteError::field("year", "year is required"));
+        }
+        Ok(self)
+    }
+
+    /// The vote as its JSON body: `{"name", "album", "year", "rank"}`, a field left out as `null`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let value = serde_json::json!({"name": self.name, "album": self.album, "year": self.year, "rank": self.rank});
+        value.to_string().into_bytes()
     }
 
     /// The key of this vote's album in the `votes:album` counters: `<band> / <album>`.
@@ -137,16 +158,20 @@ fn is_control_or_format(c: char) -> bool {
     matches!(c.general_category(), GeneralCategory::Control | GeneralCategory::Format)
 }
 
-fn year(value: Option<&Value>) -> Result<String, VoteError> {
+/// A field's value, `None` when it is absent or `null`.
+fn optional(value: Option<&Value>) -> Option<&Value> {
+    value.filter(|value| !value.is_null())
+}
+
+fn year(value: &Value) -> Result<String, VoteError> {
     const MESSAGE: &str = "year must be a four-digit year between 1000 and 9999";
     let text = match value {
-        None | Some(Value::Null) => return Err(VoteError::field("year", "year is required")),
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => match n.as_u64() {
             Some(n) => n.to_string(),
             None => return Err(VoteError::field("year", MESSAGE)),
         },
-        Some(_) => {
+        _ => {
             return Err(VoteError::field("year", "year must be a string or an integer"));
         }
     };
@@ -154,13 +179,12 @@ fn year(value: Option<&Value>) -> Result<String, VoteError> {
     if is_year { Ok(text) } else { Err(VoteError::field("year", MESSAGE)) }
 }
 
-fn rank(value: Option<&Value>) -> Result<String, VoteError> {
+fn rank(value: &Value) -> Result<String, VoteError> {
     const MESSAGE: &str = "rank must be a finite number greater than or equal to 0";
     let text = match value {
-        None | Some(Value::Null) => return Err(VoteError::field("rank", "rank is required")),
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => {
             return Err(VoteError::field("rank", "rank must be a string or a number"));
         }
     };
@@ -206,8 +230,8 @@ mod tests {
             .expect("valid vote");
         assert_eq!(vote.name, "Bohemia Suburbana");
         assert_eq!(vote.album, "Mis palabras");
-        assert_eq!(vote.year, "1997");
-        assert_eq!(vote.rank, "9.5");
+        assert_eq!(vote.year.as_deref(), Some("1997"));
+        assert_eq!(vote.rank.as_deref(), Some("9.5"));
         assert_eq!(vote.album_key(), "Bohemia Suburbana / Mis palabras");
     }
 
@@ -237,8 +261,8 @@ mod tests {
             .expect("valid vote");
         assert_eq!(vote.name, "Alux Nahual");
         assert_eq!(vote.album, "El Viaje");
-        assert_eq!(vote.year, "2011");
-        assert_eq!(vote.rank, "8.6");
+        assert_eq!(vote.year.as_deref(), Some("2011"));
+        assert_eq!(vote.rank.as_deref(), Some("8.6"));
     }
 
     #[test]
@@ -258,7 +282,7 @@ mod tests {
         assert_eq!(field_of(&format!(r#"{{"name":"{long}",{ok}}}"#)), Some("name"));
         let at_limit = "é".repeat(MAX_TEXT_CHARS);
         assert!(parse(&format!(r#"{{"name":"{at_limit}",{ok}}}"#)).is_ok());
-        for year in [r#""999""#, r#""10000""#, r#""19a7""#, "1997.5", "-1997", r#""0997""#, "true", "null"] {
+        for year in [r#""999""#, r#""10000""#, r#""19a7""#, "1997.5", "-1997", r#""0997""#, "true"] {
             let body = format!(r#"{{"name":"n","album":"a","year":{year},"rank":"1"}}"#);
             assert_eq!(field_of(&body), Some("year"), "year {year}");
         }
@@ -276,6 +300,19 @@ mod tests {
         }
         let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
         assert_eq!(parse(&huge).expect_err("too big").field, None);
+    }
+
+    #[test]
+    fn year_and_rank_may_be_left_out_and_stay_absent() {
+        for body in [r#"{"name":"n","album":"a"}"#, r#"{"name":"n","album":"a","year":null,"rank":null}"#] {
+            let vote = parse(body).expect("valid");
+            assert_eq!((vote.year.as_deref(), vote.rank.as_deref()), (None, None));
+            assert_eq!(vote.clone().require_year().expect_err("no year").field, Some("year"));
+            let json: Value = serde_json::from_slice(&vote.to_json()).expect("json");
+            assert_eq!(json, serde_json::json!({"name": "n", "album": "a", "year": null, "rank": null}));
+        }
+        let vote = Vote::from_strings("n", "a", "", "").expect("valid");
+        assert_eq!((vote.year, vote.rank), (None, None));
     }
 
     #[test]

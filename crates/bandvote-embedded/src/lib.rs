@@ -133,7 +133,7 @@ pub struct Logged {
     pub album: String,
     /// Year.
     pub year: String,
-    /// Rank.
+    /// Rank; empty when the voter gave none.
     pub rank: String,
     /// `grpc` or `wasm`.
     pub path: String,
@@ -392,7 +392,8 @@ impl Storage {
                         m.name,
                         m.album,
                         m.year,
-                        m.rank,
+                        // The column predates votes without a rank: empty is none.
+                        m.rank.as_deref().unwrap_or_default(),
                         m.path.as_str(),
                         m.received_at,
                         received_ms,
@@ -743,17 +744,39 @@ impl RoundStore for EmbeddedRounds {
                     "INSERT INTO rounds (id, round) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET round = excluded.round",
                     params![id, json],
                 )?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('rounds_version', ?1) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [(version + 1).to_string()],
-                )?;
+                bump_rounds_version(&tx, version)?;
                 tx.commit()?;
                 Ok(true)
             });
             write.await.map_err(|e| round::StoreError(e.to_string()))
         })
     }
+
+    fn remove<'a>(&'a self, version: u64, id: &'a str) -> round::BoxFuture<'a, Result<bool, round::StoreError>> {
+        Box::pin(async move {
+            let id = id.to_owned();
+            let write = self.0.with_sink_write(move |db| {
+                let tx = db.transaction()?;
+                if rounds_version(&tx)? != version {
+                    return Ok(false);
+                }
+                tx.execute("DELETE FROM rounds WHERE id = ?1", params![id])?;
+                bump_rounds_version(&tx, version)?;
+                tx.commit()?;
+                Ok(true)
+            });
+            write.await.map_err(|e| round::StoreError(e.to_string()))
+        })
+    }
+}
+
+fn bump_rounds_version(db: &Connection, version: u64) -> rusqlite::Result<()> {
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('rounds_version', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [(version + 1).to_string()],
+    )?;
+    Ok(())
 }
 
 fn rounds_version(db: &Connection) -> rusqlite::Result<u64> {

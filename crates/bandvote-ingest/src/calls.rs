@@ -198,8 +198,8 @@ pub fn vote_request(accepted: AcceptedVote, round: String, trace: Option<&TraceC
         vote: Some(ProtoVote {
             name: accepted.vote.name,
             album: accepted.vote.album,
-            year: accepted.vote.year,
-            rank: accepted.vote.rank,
+            year: accepted.vote.year.unwrap_or_default(),
+            rank: accepted.vote.rank.unwrap_or_default(),
         }),
         id: accepted.id.as_str().to_owned(),
         client_key: accepted.id.is_client_supplied(),

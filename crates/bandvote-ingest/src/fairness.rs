@@ -49,7 +49,7 @@ pub enum VotePolicy {
     Unlimited,
     /// At most N per voter in any 60 s.
     PerMinute(u32),
-    /// One vote per voter.
+    /// One vote per voter in each round.
     Once,
 }
 
@@ -282,6 +282,7 @@ impl Fairness {
         &self,
         headers: &HeaderMap,
         client: Option<IpAddr>,
+        round: &str,
         vote: &Vote,
         vote_key: &str,
     ) -> Result<(), ApiError> {
@@ -305,6 +306,14 @@ impl Fairness {
             names.admit(vote).await?;
         }
         let (Some((limit, window)), Some(voter)) = (self.policy.limit(), voter) else { return Ok(()) };
+        // Under once, one vote in each round: the voter is remembered per round (a round id holds no
+        // `:`, so the pair is unambiguous); the per-minute limit spans the rounds.
+        let voter = match self.policy {
+            VotePolicy::Once => {
+                format!("{}:{voter}", if round.is_empty() { bandvote_core::round::DEFAULT_ROUND } else { round })
+            }
+            _ => voter,
+        };
         // Under once, a vote is remembered for the voter memory; per minute, for its window.
         let lifetime = if window.is_zero() { self.memory } else { window };
         let retry_ms = match &self.voters {

@@ -13,7 +13,10 @@ use std::{
 };
 
 use axum::http::StatusCode;
-use bandvote_core::round::{self, Admission, Round, RoundStore};
+use bandvote_core::{
+    Vote,
+    round::{self, Admission, BallotError, Round, RoundStore},
+};
 use bandvote_runtime::{health, http::ApiError, service::Service};
 use tokio_util::sync::CancellationToken;
 
@@ -53,15 +56,20 @@ impl RoundGate {
         Ok(Some(Self::new(Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?))))
     }
 
-    /// The round a vote received now counts in, or the refusal to answer.
-    pub fn admit(&self) -> Result<String, ApiError> {
+    /// The round a vote received now counts in, and the vote as it counts there (one entry of the
+    /// round's ballot, with the entry's year), or the refusal to answer: `409` while voting is
+    /// closed, `422` for a vote not on the ballot, `400` for a free-text vote without its year.
+    pub fn admit(&self, vote: Vote) -> Result<(String, Vote), ApiError> {
         let known = self.known.read().unwrap_or_else(|e| e.into_inner()).clone();
         // Until the rounds were read once, a vote may be one for a closed round.
         let Some(rounds) = known else {
             return Err(ApiError::unavailable_because("the rounds are not known yet", Duration::from_secs(1)));
         };
         match round::admit(&rounds, chrono::Utc::now()) {
-            Admission::Open(id) => Ok(id),
+            Admission::Open(id) => {
+                let ballot = rounds.iter().find(|r| r.id == id).map_or(&[][..], |r| &r.ballot);
+                Ok((id, complete(ballot, vote)?))
+            }
             Admission::Closed { opens_in } => {
                 let closed = ApiError::client(StatusCode::CONFLICT, "voting is closed", None);
                 Err(match opens_in {
@@ -120,6 +128,28 @@ impl RoundGate {
     }
 }
 
+/// The vote as it counts in a round with `ballot` (empty: free text), or the refusal: `422` naming
+/// the field for a vote not on the ballot, `400` for one without its year.
+pub fn complete(ballot: &[round::Entry], vote: Vote) -> Result<Vote, ApiError> {
+    round::complete(ballot, vote).map_err(|error| match error {
+        BallotError::NotOnBallot(field) => {
+            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), Some(field))
+        }
+        BallotError::Invalid(error) => ApiError::bad_request(error.message, error.field),
+    })
+}
+
+/// The metrics' `reason` for a vote refused with `status` before it was forwarded: `closed` (`409`,
+/// voting is closed), `ballot` (`422`), `fairness` (`401`, `429`), else `invalid`.
+pub fn refusal_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::CONFLICT => "closed",
+        StatusCode::UNPROCESSABLE_ENTITY => "ballot",
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS => "fairness",
+        _ => "invalid",
+    }
+}
+
 /// A gateway service with its rounds: the gate's readiness and refresh task.
 pub fn with_gate(service: Service, gate: &Arc<RoundGate>) -> Service {
     let refresh = Arc::clone(gate);
@@ -143,7 +173,17 @@ mod tests {
         fn save<'a>(&'a self, _: u64, _: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>> {
             Box::pin(async { Ok(false) })
         }
+
+        fn remove<'a>(&'a self, _: u64, _: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+            Box::pin(async { Ok(false) })
+        }
     }
+
+    fn vote(body: &str) -> Vote {
+        Vote::parse_json(body.as_bytes()).expect("a valid vote")
+    }
+
+    const VOTE: &str = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011"}"#;
 
     fn round(id: &str, opens_in_secs: i64) -> Round {
         let opens = chrono::Utc::now() + chrono::Duration::seconds(opens_in_secs);
@@ -155,29 +195,42 @@ mod tests {
             results: round::Visibility::Live,
             created_at: Some(opens),
             certified: None,
+            ballot: Vec::new(),
         }
     }
 
     #[tokio::test]
     async fn a_gate_refuses_until_it_has_read_the_rounds() {
         let gate = RoundGate::new(Arc::new(Fixed(vec![])));
-        assert_eq!(gate.admit().map_err(|e| e.status()), Err(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(gate.admit(vote(VOTE)).map_err(|e| e.status()).err(), Some(StatusCode::SERVICE_UNAVAILABLE));
         gate.refresh().await.expect("read");
-        assert_eq!(gate.admit().map_err(|e| e.status()), Ok("default".to_owned()));
+        assert_eq!(gate.admit(vote(VOTE)).map_err(|e| e.status()).map(|(round, _)| round), Ok("default".to_owned()));
     }
 
     #[tokio::test]
     async fn votes_count_in_the_open_round_and_are_refused_between_rounds() {
         let gate = RoundGate::new(Arc::new(Fixed(vec![round("semi", -5)])));
         gate.refresh().await.expect("read");
-        assert_eq!(gate.admit().map_err(|e| e.status()), Ok("semi".to_owned()));
+        assert_eq!(gate.admit(vote(VOTE)).map_err(|e| e.status()).map(|(round, _)| round), Ok("semi".to_owned()));
         let gate = RoundGate::new(Arc::new(Fixed(vec![round("final", 90)])));
         gate.refresh().await.expect("read");
-        let refused = gate.admit().expect_err("closed");
+        let refused = gate.admit(vote(VOTE)).expect_err("closed");
         assert_eq!(refused.status(), StatusCode::CONFLICT);
         let response = axum::response::IntoResponse::into_response(refused);
         let retry: u64 = response.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
         assert!((85..=90).contains(&retry), "{retry}");
+    }
+
+    #[tokio::test]
+    async fn a_vote_off_the_open_rounds_ballot_is_refused_naming_the_field() {
+        let mut open = round("final", -5);
+        open.ballot = vec![round::Entry { name: "Alux Nahual".into(), album: "El Viaje".into(), year: 2011 }];
+        let gate = RoundGate::new(Arc::new(Fixed(vec![open])));
+        gate.refresh().await.expect("read");
+        let (_, taken) = gate.admit(vote(r#"{"name":"Alux Nahual","album":"El Viaje"}"#)).expect("on the ballot");
+        assert_eq!(taken.year.as_deref(), Some("2011"));
+        let refused = gate.admit(vote(r#"{"name":"FREE TICKETS","album":"El Viaje"}"#)).expect_err("off the ballot");
+        assert_eq!((refused.status(), refusal_reason(refused.status())), (StatusCode::UNPROCESSABLE_ENTITY, "ballot"));
     }
 
     #[test]

@@ -24,6 +24,14 @@ redis.call('INCR', KEYS[2])
 return 1
 ";
 
+/// Removes a round only if the version is the expected one.
+const REMOVE: &str = r"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[2])
+return 1
+";
+
 /// Longest wait for one read or write.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -32,13 +40,19 @@ pub struct RedisRounds {
     target: RedisTarget,
     connection: OnceCell<Redis>,
     save: Script,
+    remove: Script,
 }
 
 impl RedisRounds {
     /// The rounds in the Redis at `url` (`redis://` or `redis-sentinel://`); nothing is contacted
     /// yet.
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        Ok(Self { target: RedisTarget::parse(url)?, connection: OnceCell::new(), save: Script::new(SAVE) })
+        Ok(Self {
+            target: RedisTarget::parse(url)?,
+            connection: OnceCell::new(),
+            save: Script::new(SAVE),
+            remove: Script::new(REMOVE),
+        })
     }
 
     async fn connection(&self) -> Result<Redis, StoreError> {
@@ -89,6 +103,22 @@ impl RoundStore for RedisRounds {
                 .await
                 .map_err(failed)?;
             Ok(saved == 1)
+        })
+    }
+
+    fn remove<'a>(&'a self, version: u64, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            let removed: i64 = self
+                .remove
+                .key(keys::ROUNDS)
+                .key(keys::ROUNDS_VERSION)
+                .arg(version.to_string())
+                .arg(id)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(failed)?;
+            Ok(removed == 1)
         })
     }
 }

@@ -235,23 +235,40 @@ impl Host {
                     Err(error) => return error.into_response(),
                 };
             let key = parts.headers.get(IDEMPOTENCY_KEY).cloned();
-            // Before the voter policy: a vote refused for a closed round is not one of the voter's.
-            if let Some(gate) = &self.rounds {
-                match gate.admit().map(|round| HeaderValue::from_str(&round)) {
-                    Ok(Ok(round)) => {
-                        parts.headers.insert(ROUND_HEADER, round);
-                    }
-                    Ok(Err(_)) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                    Err(refused) => {
-                        let response = refused.into_response();
-                        record(response.status(), started);
-                        return response;
-                    }
+            // Before the voter policy: a vote refused for a closed round or off its ballot is not
+            // one of the voter's.
+            let given_year = accepted.vote.year.is_some();
+            let admitted = match &self.rounds {
+                Some(gate) => gate.admit(accepted.vote),
+                None => bandvote_ingest::rounds::complete(&[], accepted.vote).map(|vote| (String::new(), vote)),
+            };
+            let (round, vote) = match admitted {
+                Ok(admitted) => admitted,
+                Err(refused) => {
+                    let response = refused.into_response();
+                    record(response.status(), started);
+                    return response;
                 }
+            };
+            if self.rounds.is_some() {
+                match HeaderValue::from_str(&round) {
+                    Ok(round) => parts.headers.insert(ROUND_HEADER, round),
+                    Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                };
             }
+            // A ballot vote that left its year out is handed to the guest with the entry's year, as
+            // the producer needs it.
+            let body = if given_year {
+                body
+            } else {
+                parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+                bytes::Bytes::from(vote.to_json())
+            };
+            let accepted = AcceptedVote { vote, ..accepted };
             if let Some(fairness) = &self.fairness {
                 let client = bandvote_runtime::per_client::client_address(&parts.extensions);
-                if let Err(refused) = fairness.admit(&parts.headers, client, &accepted.vote, accepted.id.as_str()).await
+                if let Err(refused) =
+                    fairness.admit(&parts.headers, client, &round, &accepted.vote, accepted.id.as_str()).await
                 {
                     let response = refused.into_response();
                     record(response.status(), started);
@@ -428,7 +445,8 @@ fn record(status: StatusCode, started: Instant) {
         metrics::counter!(names::VOTES_ACCEPTED, "path" => "wasm").increment(1);
         metrics::histogram!(names::VOTE_REQUEST_DURATION, "path" => "wasm").record(started.elapsed().as_secs_f64());
     } else if status.is_client_error() {
-        metrics::counter!(names::VOTES_REJECTED, "path" => "wasm", "reason" => "invalid").increment(1);
+        let reason = bandvote_ingest::rounds::refusal_reason(status);
+        metrics::counter!(names::VOTES_REJECTED, "path" => "wasm", "reason" => reason).increment(1);
     } else if status.is_server_error() {
         metrics::counter!(names::VOTES_UNAVAILABLE, "path" => "wasm").increment(1);
     }

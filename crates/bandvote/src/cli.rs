@@ -105,21 +105,13 @@ pub enum RoundCommand {
     /// Every round, newest first, with the server's time.
     List,
     /// Creates a round (scheduled with --opens-at/--closes-at, or opened later with `open`).
-    Create {
-        /// Its id: 1-64 of a-z, 0-9 and -.
+    Create(RoundSpec),
+    /// Changes a round that never opened (its title, window, results and ballot, all replaced).
+    Edit(RoundSpec),
+    /// Deletes a round that never opened.
+    Delete {
+        /// The round.
         id: String,
-        /// What the audience sees [default: the id].
-        #[arg(long)]
-        title: Option<String>,
-        /// Opens by itself at this RFC 3339 instant.
-        #[arg(long)]
-        opens_at: Option<String>,
-        /// Closes by itself at this RFC 3339 instant.
-        #[arg(long)]
-        closes_at: Option<String>,
-        /// The public sees only the total until `reveal`.
-        #[arg(long)]
-        hidden: bool,
     },
     /// Opens a round now.
     Open {
@@ -151,6 +143,29 @@ pub enum RoundCommand {
         /// The round.
         id: String,
     },
+}
+
+/// A round as `round create` and `round edit` describe it.
+#[derive(Debug, Args)]
+pub struct RoundSpec {
+    /// Its id: 1-64 of a-z, 0-9 and -.
+    pub id: String,
+    /// What the audience sees [default: the id].
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Opens by itself at this RFC 3339 instant.
+    #[arg(long)]
+    pub opens_at: Option<String>,
+    /// Closes by itself at this RFC 3339 instant.
+    #[arg(long)]
+    pub closes_at: Option<String>,
+    /// The public sees only the total until `reveal`.
+    #[arg(long)]
+    pub hidden: bool,
+    /// The ballot: a file of `name,album,year` lines (CSV, an optional header) or a JSON list of
+    /// `{"name", "album", "year"}`; votes must then be one of its entries [default: free text].
+    #[arg(long)]
+    pub ballot: Option<std::path::PathBuf>,
 }
 
 /// Flags of `audit`.
@@ -491,6 +506,10 @@ pub struct UpArgs {
     /// do not exist.
     #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
+    /// The audience page's public address, which the projector (/screen) shows as a QR code
+    /// [default: the address the projector's browser used].
+    #[arg(long, env = "BANDVOTE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// The cap on distinct names.
     #[command(flatten)]
     pub names: NamesArgs,
@@ -506,6 +525,9 @@ impl UpArgs {
         if fairness.redis_url.is_none() {
             fairness.redis_url.clone_from(&self.redis_url);
         }
+        let idempotency_ttl = Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600);
+        // A retried key is never a second vote: the voter is remembered at least as long as the key.
+        fairness.voter_memory = fairness.voter_memory.max(idempotency_ttl);
         crate::up::UpConfig {
             fairness,
             listen: self.listen,
@@ -520,9 +542,10 @@ impl UpArgs {
             redis_url: self.redis_url,
             mongo_url: self.mongo_url,
             mongo_db: self.mongo_db,
-            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600),
+            idempotency_ttl,
             limits: self.limits.into_limits(),
             names: self.names.into_config(),
+            public_url: self.public_url,
             max_stream_clients: self.max_stream_clients.max(1),
             admin_token: self.admin_token.filter(is_set),
         }
@@ -729,6 +752,10 @@ pub struct ApiArgs {
     /// Without it the web app shows no vote form.
     #[arg(long, env = "BANDVOTE_VOTE_URL")]
     pub vote_url: Option<String>,
+    /// The audience page's public address, which the projector (/screen) shows as a QR code
+    /// [default: the address the projector's browser used].
+    #[arg(long, env = "BANDVOTE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Secret of the signed voter tokens: enables POST /api/voter-token (the gateways check the
     /// tokens with the same secret).
     #[arg(long, env = "BANDVOTE_VOTER_SECRET", hide_env_values = true)]
@@ -779,6 +806,7 @@ impl ApiArgs {
             mongo_db: self.stores.mongo_db,
             cors_origins: self.cors_origins,
             vote_url: self.vote_url,
+            public_url: self.public_url,
             voter_secret: self.voter_secret,
             voter_header: self.voter_header,
             voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),

@@ -65,6 +65,8 @@ pub struct UpConfig {
     pub max_stream_clients: usize,
     /// Bearer token of the operator's routes (rounds); they do not exist without it.
     pub admin_token: Option<SecretString>,
+    /// The audience page's address for the projector's QR code; `None`: the request's origin.
+    pub public_url: Option<String>,
 }
 
 /// Starts everything, prints where, and serves until `shutdown`.
@@ -180,6 +182,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         mongo_db: config.mongo_db.clone(),
         // The vote paths are on this same listener.
         vote_url: Some(String::new()),
+        public_url: config.public_url.clone(),
         max_stream_clients: config.max_stream_clients,
         voter_secret: config.fairness.voter_secret.clone(),
         voter_header: config.fairness.voter_header.clone(),

@@ -124,6 +124,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/admin/audit", axum::routing::get(get_audit))
         .route("/api/admin/pipeline", axum::routing::get(get_pipeline))
         .route("/api/admin/rounds", post(super::rounds::post_round))
+        .route(
+            "/api/admin/rounds/{id}",
+            axum::routing::put(super::rounds::put_round).delete(super::rounds::delete_round),
+        )
         .route("/api/admin/rounds/{id}/{action}", post(super::rounds::post_round_action))
         .with_state(state)
 }

@@ -59,7 +59,7 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "CSV", "content": {"text/csv": {}}}, "401": {"description": "no or a wrong bearer token"}, "404": {"description": "no such round"}}
             }},
             "/api/admin/rounds": {"post": {
-                "summary": "Creates a round (admin bearer token): {id, title, opens_at?, closes_at?, results?: live|hidden}",
+                "summary": "Creates a round (admin bearer token): {id, title, opens_at?, closes_at?, results?: live|hidden, ballot?: [{name, album, year}]}; with a ballot, votes must be one of its 1-64 entries (422 otherwise)",
                 "responses": {
                     "201": {"description": "the round", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Round"}}}},
                     "400": {"description": "an invalid field, named", "content": {"application/json": {"schema": error}}},
@@ -67,6 +67,29 @@ pub fn document() -> Value {
                     "409": {"description": "the id exists, or the window overlaps another round's", "content": {"application/json": {"schema": error}}}
                 }
             }},
+            "/api/admin/rounds/{id}": {
+                "put": {
+                    "summary": "Changes a round that never opened (admin bearer token): the same body as the create, the id unchanged",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "the round", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Round"}}}},
+                        "400": {"description": "an invalid field, named", "content": {"application/json": {"schema": error}}},
+                        "401": {"description": "no or a wrong bearer token"},
+                        "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                        "409": {"description": "the round has opened: its window and ballot are frozen", "content": {"application/json": {"schema": error}}}
+                    }
+                },
+                "delete": {
+                    "summary": "Deletes a round that never opened (admin bearer token)",
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {
+                        "204": {"description": "deleted"},
+                        "401": {"description": "no or a wrong bearer token"},
+                        "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                        "409": {"description": "the round has opened", "content": {"application/json": {"schema": error}}}
+                    }
+                }
+            },
             "/api/admin/rounds/{id}/{action}": {"post": {
                 "summary": "Opens, closes, reveals or hides a round (admin bearer token)",
                 "parameters": [
@@ -99,6 +122,7 @@ pub fn document() -> Value {
                 }
             }},
             "/admin": {"get": {"summary": "The operator console (the web app's operator view)", "responses": {"200": {"description": "HTML"}}}},
+            "/screen": {"get": {"summary": "The venue's projector view: the open round, a QR code of the audience page, the reveal", "responses": {"200": {"description": "HTML"}}}},
             "/api/logs": {"get": {
                 "summary": "The newest votes, newest first",
                 "parameters": [{"name": "limit", "in": "query", "required": false,
@@ -110,14 +134,19 @@ pub fn document() -> Value {
                 }
             }},
             "/api/stream": {"get": {
-                "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume): `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
+                "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume), but `ping` (after 15 s of silence, no id): `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
                 "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}}}
             }},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/api/config": {"get": {
-                "summary": "What the web app needs to know: where it posts votes (`\"\"` = this origin, null = no vote form)",
+                "summary": "What the web app needs to know: where it posts votes (`\"\"` = this origin, null = no vote form), whether votes carry a voter token and in which header, the audience page's public address (null: the page's own origin)",
                 "responses": {"200": {"description": "the web app's configuration", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["vote_url"], "properties": {"vote_url": {"type": ["string", "null"]}}
+                    "type": "object", "required": ["vote_url", "public_url"], "properties": {
+                        "vote_url": {"type": ["string", "null"]},
+                        "public_url": {"type": ["string", "null"]},
+                        "voter_token": {"type": "boolean"},
+                        "voter_header": {"type": "string"}
+                    }
                 }}}}}
             }},
             "/api/voter-token": {"post": {
@@ -127,7 +156,7 @@ pub fn document() -> Value {
             "/": {"get": {"summary": "The web app (embedded static files)", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
         },
         "components": {"schemas": {
-            "Round": {"type": "object", "required": ["id", "title", "state", "opens_at", "closes_at", "results", "final", "total"], "properties": {
+            "Round": {"type": "object", "required": ["id", "title", "state", "opens_at", "closes_at", "results", "final", "total", "ballot"], "properties": {
                 "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
                 "title": {"type": "string"},
                 "state": {"type": "string", "enum": ["scheduled", "open", "closed"]},
@@ -135,7 +164,10 @@ pub fn document() -> Value {
                 "closes_at": {"type": ["string", "null"], "format": "date-time"},
                 "results": {"type": "string", "enum": ["live", "hidden", "revealed"]},
                 "final": {"type": "boolean"},
-                "total": {"type": "integer"}
+                "total": {"type": "integer"},
+                "ballot": {"type": "array", "description": "the choices (empty: free text)", "items": {"type": "object", "required": ["name", "album", "year"], "properties": {
+                    "name": {"type": "string"}, "album": {"type": "string"}, "year": {"type": "integer", "minimum": 1000, "maximum": 9999}
+                }}}
             }},
             "Results": {"type": "object", "required": ["total", "bands", "albums", "updated_at", "freshness_ms", "round", "hidden", "final"], "properties": {
                 "round": {"type": "string"},
@@ -150,7 +182,7 @@ pub fn document() -> Value {
             "LogEntry": {"type": "object", "required": ["id", "data", "path", "received_at", "round"], "properties": {
                 "id": {"type": "string"},
                 "round": {"type": "string"},
-                "data": {"type": "object", "properties": {"name": {"type": "string"}, "album": {"type": "string"}, "year": {"type": "string"}, "rank": {"type": "string"}}},
+                "data": {"type": "object", "properties": {"name": {"type": "string"}, "album": {"type": "string"}, "year": {"type": "string"}, "rank": {"type": ["string", "null"]}}},
                 "path": {"type": "string", "enum": ["grpc", "wasm"]},
                 "received_at": {"type": "string", "format": "date-time"}
             }},

@@ -1,5 +1,6 @@
 //! The show's rounds (DESIGN.md, "Rounds"): `GET /api/rounds` and a final round's certified
-//! result (`GET /api/rounds/{id}/result`) for everyone; `POST /api/admin/rounds`, `POST
+//! result (`GET /api/rounds/{id}/result`) for everyone; `POST /api/admin/rounds`, `PUT` and `DELETE
+//! /api/admin/rounds/{id}` (a round that never opened), `POST
 //! /api/admin/rounds/{id}/open|close|reveal|hide` and the CSV exports (`GET
 //! /api/rounds/{id}/results.csv`, `/votes.csv`, streamed) for the operator.
 
@@ -37,17 +38,59 @@ pub async fn post_round(State(state): State<ApiState>, headers: HeaderMap, body:
     if let Some(refused) = refusal(&state, &headers) {
         return Ok(refused);
     }
-    let new: NewRound = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::bad_request(
-            format!("a round is {{\"id\", \"title\", \"opens_at\"?, \"closes_at\"?, \"results\"?}}: {error}"),
-            None,
-        )
-    })?;
+    let new = new_round(&body)?;
     let round = round::update(state.store.rounds().as_ref(), |rounds, now| round::create(rounds, new.clone(), now))
         .await
         .map_err(refused)?;
     tracing::info!(round = round.id, "round created");
     Ok(json(StatusCode::CREATED, view(&state, &round).await?))
+}
+
+/// The body of a create or a change.
+fn new_round(body: &[u8]) -> Result<NewRound, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(
+            format!(
+                "a round is {{\"id\", \"title\", \"opens_at\"?, \"closes_at\"?, \"results\"?, \"ballot\"?: \
+                 [{{\"name\", \"album\", \"year\"}}]}}: {error}"
+            ),
+            None,
+        )
+    })
+}
+
+/// Changes a round that never opened (its title, window, results and ballot): `200` and the
+/// round; `409` once it has opened.
+pub async fn put_round(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    let new = new_round(&body)?;
+    let round =
+        round::update(state.store.rounds().as_ref(), |rounds, now| round::replace(rounds, &id, new.clone(), now))
+            .await
+            .map_err(refused)?;
+    tracing::info!(round = round.id, "round changed");
+    Ok(json(StatusCode::OK, view(&state, &round).await?))
+}
+
+/// Deletes a round that never opened: `204`; `409` once it has opened.
+pub async fn delete_round(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    round::delete(state.store.rounds().as_ref(), &id).await.map_err(refused)?;
+    tracing::info!(round = id, "round deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Opens, closes, reveals or hides a round: `200` and the round.
@@ -151,7 +194,8 @@ pub async fn get_votes_csv(
         futures::stream::once(async { Ok(Bytes::from_static(b"id,received_at,path,band,album,year,rank\r\n")) });
     let rows = state.store.round_votes(&id).map(|entry| match entry {
         Ok(entry) => {
-            let field = |name: &str| csv_field(entry.data.get(name).map_or("", String::as_str)).into_owned();
+            let field =
+                |name: &str| csv_field(entry.data.get(name).and_then(Option::as_deref).unwrap_or("")).into_owned();
             let row = format!(
                 "{},{},{},{},{},{},{}\r\n",
                 csv_field(&entry.id),

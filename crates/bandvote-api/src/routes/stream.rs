@@ -23,7 +23,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// logged vote, `event: status` when a store stops or resumes answering, `event: round` when a
 /// round changes; every event has an `id:`, and a client reconnecting with `Last-Event-ID` first
 /// gets the buffered events after it. The current results and rounds come first, so a new page has
-/// data at once and misses no round that changed while it loaded. Keep-alive comments every 15 s;
+/// data at once and misses no round that changed while it loaded. A `ping` event (no id) after 15 s of silence;
 /// ends on shutdown. Beyond the client cap, `503` with `Retry-After`; a client too slow to take
 /// its events is disconnected (it reconnects to the latest state).
 pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -36,7 +36,13 @@ pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Re
     // and publish them, so that the clients arriving together share them.
     let mut first = None;
     if !state.events.has_results() {
-        match state.store.results().await {
+        // The public's view, as the reader publishes it: a hidden round's bands are never in it.
+        let results = state
+            .store
+            .round_results(None, false)
+            .await
+            .and_then(|r| r.ok_or_else(|| crate::store::Unavailable("no current round".into())));
+        match results {
             Ok(results) => match serde_json::to_vec(&results) {
                 Ok(json) => {
                     state.events.publish_results(&json);

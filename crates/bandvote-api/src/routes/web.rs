@@ -71,6 +71,7 @@ fn csp(vote_url: Option<&str>) -> HeaderValue {
 async fn get_config(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "vote_url": state.vote_url.as_deref(),
+        "public_url": state.public_url.as_deref(),
         "voter_token": state.voter_tokens.is_some(),
         "voter_header": state.voter_header,
     }))
@@ -112,7 +113,7 @@ async fn post_voter_token(
     Ok(Json(serde_json::json!({ "token": token, "voter": voter, "expires_at": bandvote_core::time::format(expires) })))
 }
 
-/// `/` (the app), `/admin` (its operator console), every file of the build, `/api/config` and `/api/voter-token`.
+/// `/` (the audience's page), `/screen` (the projector), `/admin` (the console), every file of the build, `/api/config` and `/api/voter-token`.
 pub fn router(state: ApiState) -> Router {
     let policy = csp(state.vote_url.as_deref());
     let mut router = Router::new()
@@ -122,8 +123,11 @@ pub fn router(state: ApiState) -> Router {
         let serve = |policy: HeaderValue| get(move || std::future::ready(file(path, body, policy.clone())));
         router = router.route(path, serve(policy.clone()));
         if path == "/index.html" {
-            // One page, two views: the audience's, and the operator console's.
-            router = router.route("/", serve(policy.clone())).route("/admin", serve(policy.clone()));
+            // One page, three views: the audience's, the projector's and the operator console.
+            router = router
+                .route("/", serve(policy.clone()))
+                .route("/screen", serve(policy.clone()))
+                .route("/admin", serve(policy.clone()));
         }
     }
     router.with_state(state)

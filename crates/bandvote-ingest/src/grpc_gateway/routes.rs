@@ -46,17 +46,19 @@ async fn forward(
     trace: TraceContext,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    // Before the voter policy: a vote refused for a closed round is not one of the voter's.
-    let round = match &state.rounds {
-        Some(gate) => gate.admit().inspect_err(|refused| {
-            if refused.status() == StatusCode::CONFLICT {
-                metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "closed").increment(1);
-            }
-        })?,
-        None => String::new(),
+    // Before the voter policy: a vote refused for a closed round or off its ballot is not one of
+    // the voter's.
+    let admitted = match &state.rounds {
+        Some(gate) => gate.admit(accepted.vote),
+        None => crate::rounds::complete(&[], accepted.vote).map(|vote| (String::new(), vote)),
     };
+    let (round, vote) = admitted.inspect_err(|refused| {
+        let reason = crate::rounds::refusal_reason(refused.status());
+        metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => reason).increment(1);
+    })?;
+    let accepted = AcceptedVote { vote, ..accepted };
     if let Some(fairness) = &state.fairness
-        && let Err(refused) = fairness.admit(headers, client, &accepted.vote, accepted.id.as_str()).await
+        && let Err(refused) = fairness.admit(headers, client, &round, &accepted.vote, accepted.id.as_str()).await
     {
         metrics::counter!(names::VOTES_REJECTED, "path" => "grpc", "reason" => "fairness").increment(1);
         return Err(refused);

@@ -54,7 +54,9 @@ impl VoteServer {
     async fn submit(&self, request: SubmitVoteRequest, trace: TraceContext) -> Result<String, Status> {
         let proto = request.vote.ok_or_else(|| Status::invalid_argument("vote is required"))?;
         // The gateway validated already; the producer does not trust its callers.
+        // An empty year or rank is one left out; the gateway gave a ballot vote its entry's year.
         let vote = Vote::from_strings(&proto.name, &proto.album, &proto.year, &proto.rank)
+            .and_then(Vote::require_year)
             .map_err(|e| invalid(e.message, e.field.unwrap_or("vote")))?;
         let id = if request.client_key {
             VoteId::from_client_key(&request.id).map_err(|e| invalid(e.to_string(), "id"))?

@@ -78,6 +78,9 @@ pub async fn post_vote(
 ) -> Result<Response, ApiError> {
     // Accepted votes and latency are counted at the edge (the wasm gateway), not here.
     let accepted = edge::read_vote(IngestPath::Wasm, &headers, body).await?;
+    // The wasm host gave a ballot vote its entry's year before its guest sent it.
+    let vote = accepted.vote.require_year().map_err(|e| ApiError::bad_request(e.message, e.field))?;
+    let accepted = edge::AcceptedVote { vote, ..accepted };
     let trace = crate::trace::from_headers(&headers);
     let stamped = headers.get(crate::rounds::ROUND_HEADER).map(|v| v.to_str().unwrap_or("-"));
     let Some(round) = crate::rounds::stamped(stamped.unwrap_or_default()) else {

@@ -102,7 +102,7 @@ async fn the_stream_sends_results_first_then_each_new_vote_and_the_new_counts() 
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut response = response;
     let mut buffer = String::new();
-    // One deadline for the whole stream: keep-alive comments do not extend it.
+    // One deadline for the whole stream: keep-alive pings do not extend it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut next_event = async || -> (String, Value) {
         loop {
@@ -110,10 +110,12 @@ async fn the_stream_sends_results_first_then_each_new_vote_and_the_new_counts() 
                 let block: String = buffer.drain(..end + 2).collect();
                 let name = block.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_owned);
                 let data = block.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned);
-                if let (Some(name), Some(data)) = (name, data) {
+                if let (Some(name), Some(data)) = (name, data)
+                    && name != "ping"
+                {
                     return (name, serde_json::from_str(&data).expect("event data is JSON"));
                 }
-                continue; // a keep-alive comment
+                continue; // the keep-alive
             }
             let chunk = tokio::time::timeout_at(deadline, response.chunk())
                 .await

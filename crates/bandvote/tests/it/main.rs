@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod ballot;
 mod config_file;
 mod consumer_faults;
 mod cors;
