@@ -6,10 +6,10 @@
 // tab), creates a hidden round that closes by itself in two minutes with the console's form and
 // opens it; votes arrive on both paths: the console shows the bands while the audience's page shows
 // only the total; the pipeline panel shows every vote counted and logged. The operator closes the
-// round with both pages open: the audience's page says "Voting closed" without a reload, a vote
-// after it gets 409; the console shows the final badge and the certified hash (equal to the API's),
-// the audit agrees, the CSV export downloads the API's rows; the reveal shows the bars to the
-// audience. Exits non-zero on the first failure.
+// round with both pages open (Close asks for a confirmation first): the audience's page says
+// "Voting closed" without a reload, a vote after it gets 409; the console shows the final badge and
+// the certified hash (equal to the API's), the audit agrees, the CSV export downloads the API's
+// rows; the reveal (confirmed too) shows the bars to the audience. Exits non-zero on the first failure.
 
 import { mkdirSync, readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
@@ -89,7 +89,7 @@ try {
   await form.getByRole('button', { name: 'Create' }).click()
   await until('the new round', () => row('semi').count(), (n) => n === 1)
   await row('semi').getByRole('button', { name: 'Open' }).click()
-  await until('the open round', () => row('semi').getByTestId('round-state').textContent(), (t) => /^open · closes in [12]:\d\d$/.test(t))
+  await until('the open round', () => row('semi').getByTestId('round-state').textContent(), (t) => /^open · closes in 0[12]:\d\d$/.test(t))
 
   await audience.goto(base)
   await until('the round on the audience page', text(audience, 'round-title'), (t) => t === 'Semi-final')
@@ -112,6 +112,8 @@ try {
 
   // The close, with both pages open.
   await row('semi').getByRole('button', { name: 'Close' }).click()
+  check((await row('semi').getByTestId('round-state').textContent()).startsWith('open'), 'Close asks before it closes')
+  await console_.getByTestId('confirm-ok').click()
   await until('the closed round on the console', () => row('semi').getByTestId('round-state').textContent(), (t) => t.startsWith('closed'))
   await until('the closed round on the audience page', text(audience, 'round-state'), (t) => t === 'Voting closed')
   // The close reaches the gateways within one refresh of their rounds (200 ms); the pages may learn
@@ -138,6 +140,7 @@ try {
   await console_.screenshot({ path: `${shots}/console-final.png`, fullPage: true })
 
   await row('semi').getByRole('button', { name: 'Reveal' }).click()
+  await console_.getByTestId('confirm-ok').click()
   await until('the bars after the reveal', () => audience.locator('[data-testid=band-bars] li').count(), (n) => n === 2)
   await until('the final badge on the audience page', text(audience, 'round-final'), (t) => t === 'Final result')
   await audience.screenshot({ path: `${shots}/audience-final.png`, fullPage: true })

@@ -27,6 +27,25 @@ export interface Round {
   final: boolean
   /** Votes counted in it so far. */
   total?: number
+  /** The candidates: a vote must be one of them (empty or absent: free text). */
+  ballot?: BallotEntry[]
+}
+
+/** One candidate of a round's ballot. */
+export interface BallotEntry {
+  name: string
+  album: string
+  year: number
+}
+
+/** The body of `POST /api/admin/rounds` and `PUT /api/admin/rounds/{id}`. */
+export interface NewRound {
+  id: string
+  title: string
+  opens_at: string | null
+  closes_at: string | null
+  results: 'live' | 'hidden'
+  ballot: BallotEntry[]
 }
 
 /** GET /api/rounds and the `round` stream event. */
@@ -38,8 +57,10 @@ export interface Rounds {
 export interface VoteData {
   name: string
   album: string
-  year: string
-  rank: string
+  /** Optional in a ballot round: the entry's year is used. */
+  year?: string
+  /** Optional for every vote; null in the log when it was not given. */
+  rank?: string | null
 }
 
 export interface LogEntry {
@@ -56,6 +77,8 @@ export interface WebConfig {
   voter_token?: boolean
   /** The header the token goes in. */
   voter_header?: string
+  /** The audience page's public address (`--public-url`), for the projector's QR code. */
+  public_url?: string | null
 }
 
 interface VoterToken {
@@ -116,8 +139,8 @@ export interface Accepted {
   path: string
 }
 
-/** A fresh Idempotency-Key, so that the browser's own retry of this request is counted once. */
-function voteKey(): string {
+/** A fresh Idempotency-Key, so that a retry of the same vote is counted once. */
+export function voteKey(): string {
   if (typeof crypto.randomUUID === 'function') {
     return crypto.randomUUID()
   }
@@ -125,15 +148,19 @@ function voteKey(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
-/** Posts one vote through `/grpc/votes` or `/wasm/votes` of `base` (with `voter` = [header, token]). */
+/**
+ * Posts one vote through `/grpc/votes` or `/wasm/votes` of `base` (with `voter` = [header, token]),
+ * under the Idempotency-Key `key` (a fresh one when not given). Status 0: no answer came.
+ */
 export async function postVote(
   base: string,
   path: 'grpc' | 'wasm',
   vote: VoteData,
   voter?: [string, string],
+  key: string = voteKey(),
 ): Promise<Accepted> {
   let response: Response
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': voteKey() }
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': key }
   if (voter) {
     headers[voter[0]] = voter[1]
   }
@@ -144,7 +171,7 @@ export async function postVote(
       body: JSON.stringify(vote),
     })
   } catch {
-    throw new ApiError(0, 'the vote service cannot be reached; check your connection and try again')
+    throw new ApiError(0, 'the vote service cannot be reached')
   }
   if (response.status !== 202) {
     throw await errorOf(response)
@@ -156,7 +183,7 @@ export async function postVote(
 export function formatLog(entry: LogEntry): string {
   const at = entry.received_at
   const { name, album, year, rank } = entry.data
-  return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${name} ${album} ${year} ${rank}`
+  return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${name} ${album} ${year ?? ''} ${rank ?? ''}`.trimEnd()
 }
 
 /** `GET /api/admin/audit`: the counters against the log. */
@@ -186,11 +213,15 @@ export interface Certified {
   round: string
   closed_at: string
   total: number
+  bands: Record<string, number>
+  albums: Record<string, number>
   sha256: string
 }
 
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
+
 /** Calls the operator API (or any route) with the admin token; a non-2xx answer becomes an ApiError. */
-export async function adminFetch(token: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+export async function adminFetch(token: string, method: Method, path: string, body?: unknown): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' }
   if (body !== undefined) {
     headers['content-type'] = 'application/json'
@@ -208,6 +239,27 @@ export async function adminFetch(token: string, method: 'GET' | 'POST', path: st
 }
 
 /** Like {@link adminFetch}, answering the JSON body. */
-export async function adminJson<T>(token: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+export async function adminJson<T>(token: string, method: Method, path: string, body?: unknown): Promise<T> {
   return (await (await adminFetch(token, method, path, body)).json()) as T
+}
+
+/**
+ * Posts `vote` as this browser's voter, to the deployment's vote service: with a voter token when
+ * the deployment asks for one (renewed once if it is refused), under the Idempotency-Key `key`.
+ */
+export async function castVote(config: WebConfig, vote: VoteData, key: string, path: 'grpc' | 'wasm' = 'grpc'): Promise<Accepted> {
+  const base = config.vote_url ?? ''
+  if (!config.voter_token) {
+    return postVote(base, path, vote, undefined, key)
+  }
+  const header = config.voter_header ?? 'x-voter-id'
+  try {
+    return await postVote(base, path, vote, [header, await voterToken()], key)
+  } catch (error) {
+    // An expired or foreign token: get a new one once.
+    if (!(error instanceof ApiError) || error.status !== 401) {
+      throw error
+    }
+    return postVote(base, path, vote, [header, await voterToken(true)], key)
+  }
 }

@@ -1,8 +1,12 @@
 import { createApp } from 'vue'
-import AdminApp from './AdminApp.vue'
 import App from './App.vue'
+import { i18n } from './i18n'
+import { router } from './router'
 import './style.css'
 
-// One build, two pages: the audience's at `/`, the operator console at `/admin`.
-const admin = window.location.pathname.replace(/\/$/, '') === '/admin'
-createApp(admin ? AdminApp : App).mount('#app')
+router.afterEach((to) => {
+  document.title = `bandvote — ${i18n.global.t(String(to.meta.title ?? 'title.audience'))}`
+  document.body.dataset.view = String(to.name ?? '')
+})
+
+createApp(App).use(i18n).use(router).mount('#app')

@@ -46,6 +46,17 @@ async fn the_operator_console_runs_a_round_in_a_browser() {
     run_as_operator("admin", &["console-open.png", "console-final.png", "audience-final.png"]).await;
 }
 
+/// A whole show in Spanish (web/e2e/show.mjs), against `bandvote up` on its embedded storage: the
+/// console edits a ballot and runs the rounds, a phone (390×844, touch) votes in one tap and keeps
+/// its receipt across a reload, the projector (1920×1080) shows a QR code that decodes to the
+/// audience's page and reveals the winner; a double-click on Close never reveals, the closed round
+/// offers nothing to tap, and a hidden round's bands reach no public answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
+async fn a_whole_show_runs_on_phone_projector_and_console() {
+    run_as_operator("show", &["phone.png", "phone-receipt.png", "screen-reveal.png", "screen.png", "admin.png"]).await;
+}
+
 /// Runs web/e2e/`script`.mjs against a fresh `bandvote up` with an admin token, and checks that it
 /// passed and saved `screenshots` (in target/screenshots/`script`).
 async fn run_as_operator(script: &str, screenshots: &[&str]) {
