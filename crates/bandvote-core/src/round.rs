@@ -515,6 +515,14 @@ pub trait RoundStore: Send + Sync {
     /// Removes round `id` if the version is still `version` (then it is one more); `false` if another
     /// change came first.
     fn remove<'a>(&'a self, version: u64, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Adds votes refused at the gateways to their rounds' counts: (round, reason, votes).
+    fn add_refusals<'a>(&'a self, refusals: &'a [(String, &'static str, u64)])
+    -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Round `id`'s refused votes by reason.
+    fn refusals<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StoreError>>;
 }
 
 /// Why [`update`] did not change a round.

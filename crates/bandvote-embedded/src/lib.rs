@@ -752,6 +752,44 @@ impl RoundStore for EmbeddedRounds {
         })
     }
 
+    fn add_refusals<'a>(
+        &'a self,
+        refusals: &'a [(String, &'static str, u64)],
+    ) -> round::BoxFuture<'a, Result<(), round::StoreError>> {
+        let refusals = refusals.to_vec();
+        Box::pin(async move {
+            let write = self.0.with_sink_write(move |db| {
+                let tx = db.transaction()?;
+                {
+                    let mut add = tx.prepare_cached(
+                        "INSERT INTO round_refusals (round, reason, votes) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (round, reason) DO UPDATE SET votes = votes + excluded.votes",
+                    )?;
+                    for (round, reason, n) in &refusals {
+                        add.execute(params![round, reason, *n as i64])?;
+                    }
+                }
+                tx.commit()
+            });
+            write.await.map_err(|e| round::StoreError(e.to_string()))
+        })
+    }
+
+    fn refusals<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> round::BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, round::StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let read = self.0.with_reader(move |db| {
+                let mut statement = db.prepare_cached("SELECT reason, votes FROM round_refusals WHERE round = ?1")?;
+                let rows = statement.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+                rows.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()
+            });
+            read.await.map_err(|e| round::StoreError(e.to_string()))
+        })
+    }
+
     fn remove<'a>(&'a self, version: u64, id: &'a str) -> round::BoxFuture<'a, Result<bool, round::StoreError>> {
         Box::pin(async move {
             let id = id.to_owned();

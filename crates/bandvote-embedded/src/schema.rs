@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS round_albums (
     round TEXT NOT NULL, key TEXT NOT NULL, votes INTEGER NOT NULL, PRIMARY KEY (round, key)
 );
 CREATE TABLE IF NOT EXISTS round_totals (round TEXT PRIMARY KEY, total INTEGER NOT NULL);
+-- Votes refused at the gateways, per round and reason (votes:round:<id>:refused).
+CREATE TABLE IF NOT EXISTS round_refusals (
+    round TEXT NOT NULL, reason TEXT NOT NULL, votes INTEGER NOT NULL, PRIMARY KEY (round, reason)
+);
 ";
 
 /// Run after [`SCHEMA`] and the upgrades, which may add the columns they index.

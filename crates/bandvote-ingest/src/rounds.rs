@@ -41,12 +41,14 @@ pub fn stamped(stamp: &str) -> Option<String> {
 pub struct RoundGate {
     store: Arc<dyn RoundStore>,
     known: RwLock<Option<Arc<Vec<Round>>>>,
+    /// Votes refused since the last write to the store: (round, reason) → votes.
+    refused: std::sync::Mutex<std::collections::HashMap<(String, &'static str), u64>>,
 }
 
 impl RoundGate {
     /// A gate over `store`, which knows no round until its first read.
     pub fn new(store: Arc<dyn RoundStore>) -> Arc<Self> {
-        Arc::new(Self { store, known: RwLock::new(None) })
+        Arc::new(Self { store, known: RwLock::new(None), refused: Default::default() })
     }
 
     /// A gate over the rounds in the Redis at `url`, if one is given.
@@ -80,6 +82,37 @@ impl RoundGate {
         }
     }
 
+    /// Counts a vote refused with `status` (see [`refusal_reason`]) in the round it was meant for:
+    /// the open round, else the latest closed one (a late vote), else none. Written to the store
+    /// with the next refresh, where the operator's console reads it.
+    pub fn note_refusal(&self, status: StatusCode) {
+        let Some(rounds) = self.known.read().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        let round = match round::current(&rounds, chrono::Utc::now()) {
+            Some(round) => round.id.clone(),
+            None if rounds.is_empty() => round::DEFAULT_ROUND.to_owned(),
+            None => return,
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        *refused.entry((round, refusal_reason(status))).or_default() += 1;
+    }
+
+    /// Writes the refusals counted since the last write (kept for the next one if the store fails).
+    async fn flush_refusals(&self) -> Result<(), round::StoreError> {
+        let taken = std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let refusals: Vec<_> = taken.iter().map(|((round, reason), n)| (round.clone(), *reason, *n)).collect();
+        let written = self.store.add_refusals(&refusals).await;
+        if written.is_err() {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, n) in taken {
+                *refused.entry(key).or_default() += n;
+            }
+        }
+        written
+    }
+
     /// Reads the rounds again.
     pub async fn refresh(&self) -> Result<(), round::StoreError> {
         let stored = self.store.load().await?;
@@ -93,7 +126,12 @@ impl RoundGate {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut failing = false;
         loop {
-            match self.refresh().await {
+            let refreshed = self.refresh().await;
+            let refreshed = match refreshed {
+                Ok(()) => self.flush_refusals().await,
+                failed => failed,
+            };
+            match refreshed {
                 Ok(()) if failing => {
                     tracing::info!("the rounds are read again");
                     failing = false;
@@ -177,6 +215,17 @@ mod tests {
         fn remove<'a>(&'a self, _: u64, _: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
             Box::pin(async { Ok(false) })
         }
+
+        fn add_refusals<'a>(&'a self, _: &'a [(String, &'static str, u64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn refusals<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StoreError>> {
+            Box::pin(async { Ok(Default::default()) })
+        }
     }
 
     fn vote(body: &str) -> Vote {
@@ -231,6 +280,10 @@ mod tests {
         assert_eq!(taken.year.as_deref(), Some("2011"));
         let refused = gate.admit(vote(r#"{"name":"FREE TICKETS","album":"El Viaje"}"#)).expect_err("off the ballot");
         assert_eq!((refused.status(), refusal_reason(refused.status())), (StatusCode::UNPROCESSABLE_ENTITY, "ballot"));
+        gate.note_refusal(refused.status());
+        gate.note_refusal(StatusCode::TOO_MANY_REQUESTS);
+        let refused = gate.refused.lock().expect("lock").clone();
+        assert_eq!(refused, [(("final".into(), "ballot"), 1), (("final".into(), "fairness"), 1)].into());
     }
 
     #[test]

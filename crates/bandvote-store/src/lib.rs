@@ -56,4 +56,9 @@ pub mod keys {
     pub fn round(id: &str) -> [String; 3] {
         ["band", "album", "total"].map(|suffix| format!("{ROUND_PREFIX}{id}:{suffix}"))
     }
+
+    /// Round `id`'s votes refused at the gateways, by reason (a hash).
+    pub fn round_refused(id: &str) -> String {
+        format!("{ROUND_PREFIX}{id}:refused")
+    }
 }

@@ -121,6 +121,30 @@ impl RoundStore for RedisRounds {
             Ok(removed == 1)
         })
     }
+
+    fn add_refusals<'a>(
+        &'a self,
+        refusals: &'a [(String, &'static str, u64)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            let mut pipe = redis::pipe();
+            for (round, reason, n) in refusals {
+                pipe.hincr(keys::round_refused(round), *reason, *n).ignore();
+            }
+            pipe.query_async::<()>(&mut redis).await.map_err(failed)
+        })
+    }
+
+    fn refusals<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            redis::cmd("HGETALL").arg(keys::round_refused(id)).query_async(&mut redis).await.map_err(failed)
+        })
+    }
 }
 
 /// Round `id`'s counters in Redis (`votes:round:<id>:band`, `:album`, `:total`), read together.

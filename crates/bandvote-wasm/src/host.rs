@@ -213,7 +213,15 @@ impl Host {
     pub async fn handle(&self, request: axum::extract::Request) -> Response {
         let trace = bandvote_ingest::trace::from_headers(request.headers());
         let span = bandvote_ingest::trace::vote_span(IngestPath::Wasm, None, &trace);
+        let vote = request.method() == axum::http::Method::POST && request.uri().path() == VOTE_ROUTE;
         let response = self.handle_traced(request, trace).instrument(span.clone()).await;
+        // A refused vote counts in its round's refusals, which the operator's console shows.
+        if let Some(gate) = &self.rounds
+            && vote
+            && response.status().is_client_error()
+        {
+            gate.note_refusal(response.status());
+        }
         span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "vote answered"));
         response
     }

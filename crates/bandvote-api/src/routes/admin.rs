@@ -128,6 +128,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/admin/rounds/{id}",
             axum::routing::put(super::rounds::put_round).delete(super::rounds::delete_round),
         )
+        .route("/api/admin/rounds/{id}/stats", axum::routing::get(super::rounds::get_round_stats))
         .route("/api/admin/rounds/{id}/{action}", post(super::rounds::post_round_action))
         .with_state(state)
 }

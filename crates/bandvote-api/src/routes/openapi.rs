@@ -90,6 +90,16 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/api/admin/rounds/{id}/stats": {"get": {
+                "summary": "What the operator watches of a round (admin bearer token): {round, total, refused: {closed, ballot, fairness, invalid}, viewers}: its votes, the votes the gateways refused in it (after its close, closed counts the late ones; written every 200 ms) and the clients on this API's live stream now",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the round's figures", "content": {"application/json": {}}},
+                    "401": {"description": "no or a wrong bearer token"},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                    "503": unavailable
+                }
+            }},
             "/api/admin/rounds/{id}/{action}": {"post": {
                 "summary": "Opens, closes, reveals or hides a round (admin bearer token)",
                 "parameters": [

@@ -93,6 +93,30 @@ pub async fn delete_round(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// What the operator watches of a round during the show: `{"round", "total", "refused": {"closed",
+/// "ballot", "fairness", "invalid"}, "viewers"}`: its votes, the votes the gateways refused in it
+/// (after its close, `closed` counts the late ones) and the clients on the live stream now.
+pub async fn get_round_stats(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = refusal(&state, &headers) {
+        return Ok(refused);
+    }
+    find(&state, &id).await?;
+    let total = state.store.round_total(&id).await?;
+    let stored = tokio::time::timeout(crate::store::READ_TIMEOUT, state.store.rounds().refusals(&id))
+        .await
+        .map_err(|_| ApiError::unavailable_because("round store: no answer", std::time::Duration::from_secs(1)))?
+        .map_err(|error| ApiError::unavailable_because(error, std::time::Duration::from_secs(1)))?;
+    let mut refused: std::collections::BTreeMap<String, u64> =
+        ["closed", "ballot", "fairness", "invalid"].into_iter().map(|reason| (reason.to_owned(), 0)).collect();
+    refused.extend(stored);
+    let stats = json!({"round": id, "total": total, "refused": refused, "viewers": state.events.listeners()});
+    Ok(json(StatusCode::OK, stats))
+}
+
 /// Opens, closes, reveals or hides a round: `200` and the round.
 pub async fn post_round_action(
     State(state): State<ApiState>,

@@ -29,12 +29,25 @@ pub async fn post_grpc_vote(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let client = bandvote_runtime::per_client::client_address(&extensions);
-    let accepted = edge::read_vote(IngestPath::Grpc, &headers, body).await?;
-    let trace = crate::trace::from_headers(&headers);
-    let span = crate::trace::vote_span(IngestPath::Grpc, Some(accepted.id.as_str()), &trace);
-    // The answer is made within the span: a 5xx is logged where it is made, with the vote's fields.
-    let answer = async { forward(state, client, &headers, accepted, trace, started).await.into_response() };
-    Ok(answer.instrument(span).await)
+    let rounds = state.rounds.clone();
+    let answer = match edge::read_vote(IngestPath::Grpc, &headers, body).await {
+        Ok(accepted) => {
+            let trace = crate::trace::from_headers(&headers);
+            let span = crate::trace::vote_span(IngestPath::Grpc, Some(accepted.id.as_str()), &trace);
+            // The answer is made within the span: a 5xx is logged where it is made, with the vote's
+            // fields.
+            let answer = async { forward(state, client, &headers, accepted, trace, started).await.into_response() };
+            answer.instrument(span).await
+        }
+        Err(refused) => refused.into_response(),
+    };
+    // A refused vote counts in its round's refusals, which the operator's console shows.
+    if let Some(gate) = rounds
+        && answer.status().is_client_error()
+    {
+        gate.note_refusal(answer.status());
+    }
+    Ok(answer)
 }
 
 /// Checks the vote's fairness, then forwards it within its request's span.

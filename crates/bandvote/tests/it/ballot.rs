@@ -201,6 +201,14 @@ async fn a_show_with_ballots(show: &Show) {
         .await;
     assert_eq!(status, 202, "{answer}");
     let results = show.wait_for_total("final", 3).await;
+    // The console's figures: the round's refusals by reason, written within a gateway's refresh.
+    assert_eq!(show.get("/api/admin/rounds/final/stats", false).await.0, 401, "the figures are the operator's");
+    let stats = wait_for("the refusals written", Duration::from_secs(10), || async {
+        let stats = show.json("/api/admin/rounds/final/stats", true).await;
+        (stats["refused"]["ballot"] == 6 && stats["refused"]["fairness"] == 2).then_some(stats)
+    })
+    .await;
+    assert_eq!((stats["total"].as_u64(), stats["refused"]["closed"].as_u64()), (Some(3), Some(0)), "{stats}");
     assert_eq!(results["bands"], json!({"Alux Nahual": 2, "Bohemia Suburbana": 1}), "{results}");
     let logs = wait_for("the votes in the log", PATIENCE, || async {
         let logs = show.json("/api/logs?limit=10", false).await;
@@ -282,6 +290,14 @@ async fn a_show_with_ballots(show: &Show) {
         })
         .await;
     }
+    // Votes refused after the close are the closed round's late votes, on the console.
+    let prize = wait_for("the late votes written", Duration::from_secs(10), || async {
+        let prize = show.json("/api/admin/rounds/prize/stats", true).await;
+        (prize["refused"]["closed"].as_u64() >= Some(2)).then_some(prize)
+    })
+    .await;
+    assert!(prize["viewers"].is_u64(), "{prize}");
+    assert_eq!(show.get("/api/admin/rounds/nope/stats", true).await.0, 404);
     let (_, metrics) = show.get("/metrics", false).await;
     for path in ["grpc", "wasm"] {
         for reason in ["closed", "ballot", "fairness"] {
