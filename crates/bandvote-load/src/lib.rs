@@ -5,10 +5,13 @@
 //! when it actually went out: a server that stalls for a second shows a second of latency for every
 //! vote due during the stall (no coordinated omission). Latencies go into HDR histograms.
 //!
-//! With `verify`, the run's accepted votes are compared with the counts the API reports.
+//! With `verify`, the run's accepted votes are compared with the counts the API reports. With
+//! phones ([`phones`]), live-stream clients follow a round ([`show`]) through the run.
 
+pub mod phones;
 mod report;
 mod run;
+pub mod show;
 mod source;
 mod verify;
 

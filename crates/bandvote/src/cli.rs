@@ -921,6 +921,18 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Run a show around the votes: this many phones follow /api/stream from loopback addresses
+    /// 127.0.0.2 on (200 each), a hidden round opens, the votes are sent, the round is closed and
+    /// revealed, and the time each phone took to hear the close and the reveal is reported. Needs
+    /// the admin token (BANDVOTE_ADMIN_TOKEN).
+    #[arg(long, env = "BANDVOTE_LOAD_PHONES")]
+    pub phones: Option<usize>,
+    /// The operator's token, for --phones.
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+    /// The server's process id, for --phones: its memory per phone and CPU per phase (/proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// Parses `10s`, `500ms`, `2m` or a plain number of seconds.

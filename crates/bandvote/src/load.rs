@@ -4,8 +4,9 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use bandvote_load::{LoadConfig, VoteSource};
+use bandvote_load::{LoadConfig, VoteSource, show::ShowConfig};
 use bandvote_runtime::shutdown::CancellationToken;
+use secrecy::ExposeSecret as _;
 
 use crate::cli::{LoadArgs, LoadPath};
 
@@ -42,8 +43,21 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> anyhow::Result<
         true => Some(bandvote_load::fetch_counts(&client, &api).await.context("--verify reads the counts first")?),
         false => None,
     };
-    let report = tokio::select! {
-        report = bandvote_load::run(config) => report?,
+    let run = async {
+        let Some(phones) = args.phones else { return Ok((bandvote_load::run(config).await?, None)) };
+        let Some(token) = &args.admin_token else { anyhow::bail!("--phones runs a round: it needs --admin-token") };
+        let show = ShowConfig {
+            api: api.clone(),
+            admin_token: token.expose_secret().to_owned(),
+            phones,
+            server_pid: args.server_pid,
+            patience: std::time::Duration::from_secs(60),
+        };
+        let (report, show) = bandvote_load::show::run(show, config).await?;
+        Ok((report, Some(show)))
+    };
+    let (report, show) = tokio::select! {
+        ran = run => ran?,
         () = shutdown.cancelled() => anyhow::bail!("interrupted; no report"),
     };
     let verification = match &before {
@@ -58,10 +72,13 @@ pub async fn run(args: LoadArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let document = serde_json::json!({ "report": report, "verify": verification });
+        let document = serde_json::json!({ "report": report, "verify": verification, "show": show });
         writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
     } else {
         write!(out, "{}", report.table())?;
+        if let Some(show) = &show {
+            write!(out, "{show}")?;
+        }
         if let Some(verification) = &verification {
             writeln!(out, "{verification}")?;
         }
