@@ -5,10 +5,11 @@
 // The operator signs in (a wrong token is refused, the right one is kept across a reload of the
 // tab), creates a hidden round that closes by itself in two minutes with the console's form and
 // opens it; votes arrive on both paths: the console shows the bands while the audience's page shows
-// only the total; the pipeline panel shows every vote counted and logged. The operator closes the
+// only the total; the pipeline panel shows every vote counted and logged; the round's activity panel
+// counts an invalid vote and the pages watching live. The operator closes the
 // round with both pages open (Close asks for a confirmation first): the audience's page says
 // "Voting closed" without a reload, a vote after it gets 409; the console shows the final badge and
-// the certified hash (equal to the API's), the audit agrees, the CSV export downloads the API's
+// the certified hash (equal to the API's), the late vote in the activity panel, the audit agrees, the CSV export downloads the API's
 // rows; the reveal (confirmed too) shows the bars to the audience. Exits non-zero on the first failure.
 
 import { mkdirSync, readFileSync } from 'node:fs'
@@ -35,6 +36,16 @@ async function vote([path, name, album, year], key) {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'idempotency-key': key },
     body: JSON.stringify({ name, album, year, rank: '8.0' }),
+  })
+  return response.status
+}
+
+/** A malformed vote (a two-digit year): refused with 400. */
+async function invalidVote() {
+  const response = await fetch(`${base}/grpc/votes`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Alux Nahual', album: 'El Viaje', year: '11' }),
   })
   return response.status
 }
@@ -108,6 +119,13 @@ try {
   check((await audience.locator('[data-testid=band-bars] li').count()) === 0, 'the audience sees no bars while hidden')
   await until('every vote logged', text(console_, 'behind'), (t) => t === '0')
   check((await console_.getByTestId('logged').textContent()) === String(accepted), 'the pipeline panel counts the log')
+  const invalid = await invalidVote()
+  check(invalid === 400, `a malformed vote is refused (answered ${invalid})`)
+  await until('the invalid vote in the activity panel', text(console_, 'stats-invalid'), (t) => t === '1')
+  // The console and the audience's page are both on the live stream.
+  await until('the viewers in the activity panel', text(console_, 'stats-viewers'), (t) => Number(t) >= 2)
+  check((await console_.getByTestId('stats-late').textContent()) === '0', 'no late votes while the round is open')
+  check(Number((await console_.getByTestId('stats-rate').textContent()).replace(',', '.')) >= 0, 'the activity panel shows the rate')
   await console_.screenshot({ path: `${shots}/console-open.png`, fullPage: true })
 
   // The close, with both pages open.
@@ -121,6 +139,7 @@ try {
   await new Promise((resolve) => setTimeout(resolve, 1000))
   const late = await vote(VOTES[0], 'e2e-admin-late')
   check(late === 409, `a vote after the close is refused (answered ${late})`)
+  await until('the late vote in the activity panel', text(console_, 'stats-late'), (t) => t === '1')
 
   await until('the final badge', () => console_.getByTestId('final-badge').count(), (n) => n === 1, 45_000)
   const certified = await until('the certified hash', text(console_, 'certified'), (t) => /sha256 [0-9a-f]{64}/.test(t ?? ''))

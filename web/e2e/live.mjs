@@ -4,8 +4,9 @@
 //
 // CHROMIUM names the browser (default /usr/bin/chromium, Debian's package). The script opens the
 // audience's page before any round (free-text voting in the implicit round), votes through its
-// form (with the mouse, then the keyboard only), sends more votes from outside the page through
-// both paths, and checks that the total, the bars, the donut and the latest-votes console update
+// form on both paths (gRPC with the mouse and a rank, WebAssembly with the keyboard only and no
+// rank) and checks that the logs console shows each path; sends more votes from outside the page
+// through both paths, and checks that the total, the bars, the donut and the latest-votes console update
 // live with no reload; that a bad vote gets a clear error; that the page talks to no other host. It then prints
 // `STOP_THE_SERVER` and waits for a line on stdin: the caller stops the server, and the freshness
 // badge must turn red. Screenshots go to SCREENSHOT_DIR. Exits non-zero on the first failure.
@@ -60,25 +61,55 @@ try {
   await until('the live badge', badge, (t) => t.includes('no votes counted yet'))
   await page.screenshot({ path: `${shots}/empty.png`, fullPage: true })
 
-  // Vote through the form: choosing a known album fills in its year.
+  // Vote through the form, gRPC path (the default), with a rank: choosing a known album fills in
+  // its year.
   const form = page.getByTestId('vote-form')
+  const posted = []
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && /\/(grpc|wasm)\/votes$/.test(request.url())) {
+      posted.push({ path: new URL(request.url()).pathname, body: JSON.parse(request.postData() ?? '{}') })
+    }
+  })
+  check(await form.locator('input[name=path][value=grpc]').isChecked(), 'gRPC is the default path')
   await form.locator('input[name=name]').fill('Bohemia Suburbana')
   await form.locator('input[name=album]').fill('Mis palabras')
   await form.locator('input[name=album]').dispatchEvent('change')
   check((await form.locator('input[name=year]').inputValue()) === '1997', 'year filled in from the known album')
+  await form.locator('input[name=rank]').fill('9.5')
   await page.getByTestId('vote-submit').click()
-  await until('the vote to be accepted', () => page.getByTestId('vote-message').textContent(), (t) =>
-    t?.startsWith('Vote accepted: Bohemia Suburbana — Mis palabras (receipt '),
+  await until('the gRPC vote to be accepted', () => page.getByTestId('vote-message').textContent(), (t) =>
+    t?.startsWith('Vote accepted through grpc: Bohemia Suburbana — Mis palabras (receipt '),
   )
-  // Then another, with the keyboard only.
+  // Then the WebAssembly path, with the keyboard only (arrows choose the path, Enter sends), no rank.
   await form.locator('input[name=album]').fill('Imaginaria Sonora')
   await form.locator('input[name=album]').dispatchEvent('change')
-  await form.locator('input[name=year]').focus()
+  await form.locator('input[name=rank]').fill('')
+  await form.locator('input[name=path][value=grpc]').focus()
+  await page.keyboard.press('ArrowRight')
+  check(await form.locator('input[name=path][value=wasm]').isChecked(), 'the arrow keys choose the wasm path')
   await page.keyboard.press('Enter')
-  await until('the second vote to be accepted', () => page.getByTestId('vote-message').textContent(), (t) =>
-    t?.startsWith('Vote accepted: Bohemia Suburbana — Imaginaria Sonora'),
+  await until('the wasm vote to be accepted', () => page.getByTestId('vote-message').textContent(), (t) =>
+    t?.startsWith('Vote accepted through wasm: Bohemia Suburbana — Imaginaria Sonora (receipt '),
   )
   await until('the two form votes in the total', total, (t) => t === '2')
+  const sentPaths = posted.map((p) => `${p.path} ${JSON.stringify(p.body)}`).join('; ')
+  check(
+    posted.length === 2 && posted[0].path === '/grpc/votes' && posted[0].body.rank === '9.5' && posted[1].path === '/wasm/votes' && !('rank' in posted[1].body),
+    `the form posted to each path, the rank only when given: ${sentPaths}`,
+  )
+  // The logs console names each vote's path; the vote without a rank prints none.
+  await page.locator('[data-testid=logs-details] summary').click()
+  const formLogs = () =>
+    page.locator('[data-testid=logs] li').evaluateAll((items) =>
+      items.filter((li) => li.querySelector('.path')).map((li) => `${li.querySelector('.line').textContent} | ${li.querySelector('.path').textContent}`),
+    )
+  const both = await until('both form votes in the logs console', formLogs, (l) => l.length === 2)
+  check(both[0].endsWith('Bohemia Suburbana Imaginaria Sonora 2015 | wasm'), `the wasm vote's log line: ${both[0]}`)
+  check(both[1].endsWith('Bohemia Suburbana Mis palabras 1997 9.5 | grpc'), `the gRPC vote's log line: ${both[1]}`)
+  for (const path of ['grpc', 'wasm']) {
+    check(await page.locator(`[data-testid=logs] li.${path} .path`).isVisible(), `the ${path} label is visible`)
+  }
+  await page.locator('[data-testid=logs-details] summary').click()
 
   // A bad vote gets a clear error naming the field, and is not counted.
   await form.locator('input[name=year]').fill('97')
@@ -121,6 +152,12 @@ try {
   check(lines[0].endsWith('Bohemia Suburbana Mis palabras 1997 9.5'), `newest log line: ${lines[0]}`)
   await until('the live badge', badge, (t) => t.includes('updated'))
   await page.locator('[data-testid=logs-details] summary').click()
+  // At this width every line's path label stays inside the console, none cut off at its edge.
+  const clipped = await page.locator('[data-testid=logs]').evaluate((console_) => {
+    const edge = console_.getBoundingClientRect().right
+    return [...console_.querySelectorAll('.path')].filter((p) => p.getBoundingClientRect().right > edge).length
+  })
+  check(clipped === 0, `${clipped} path labels overflow the logs console`)
   await page.screenshot({ path: `${shots}/live.png`, fullPage: true })
 
   // The Update button (keyboard): reloads the last 20 logs from the API.

@@ -5,9 +5,12 @@
 //
 // The operator creates a round with a ballot in the console (an entry added by hand, two pasted as
 // CSV, reordered, one added and removed), a scratch round that is deleted, and a hidden free-text
-// round that is edited; opens the first round. The phone taps a choice, confirms, gets a receipt
-// that survives a reload (and the ballot is gone); the projector's QR code decodes to the
-// audience's address. The console's Close asks first, and a double-click on it neither closes nor
+// round that is edited; opens the first round. The phone taps a choice and confirms; its first
+// attempt is lost on the network: the page says the vote was not sent and offers to send it again;
+// the retry carries the same Idempotency-Key, gets a receipt that survives a reload (and the ballot
+// is gone), and the round counts the vote once; the projector's QR code decodes to the
+// audience's address. The console's round activity counts a vote off the ballot and, after the
+// close, a late one. The console's Close asks first, and a double-click on it neither closes nor
 // reveals. The closed round offers nothing to tap; "certifying… N s", then final with the winner;
 // the reveal builds the bars up on the projector and names the winner. Then the hidden round takes
 // votes: its bands appear in no public answer (results, all-time, logs, the stream's first event)
@@ -173,11 +176,32 @@ try {
   await spanish(phone, 'the phone')
   await phone.screenshot({ path: `${shots}/phone.png` })
 
-  // The phone votes: tap, confirm, receipt.
+  // The phone votes: tap, confirm; the first attempt never reaches the server (the network drops it).
+  const keys = []
+  phone.on('request', (request) => {
+    if (request.method() === 'POST' && new URL(request.url()).pathname === '/grpc/votes') {
+      keys.push(request.headers()['idempotency-key'])
+    }
+  })
+  await phone.route('**/grpc/votes', (route) => route.abort('internetdisconnected'), { times: 1 })
   await phone.locator('[data-testid=choice][data-name="Alux Nahual"]').tap()
   await until('the confirmation', text(phone, 'confirm-dialog'), (t) => t?.includes('¿Votar por Alux Nahual?'))
   await phone.getByTestId('confirm-ok').tap()
+  await until('the vote said not sent', text(phone, 'vote-error'), (t) => t?.startsWith('Sin conexión: tu voto no se confirmó'))
+  await until('the offer to send it again', text(phone, 'pending'), (t) => t?.includes('Tu voto por Alux Nahual — El Viaje no se confirmó'))
+  check((await phone.getByTestId('receipt').count()) === 0, 'no receipt for a vote that was not sent')
+  const retry = phone.getByTestId('retry')
+  check((await retry.innerText()) === 'Enviar de nuevo', 'the retry button is in Spanish')
+  const retryBox = await retry.boundingBox()
+  check(retryBox.height >= 44, `the retry button is big enough to tap: ${JSON.stringify(retryBox)}`)
+  await phone.screenshot({ path: `${shots}/phone-offline.png` })
+  check((await (await fetch(`${base}/api/rounds`)).json()).rounds.find((r) => r.id === 'final').total === 0, 'the lost attempt was not counted')
+  // The network is back: the retry goes through, under the same key.
+  await retry.tap()
   await until('the receipt', text(phone, 'receipt-band'), (t) => t === 'Alux Nahual')
+  check(keys.length === 2 && keys[0] && keys[0] === keys[1], `the retry reused the lost attempt's Idempotency-Key: ${JSON.stringify(keys)}`)
+  check((await phone.getByTestId('vote-error').count()) === 0 && (await phone.getByTestId('pending').count()) === 0, 'nothing left to retry')
+  await until('the vote counted once on the console', text(op, 'total'), (t) => t === '1')
   const receipt = await phone.getByTestId('receipt-id').innerText()
   check(/^[A-Za-z0-9._:-]{1,128}$/.test(receipt), `the receipt names the vote id: ${receipt}`)
   check((await phone.getByTestId('receipt').innerText()).includes('La Gran Final'), 'the receipt names the round')
@@ -194,6 +218,7 @@ try {
   }
   const off = await vote({ name: 'Alux Nahual', album: 'Rock chapin', year: '2014' })
   check(off.status === 422 && off.body.field === 'album', `an off-ballot vote: ${off.status} ${JSON.stringify(off.body)}`)
+  await until('the off-ballot vote in the round activity', text(op, 'stats-ballot'), (t) => t === '1')
   await until('six votes on the console', text(op, 'total'), (t) => t === '6')
   await until('six votes on the projector', () => screen.getByTestId('screen-hidden').innerText(), (t) => t.startsWith('6'))
   const hiddenResults = JSON.parse((await json('/api/results')).body)
@@ -233,6 +258,7 @@ try {
   check((await phone.getByTestId('vote-form').count()) === 0 && (await choices.count()) === 0, 'no ballot and no form after the close')
   const late = await vote({ name: 'Bohemia Suburbana', album: 'Mis palabras' })
   check(late.status === 409, `a vote after the close answered ${late.status}`)
+  await until('the late vote in the round activity', text(op, 'stats-late'), (t) => t === '1')
   await until('the closed final on the projector', text(screen, 'screen-state'), (t) => t === 'La votación está cerrada')
 
   // Final: the console names the winner.
@@ -258,9 +284,12 @@ try {
   // The hidden free-text round: its bands reach only the console.
   await slot('secreta', 'open').click()
   await until('the open hidden round', () => row('secreta').getByTestId('round-state').innerText(), (t) => t === 'abierta')
-  for (let i = 0; i < 3; i++) {
+  // The gateways learn of the open within one refresh of their rounds (200 ms), maybe after the
+  // console: until then a vote is refused as closed. The same key makes the retries one vote.
+  await until('the gateways to take votes in the hidden round', () => vote(SECRET, 'show-secret-0'), (a) => a.status === 202)
+  for (let i = 1; i < 3; i++) {
     const answer = await vote(SECRET, `show-secret-${i}`)
-    check(answer.status === 202, `a vote in the hidden round answered ${answer.status}`)
+    check(answer.status === 202, `a vote in the hidden round answered ${answer.status} ${JSON.stringify(answer.body)}`)
   }
   await until('the hidden round on the console', () => op.locator(`[data-testid=band-bars] li[data-band="${SECRET.name}"]`).count(), (n) => n === 1)
   await until('the hidden round on the phone', text(phone, 'round-title'), (t) => t === 'Premio del público')

@@ -154,7 +154,7 @@ export function voteKey(): string {
  */
 export async function postVote(
   base: string,
-  path: 'grpc' | 'wasm',
+  path: VotePath,
   vote: VoteData,
   voter?: [string, string],
   key: string = voteKey(),
@@ -179,11 +179,18 @@ export async function postVote(
   return (await response.json()) as Accepted
 }
 
-/** `date - time - band album year rank`, as the original's console printed it (UTC). */
+/** The two ingest paths a vote can be posted through. */
+export type VotePath = 'grpc' | 'wasm'
+
+/**
+ * `date - time - band album year rank`, as the original's console printed it (UTC); a year or rank
+ * left out (null or empty) prints nothing.
+ */
 export function formatLog(entry: LogEntry): string {
   const at = entry.received_at
   const { name, album, year, rank } = entry.data
-  return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${name} ${album} ${year ?? ''} ${rank ?? ''}`.trimEnd()
+  const fields = [name, album, year, rank].filter((f) => f != null && f !== '')
+  return `${at.slice(0, 10)} - ${at.slice(11, 23)} - ${fields.join(' ')}`
 }
 
 /** `GET /api/admin/audit`: the counters against the log. */
@@ -206,6 +213,17 @@ export interface Pipeline {
 export interface Readiness {
   status: string
   checks: Record<string, string>
+}
+
+/** `GET /api/admin/rounds/{id}/stats`: a round's votes refused, by reason, and the live audience. */
+export interface RoundStats {
+  round: string
+  total: number
+  /** Votes refused in the round: closed (409, late after the close), off the ballot (422), by the
+   * voter policy or its rate (401/429), invalid (400). */
+  refused: { closed: number; ballot: number; fairness: number; invalid: number }
+  /** Clients connected to the live stream right now. */
+  viewers: number
 }
 
 /** The certified result of a final round (`GET /api/rounds/{id}/result`). */
@@ -247,7 +265,7 @@ export async function adminJson<T>(token: string, method: Method, path: string, 
  * Posts `vote` as this browser's voter, to the deployment's vote service: with a voter token when
  * the deployment asks for one (renewed once if it is refused), under the Idempotency-Key `key`.
  */
-export async function castVote(config: WebConfig, vote: VoteData, key: string, path: 'grpc' | 'wasm' = 'grpc'): Promise<Accepted> {
+export async function castVote(config: WebConfig, vote: VoteData, key: string, path: VotePath = 'grpc'): Promise<Accepted> {
   const base = config.vote_url ?? ''
   if (!config.voter_token) {
     return postVote(base, path, vote, undefined, key)

@@ -1,5 +1,5 @@
-// The operator console's state: the token, the rounds, the chosen round's results, the pipeline,
-// refreshed from the stream and every two seconds while signed in.
+// The operator console's state: the token, the rounds, the chosen round's results and stats, the
+// pipeline, refreshed from the stream and every two seconds while signed in.
 
 import { computed, onBeforeUnmount, ref, watch } from 'vue'
 import {
@@ -12,6 +12,7 @@ import {
   type Results,
   type Round,
   type Rounds,
+  type RoundStats,
 } from '../api'
 import { phaseOf } from '../rounds'
 
@@ -35,8 +36,21 @@ export function useAdmin() {
   const readiness = ref<Readiness | null>(null)
   const problem = ref<string | null>(null)
   const certified = ref<Certified | null>(null)
+  /** The shown round's refusals and viewers; null while the API has none for it (the panel hides). */
+  const stats = ref<RoundStats | null>(null)
   const serverNow = computed(() => now.value + clockOffset.value)
   const shown = computed(() => rounds.value.find((r) => r.id === results.value?.round) ?? null)
+  /** Votes counted per second over the last 10 s of the shown round's samples. */
+  const votesPerSecond = computed(() => {
+    const newest = history.value.length ? history.value[history.value.length - 1][0] : 0
+    const recent = history.value.filter(([at]) => newest - at <= 10_000)
+    if (recent.length < 2) {
+      return 0
+    }
+    const [t0, n0] = recent[0]
+    const [t1, n1] = recent[recent.length - 1]
+    return Math.max(0, (n1 - n0) / Math.max(1, (t1 - t0) / 1000))
+  })
 
   async function signIn(candidate: string) {
     signInError.value = null
@@ -86,12 +100,46 @@ export function useAdmin() {
     if (results.value?.round !== next.round) {
       history.value = []
       certified.value = null
+      stats.value = null
     }
     results.value = next
     const t = Date.now()
     history.value = [...history.value.filter(([at]) => t - at <= 600_000), [t, next.total]]
+    const statsLoaded = statsDue(next.round ?? 'default') ? loadStats(next.round ?? 'default') : null
     if (next.final && !certified.value && next.round) {
       certified.value = await adminJson<Certified>(token.value, 'GET', `/api/rounds/${encodeURIComponent(next.round)}/result`)
+    }
+    await statsLoaded
+  }
+
+  /** When the stats were last asked for, and for which round. */
+  let statsAsked: [string, number] = ['', 0]
+
+  /** Whether to ask for `round`'s stats now: every two seconds, not on every stream event. */
+  function statsDue(round: string): boolean {
+    const now = Date.now()
+    if (statsAsked[0] === round && now - statsAsked[1] < REFRESH_MS - 250) {
+      return false
+    }
+    statsAsked = [round, now]
+    return true
+  }
+
+  /**
+   * The stats of `round`. Any failure (a 404: an unknown round, or an API without stats) hides the
+   * panel rather than showing numbers that are no longer current; it never raises the banner.
+   */
+  async function loadStats(round: string) {
+    let next: RoundStats | null = null
+    try {
+      const body = await adminJson<RoundStats>(token.value!, 'GET', `/api/admin/rounds/${encodeURIComponent(round)}/stats`)
+      next = typeof body?.viewers === 'number' && typeof body.refused === 'object' && body.refused !== null ? body : null
+    } catch {
+      next = null
+    }
+    // Another round may have been chosen meanwhile: keep only the shown round's stats.
+    if ((results.value?.round ?? 'default') === round) {
+      stats.value = next
     }
   }
 
@@ -184,6 +232,8 @@ export function useAdmin() {
     readiness,
     problem,
     certified,
+    stats,
+    votesPerSecond,
     shown,
     signIn,
     signOut,

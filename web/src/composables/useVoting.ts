@@ -2,7 +2,7 @@
 // answers (so a retry after a lost answer is the same vote), and the receipt kept per round.
 
 import { ref } from 'vue'
-import { ApiError, castVote, voteKey, type Accepted, type VoteData, type WebConfig } from '../api'
+import { ApiError, castVote, voteKey, type Accepted, type VoteData, type VotePath, type WebConfig } from '../api'
 
 /** What the voter keeps of an accepted vote. */
 export interface Receipt {
@@ -12,6 +12,8 @@ export interface Receipt {
   name: string
   album: string
   year?: string
+  /** The path that took it (grpc or wasm). */
+  path?: string
   at: string
 }
 
@@ -19,6 +21,8 @@ export interface Receipt {
 export interface Pending {
   key: string
   vote: VoteData
+  /** The path it was sent through: the retry goes the same way. */
+  path?: VotePath
 }
 
 const RECEIPT = 'bandvote.receipt.'
@@ -99,18 +103,23 @@ export function useVoting(config: () => WebConfig | null) {
   }
 
   /**
-   * Sends `vote` in `round` (titled `title`): the key of an unanswered attempt at the same choice is
-   * reused. Answers the receipt, or null with `refusal` set.
+   * Sends `vote` in `round` (titled `title`) through `path`: the key of an unanswered attempt at the
+   * same choice is reused. Answers the receipt, or null with `refusal` set.
    */
-  async function send(round: string, title: string, vote: VoteData, path: 'grpc' | 'wasm' = 'grpc'): Promise<Receipt | null> {
+  async function send(round: string, title: string, vote: VoteData, path: VotePath = 'grpc'): Promise<Receipt | null> {
     const cfg = config()
     if (!cfg || cfg.vote_url === null) {
       refusal.value = 'closed'
       return null
     }
     const before = pending(round)
-    const same = before && before.vote.name === vote.name && before.vote.album === vote.album && before.vote.year === vote.year
-    const attempt: Pending = same ? before : { key: voteKey(), vote }
+    const same =
+      before &&
+      before.vote.name === vote.name &&
+      before.vote.album === vote.album &&
+      before.vote.year === vote.year &&
+      (before.vote.rank ?? null) === (vote.rank ?? null)
+    const attempt: Pending = same ? { ...before, path } : { key: voteKey(), vote, path }
     setPending(round, attempt)
     sending.value = true
     refusal.value = null
@@ -137,6 +146,7 @@ export function useVoting(config: () => WebConfig | null) {
       name: vote.name,
       album: vote.album,
       year: vote.year,
+      path: accepted.path,
       at: new Date().toISOString(),
     }
     localStorage.setItem(RECEIPT + round, JSON.stringify(kept))

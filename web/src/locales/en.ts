@@ -43,6 +43,7 @@ export default {
     send: 'Vote',
     sending: 'Sending…',
     accepted: 'Vote accepted: {name} — {album} (receipt {id}).',
+    acceptedThrough: 'Vote accepted through {path}: {name} — {album} (receipt {id}).',
     unconfirmed: 'Your vote for {name} — {album} was not confirmed.',
     retry: 'Send again',
     error: {
@@ -59,6 +60,7 @@ export default {
       name: 'Check the band: it is empty or too long.',
       album: 'Check the album: it is empty or too long.',
       year: 'The year must be a four-digit year, such as 1997.',
+      rank: 'The rank must be a number of 0 or more, such as 9.5, or left empty.',
     },
   },
   receipt: {
@@ -71,6 +73,12 @@ export default {
     band: 'Band',
     album: 'Album',
     year: 'Year',
+    rank: 'Rank (optional)',
+    path: 'Path',
+    pathTitle: {
+      grpc: 'Through the gRPC ingest service',
+      wasm: 'Through the WebAssembly gateway',
+    },
   },
   results: {
     total: 'Votes',
@@ -224,6 +232,23 @@ export default {
       notYet: 'Once the round is closed and every vote counted, its certified result is here.',
       winner: 'Winner:',
       summary: '{n} votes, closed {at}',
+    },
+    roundStats: {
+      title: 'Round activity',
+      rate: 'Votes per second',
+      late: 'Late (voting closed)',
+      ballot: 'Off the ballot',
+      fairness: 'Refused by the voter policy',
+      invalid: 'Invalid',
+      viewers: 'Watching live',
+      explain: {
+        rate: 'Votes counted per second over the last 10 seconds.',
+        late: 'Votes refused because voting was closed (409); after the close, the late votes.',
+        ballot: 'Votes refused for a choice that is not on the ballot (422).',
+        fairness: 'Votes refused by the one-vote-per-voter policy or its rate limit (401, 429).',
+        invalid: 'Votes refused as malformed (400).',
+        viewers: 'Pages, projectors and consoles connected to the live stream right now.',
+      },
     },
     health: {
       title: 'Pipeline',

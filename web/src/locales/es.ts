@@ -45,6 +45,7 @@ const es: typeof en = {
     send: 'Votar',
     sending: 'Enviando…',
     accepted: 'Voto aceptado: {name} — {album} (comprobante {id}).',
+    acceptedThrough: 'Voto aceptado por {path}: {name} — {album} (comprobante {id}).',
     unconfirmed: 'Tu voto por {name} — {album} no se confirmó.',
     retry: 'Enviar de nuevo',
     error: {
@@ -61,6 +62,7 @@ const es: typeof en = {
       name: 'Revisa la banda: está vacía o es demasiado larga.',
       album: 'Revisa el álbum: está vacío o es demasiado largo.',
       year: 'El año debe tener cuatro cifras, por ejemplo 1997.',
+      rank: 'La calificación debe ser un número de 0 o más, por ejemplo 9.5, o quedar vacía.',
     },
   },
   receipt: {
@@ -73,6 +75,12 @@ const es: typeof en = {
     band: 'Banda',
     album: 'Álbum',
     year: 'Año',
+    rank: 'Calificación (opcional)',
+    path: 'Vía',
+    pathTitle: {
+      grpc: 'Por el servicio de ingesta gRPC',
+      wasm: 'Por la pasarela WebAssembly',
+    },
   },
   results: {
     total: 'Votos',
@@ -226,6 +234,23 @@ const es: typeof en = {
       notYet: 'Cuando la ronda esté cerrada y todos sus votos contados, su resultado certificado aparecerá aquí.',
       winner: 'Ganador:',
       summary: '{n} votos, cerrada el {at}',
+    },
+    roundStats: {
+      title: 'Actividad de la ronda',
+      rate: 'Votos por segundo',
+      late: 'Tardíos (votación cerrada)',
+      ballot: 'Fuera de la boleta',
+      fairness: 'Rechazados por la política de votantes',
+      invalid: 'Inválidos',
+      viewers: 'Mirando en vivo',
+      explain: {
+        rate: 'Votos contados por segundo en los últimos 10 segundos.',
+        late: 'Votos rechazados porque la votación estaba cerrada (409); tras el cierre, los votos tardíos.',
+        ballot: 'Votos rechazados por una opción que no está en la boleta (422).',
+        fairness: 'Votos rechazados por la política de un voto por votante o su límite de frecuencia (401, 429).',
+        invalid: 'Votos rechazados por estar mal formados (400).',
+        viewers: 'Páginas, proyectores y consolas conectados a la transmisión en vivo ahora mismo.',
+      },
     },
     health: {
       title: 'Canalización',
