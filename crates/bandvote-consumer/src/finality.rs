@@ -72,16 +72,36 @@ impl Progress for KafkaProgress {
     }
 }
 
-/// `bandvote up`'s embedded queue, counters and log.
-pub struct EmbeddedProgress(pub Arc<Storage>);
+/// `bandvote up`'s embedded queue (both pipelines store their positions in it, wherever they write),
+/// with the counters in it or in Redis, and the log in it or in MongoDB.
+pub struct EmbeddedProgress {
+    /// The embedded queue (and the counters and log that are not on a server).
+    pub storage: Arc<Storage>,
+    /// The counters' Redis, when the counters are there.
+    pub redis: Option<Redis>,
+    /// The MongoDB log, when the log is there.
+    pub logs: Option<Collection<Document>>,
+}
 
 impl Progress for EmbeddedProgress {
     fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>> {
-        Box::pin(async move { Ok(self.0.caught_up().await?) })
+        Box::pin(async move { Ok(self.storage.caught_up().await?) })
     }
 
     fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>> {
-        Box::pin(async move { Ok((self.0.round_counts(id).await?, self.0.logged_round_counts(id).await?)) })
+        Box::pin(async move {
+            let counters = match &self.redis {
+                Some(redis) => bandvote_store::rounds::counts(&mut redis.clone(), id)
+                    .await
+                    .context("failed to read the counters")?,
+                None => self.storage.round_counts(id).await?,
+            };
+            let logged = match &self.logs {
+                Some(logs) => bandvote_store::log::round_counts(logs, id).await?,
+                None => self.storage.logged_round_counts(id).await?,
+            };
+            Ok((counters, logged))
+        })
     }
 }
 

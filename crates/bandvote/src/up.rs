@@ -137,12 +137,28 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
             };
             let prune = config.redis_url.is_none() && config.mongo_url.is_none();
             let mut consumer = Consumer::embedded(Arc::clone(storage), counters, log, prune).await?.into_service();
-            // On the embedded counters and log, closed rounds become final here.
-            if prune {
-                let rounds: Arc<dyn RoundStore> = Arc::new(EmbeddedRounds(Arc::clone(storage)));
-                let progress = Arc::new(EmbeddedProgress(Arc::clone(storage)));
-                consumer = consumer.task("finality", move |shutdown| finality::run(rounds, progress, shutdown));
-            }
+            // Closed rounds become final here, wherever the counters and the log are: the embedded
+            // queue holds both pipelines' positions.
+            let rounds: Arc<dyn RoundStore> = Arc::new(EmbeddedRounds(Arc::clone(storage)));
+            let redis = match &config.redis_url {
+                Some(url) => Some(
+                    bandvote_store::redis_client::RedisTarget::parse(url.expose_secret())?
+                        .connect(bandvote_store::redis_client::Timeouts::default())
+                        .await
+                        .context("failed to connect to redis for the rounds' finality")?,
+                ),
+                None => None,
+            };
+            let logs = match &config.mongo_url {
+                Some(url) => Some(
+                    bandvote_store::log::collection(url.expose_secret(), &config.mongo_db)
+                        .await
+                        .context("failed to configure mongodb for the rounds' finality")?,
+                ),
+                None => None,
+            };
+            let progress = Arc::new(EmbeddedProgress { storage: Arc::clone(storage), redis, logs });
+            consumer = consumer.task("finality", move |shutdown| finality::run(rounds, progress, shutdown));
             (producer, consumer)
         }
         (None, None) => unreachable!("without Kafka the embedded storage is open"),

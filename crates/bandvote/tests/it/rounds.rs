@@ -464,3 +464,72 @@ async fn counted_by(client: &reqwest::Client, base: &str) -> u64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// A closed round becomes final on every storage combination of `up` with its embedded queue: the
+/// counters in Redis, the log in MongoDB, or both (all embedded, and Kafka with both servers, are
+/// the shows above).
+async fn a_round_becomes_final_on(servers: &[&str]) {
+    let env = TestEnv::new().await;
+    let dir = std::env::temp_dir().join(format!("bandvote-final-{}", env.id));
+    let mut command = embedded_up(0, &dir);
+    command.args(["--admin-token", TOKEN]);
+    if servers.contains(&"redis") {
+        command.args(["--redis-url", &env.redis_url()]);
+    }
+    if servers.contains(&"mongodb") {
+        command.args(["--mongo-url", MONGO, "--mongo-db", &env.mongo_db]);
+    }
+    let (_up, base) = spawn_listening(&mut command).await;
+    wait_ready(&base).await;
+    let show = Show::new(base.clone());
+    assert_eq!(show.admin("rounds", Some(json!({"id": "semi", "title": "Semi"}))).await.0, 201);
+    // Until the gateways see the round, a vote would count in `default`: wait for their 409 (with a
+    // vote no round takes: without the year a free-text vote needs).
+    for path in ["grpc", "wasm"] {
+        wait_for("the gateways to see the scheduled round", Duration::from_secs(10), || async {
+            let url = format!("{base}/{path}/votes");
+            let body = json!({"name": "Nadie", "album": "Nada"}).to_string();
+            (crate::support::post_vote(&show.client, &url, body, None).await.0 == 409).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(show.admin("rounds/semi/open", None).await.0, 200);
+    let votes = mix(6);
+    for (i, vote) in votes.iter().enumerate() {
+        let path = if i % 2 == 0 { "grpc" } else { "wasm" };
+        wait_for("the gateways to see the open round", Duration::from_secs(10), || async {
+            (show.vote(path, &format!("final-{i}"), vote).await.0 == 202).then_some(())
+        })
+        .await;
+    }
+    show.wait_for_round_total("semi", 6).await;
+    assert_eq!(show.admin("rounds/semi/close", None).await.0, 200);
+    // Final once the settle bound (17 s) has passed and both pipelines agree.
+    let result = wait_for(&format!("round semi final with {servers:?}"), Duration::from_secs(60), || async {
+        let answer = show.client.get(format!("{base}/api/rounds/semi/result")).send().await.ok()?;
+        (answer.status() == 200).then_some(())?;
+        answer.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(result["total"], 6, "{result}");
+    let (bands, albums) = counts(&votes);
+    assert_eq!((map(&result["bands"]), map(&result["albums"])), (bands, albums), "{result}");
+    let certified: bandvote_core::round::Certified = serde_json::from_value(result).expect("a certified result");
+    assert!(certified.verifies());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_becomes_final_under_up_with_redis_counters() {
+    a_round_becomes_final_on(&["redis"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_becomes_final_under_up_with_a_mongodb_log() {
+    a_round_becomes_final_on(&["mongodb"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_becomes_final_under_up_with_redis_and_mongodb_on_its_embedded_queue() {
+    a_round_becomes_final_on(&["redis", "mongodb"]).await;
+}
