@@ -145,11 +145,20 @@ fn checked_ballot(ballot: Vec<Entry>) -> Result<Vec<Entry>, RoundError> {
     Ok(checked)
 }
 
+/// The longest a gateway may wait for its producer before answering (the wasm guest's time, the gRPC
+/// gateway's request timeout), in ms: a longer one is refused, as it could answer `202` for a vote
+/// queued after [`SETTLE`].
+pub const MAX_GATEWAY_WAIT_MS: u64 = 10_000;
+
+/// The longest a producer may wait for the queue's acknowledgement, in ms (refused beyond).
+pub const MAX_PRODUCE_TIMEOUT_MS: u64 = 5_000;
+
 /// How long after a round's close a vote answered `202` for it may still reach the queue: a
-/// gateway's refresh (200 ms), the longest a gateway waits for its producer (the wasm guest's 10 s)
-/// and the producer's produce timeout (5 s), with a margin. A round is final once the counters
-/// have applied everything queued this long after its close.
-pub const SETTLE: Duration = Duration::from_secs(17);
+/// gateway's refresh (200 ms), the longest a gateway waits for its producer
+/// ([`MAX_GATEWAY_WAIT_MS`]) and the producer's produce timeout ([`MAX_PRODUCE_TIMEOUT_MS`]), with a
+/// margin. A round is final once the counters have applied everything queued this long after its
+/// close.
+pub const SETTLE: Duration = Duration::from_millis(200 + MAX_GATEWAY_WAIT_MS + MAX_PRODUCE_TIMEOUT_MS + 1_600);
 
 /// A final round's result: `{"round", "closed_at", "total", "bands", "albums", "sha256"}`, where
 /// `sha256` is the hex SHA-256 of the object without it, as canonical JSON (keys sorted, no

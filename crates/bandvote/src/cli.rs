@@ -204,8 +204,10 @@ pub struct KafkaArgs {
     /// Replication factor of the topics, when they have to be created.
     #[arg(long, env = "BANDVOTE_KAFKA_REPLICATION", default_value_t = 1)]
     pub kafka_replication: i32,
-    /// Milliseconds a vote may wait for Kafka's acknowledgement before the client gets 503.
-    #[arg(long, env = "BANDVOTE_PRODUCE_TIMEOUT_MS", default_value_t = 5000)]
+    /// Milliseconds a vote may wait for Kafka's acknowledgement before the client gets 503 (at most
+    /// 5000: a round becomes final 17 s after its close, once no vote answered 202 can still arrive).
+    #[arg(long, env = "BANDVOTE_PRODUCE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=bandvote_core::round::MAX_PRODUCE_TIMEOUT_MS))]
     pub produce_timeout_ms: u64,
     /// Milliseconds the producer waits to fill a batch (fractions allowed).
     #[arg(long, env = "BANDVOTE_KAFKA_LINGER_MS", default_value_t = 1.0)]
@@ -393,8 +395,10 @@ pub struct GatewayArgs {
     #[arg(long, env = "BANDVOTE_UPSTREAM_CALLS", default_value_t = 2)]
     pub upstream_calls: usize,
     /// Milliseconds to wait for the producer before answering 503; keep it above the producer's
-    /// produce timeout (5 s) plus 500 ms, the longest a vote waits for a call to the producer.
-    #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000)]
+    /// produce timeout (5 s) plus 500 ms, the longest a vote waits for a call to the producer (at
+    /// most 10000, the bound a round's finality counts on).
+    #[arg(long, env = "BANDVOTE_REQUEST_TIMEOUT_MS", default_value_t = 6000,
+          value_parser = clap::value_parser!(u64).range(1..=bandvote_core::round::MAX_GATEWAY_WAIT_MS))]
     pub request_timeout_ms: u64,
     /// Origins whose pages may post votes from a browser, comma-separated (CORS; for a web app
     /// served from another origin, such as the API on Cloud Run); none by default.
@@ -579,8 +583,10 @@ pub struct WasmGatewayArgs {
     /// Largest linear memory of one guest instance, in MiB.
     #[arg(long, env = "BANDVOTE_GUEST_MEMORY_MIB", default_value_t = 32)]
     pub guest_memory_mib: usize,
-    /// Milliseconds a guest may take for one request.
-    #[arg(long, env = "BANDVOTE_GUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Milliseconds a guest may take for one request (at most 10000, the bound a round's finality
+    /// counts on).
+    #[arg(long, env = "BANDVOTE_GUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=bandvote_core::round::MAX_GATEWAY_WAIT_MS))]
     pub guest_timeout_ms: u64,
     /// Guest instances that may exist at once.
     #[arg(long, env = "BANDVOTE_GUEST_INSTANCES", default_value_t = 1000)]
@@ -979,6 +985,21 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A timeout past the bound a round's finality counts on is refused: a certified result could
+    /// otherwise miss a vote answered 202.
+    #[test]
+    fn timeouts_past_the_settle_bound_are_refused() {
+        for args in [
+            &["bandvote", "wasm-gateway", "--guest-timeout-ms", "20000"][..],
+            &["bandvote", "grpc-gateway", "--request-timeout-ms", "10001"],
+            &["bandvote", "grpc-producer", "--produce-timeout-ms", "30000"],
+            &["bandvote", "http-producer", "--produce-timeout-ms", "5001"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["bandvote", "wasm-gateway", "--guest-timeout-ms", "10000"]).is_ok());
     }
 
     /// `bandvote ARGS` as parsed with no environment variable read: the compiled-in defaults.
