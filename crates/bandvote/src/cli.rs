@@ -346,9 +346,13 @@ pub struct FairnessArgs {
     /// voter; a forged, altered or expired token gets 401.
     #[arg(long, env = "BANDVOTE_VOTER_JWT_KEY")]
     pub voter_jwt_key: Option<std::path::PathBuf>,
-    /// The `aud` a voter JWT must carry [default: not checked].
+    /// The `aud` a voter JWT must carry (a token without `aud` gets 401) [default: not checked].
     #[arg(long, env = "BANDVOTE_VOTER_JWT_AUDIENCE")]
     pub voter_jwt_audience: Option<String>,
+    /// Hours a voter JWT may be made to last at most (`exp - iat`, or `exp - now` without `iat`);
+    /// longer-lived tokens get 401.
+    #[arg(long, env = "BANDVOTE_VOTER_JWT_MAX_LIFETIME_HOURS", default_value_t = 24)]
+    pub voter_jwt_max_lifetime_hours: u64,
     /// Hours a vote under --vote-policy once is remembered (the voter may vote again after that).
     #[arg(long, env = "BANDVOTE_VOTER_MEMORY_HOURS", default_value_t = 72)]
     pub voter_memory_hours: u64,
@@ -369,6 +373,7 @@ impl FairnessArgs {
             voter_secret: self.voter_secret,
             voter_jwt_key: self.voter_jwt_key,
             voter_jwt_audience: self.voter_jwt_audience,
+            voter_jwt_max_lifetime: Duration::from_secs(self.voter_jwt_max_lifetime_hours.max(1) * 3600),
             voter_memory: Duration::from_secs(self.voter_memory_hours.max(1) * 3600),
             voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),
             ..FairnessConfig::default()
