@@ -155,7 +155,7 @@ try {
   ])
   const saved = readFileSync(await download.path(), 'utf8')
   const served = await (await asOperator('/api/rounds/semi/results.csv')).text()
-  check(saved === served && saved.includes('Bohemia Suburbana,Mis palabras,2'), `the export is the API's CSV: ${saved}`)
+  check(saved === served && saved.includes('"Bohemia Suburbana","Mis palabras",2'), `the export is the API's CSV: ${saved}`)
   await console_.screenshot({ path: `${shots}/console-final.png`, fullPage: true })
 
   await row('semi').getByRole('button', { name: 'Reveal' }).click()

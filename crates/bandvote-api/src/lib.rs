@@ -105,13 +105,25 @@ pub struct ApiState {
     pub voter_token_limit: Arc<bandvote_runtime::per_client::RateLimiter>,
     /// The gateways' voter header.
     pub voter_header: String,
+    /// Origins besides the API's own whose pages may get voter tokens: the public address's and
+    /// the CORS origins listed by name (not `*`).
+    pub voter_token_origins: Arc<Vec<String>>,
     /// Administrative operations, when enabled.
     pub admin: Option<Arc<routes::admin::AdminConfig>>,
+    /// The wrong admin tokens seen per client address.
+    pub admin_failures: Arc<routes::admin::Failures>,
 }
 
 impl ApiState {
     /// Connects (lazily) to Redis and MongoDB and starts nothing yet.
     pub async fn new(config: &ApiConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        if let Some(admin) = &config.admin {
+            routes::admin::check_token(&admin.token)?;
+            bandvote_runtime::metrics::install();
+            for reason in ["wrong", "limited"] {
+                metrics::counter!(bandvote_runtime::metrics::ADMIN_AUTH_FAILURES, "reason" => reason).increment(0);
+            }
+        }
         let store = Arc::new(
             Store::with_embedded(
                 config.redis_url.expose_secret(),
@@ -132,12 +144,22 @@ impl ApiState {
                 .as_ref()
                 .map(|s| bandvote_core::voter_token::VoterTokens::new(s.expose_secret().as_bytes())),
             voter_header: config.voter_header.clone(),
+            voter_token_origins: Arc::new(
+                config
+                    .cors_origins
+                    .iter()
+                    .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                    .filter(|origin| !origin.is_empty() && origin != "*")
+                    .chain(config.public_url.as_deref().and_then(routes::web_origin))
+                    .collect(),
+            ),
             voter_token_limit: Arc::new(bandvote_runtime::per_client::RateLimiter::new(
                 config.voter_tokens_per_minute,
                 Duration::from_secs(60),
                 MAX_TOKEN_CLIENTS,
             )),
             admin: config.admin.clone().map(Arc::new),
+            admin_failures: Arc::default(),
         })
     }
 

@@ -36,7 +36,7 @@ use bandvote_runtime::{
     per_client::{Limited, RateLimiter},
 };
 
-use crate::voter_jwt::VoterJwt;
+use crate::{names::NamesError, voter_jwt::VoterJwt};
 use bandvote_runtime::redis_client::{Redis, RedisTarget, Timeouts};
 use redis::Script;
 use secrecy::{ExposeSecret, SecretString};
@@ -98,8 +98,11 @@ pub struct FairnessConfig {
     /// PEM public key (Ed25519, P-256 or RSA) of the show's identity provider: the voter header must
     /// then carry a JWT it signed, and the voter is its `sub`. Exclusive with `voter_secret`.
     pub voter_jwt_key: Option<PathBuf>,
-    /// The `aud` a voter JWT must carry; `None`: not checked.
+    /// The `aud` a voter JWT must carry (a token without one is refused); `None`: not checked.
     pub voter_jwt_audience: Option<String>,
+    /// Longest lifetime of a voter JWT (`exp - iat`, or `exp - now` without `iat`); longer-lived
+    /// tokens get `401`. Default [`crate::voter_jwt::DEFAULT_MAX_LIFETIME`] (24 h).
+    pub voter_jwt_max_lifetime: Duration,
     /// How long a voter's vote under `once` is remembered (then the voter may vote again). Default 72 h.
     pub voter_memory: Duration,
     /// Voters remembered within this process (without Redis); when every one of them is current, a
@@ -126,6 +129,7 @@ impl Default for FairnessConfig {
             voter_secret: None,
             voter_jwt_key: None,
             voter_jwt_audience: None,
+            voter_jwt_max_lifetime: crate::voter_jwt::DEFAULT_MAX_LIFETIME,
             voter_memory: DEFAULT_VOTER_MEMORY,
             max_local_voters: 1_000_000,
             voter_tokens_per_minute: DEFAULT_VOTER_TOKENS_PER_MINUTE,
@@ -202,7 +206,8 @@ impl Fairness {
     }
 
     /// [`Fairness::new`] plus the cap on distinct names ([`crate::names`]), checked when there is
-    /// no contest list, after the voter's identity and before the voter policy.
+    /// no contest list, after the voter's identity; a vote's names are recorded only once the voter
+    /// policy admitted it.
     pub async fn with_names(
         config: &FairnessConfig,
         names: Option<crate::names::Names>,
@@ -223,7 +228,8 @@ impl Fairness {
             }
             (Some(secret), None) => Identity::Signed(VoterTokens::new(secret.expose_secret().as_bytes())),
             (None, Some(path)) => {
-                Identity::Jwt(Box::new(VoterJwt::from_pem_file(path, config.voter_jwt_audience.as_deref())?))
+                let jwt = VoterJwt::from_pem_file(path, config.voter_jwt_audience.as_deref())?;
+                Identity::Jwt(Box::new(jwt.with_max_lifetime(config.voter_jwt_max_lifetime)))
             }
             (None, None) => Identity::Asserted,
         };
@@ -302,10 +308,45 @@ impl Fairness {
             }
         }
         let voter = self.voter(headers)?;
+        // The names cap counts only votes the voter policy admits: a vote for a new name is first
+        // checked against the cap without being remembered, then goes through the policy, and only
+        // then are its names recorded. A vote the cap refuses at that point (another vote took the
+        // last place meanwhile) gives its voter's vote back.
         if let Some(names) = &self.names {
-            names.admit(vote).await?;
+            names.check(vote).await?;
         }
-        let (Some((limit, window)), Some(voter)) = (self.policy.limit(), voter) else { return Ok(()) };
+        let recorded = self.policy(round, voter, vote_key).await?;
+        if let Some(names) = &self.names
+            && let Err(error) = names.admit(vote).await
+        {
+            if let (Some(voter), NamesError::TooManyBands(_) | NamesError::TooManyAlbums(_)) = (recorded, &error) {
+                self.forget(&voter, vote_key).await;
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Forgets `voter`'s vote `vote_key` (refused after the policy admitted it); a vote that cannot
+    /// be forgotten (Redis down) stays counted against its voter, as a `503` does.
+    async fn forget(&self, voter: &str, vote_key: &str) {
+        match &self.voters {
+            Voters::Local(voters) => voters.lock().unwrap_or_else(|e| e.into_inner()).forget(voter, vote_key),
+            Voters::Redis(connection, _) => {
+                let mut connection = connection.clone();
+                let forgot: Result<i64, _> =
+                    redis::cmd("HDEL").arg(format!("voters:{voter}")).arg(vote_key).query_async(&mut connection).await;
+                if let Err(error) = forgot {
+                    tracing::warn!(%error, "could not give a refused vote back to its voter");
+                }
+            }
+        }
+    }
+
+    /// The voter policy: the voter's key in the register (its vote now remembered under
+    /// `vote_key`), `None` when no policy applies, or the refusal.
+    async fn policy(&self, round: &str, voter: Option<String>, vote_key: &str) -> Result<Option<String>, ApiError> {
+        let (Some((limit, window)), Some(voter)) = (self.policy.limit(), voter) else { return Ok(None) };
         // Under once, one vote in each round: the voter is remembered per round (a round id holds no
         // `:`, so the pair is unambiguous); the per-minute limit spans the rounds.
         let voter = match self.policy {
@@ -340,7 +381,7 @@ impl Fairness {
             }
         };
         match retry_ms {
-            None => Ok(()),
+            None => Ok(Some(voter)),
             Some(ms) => {
                 let (message, retry) = if ms < 0 {
                     ("this voter has already voted".to_owned(), Duration::from_secs(24 * 3600).min(lifetime))
@@ -473,6 +514,16 @@ impl LocalVoters {
         }
         votes.push((vote_key.to_owned(), now));
         Ok(None)
+    }
+
+    /// Forgets `voter`'s vote `vote_key`.
+    fn forget(&mut self, voter: &str, vote_key: &str) {
+        if let Some(votes) = self.voters.get_mut(voter) {
+            votes.retain(|(key, _)| key != vote_key);
+            if votes.is_empty() {
+                self.voters.remove(voter);
+            }
+        }
     }
 
     #[cfg(test)]

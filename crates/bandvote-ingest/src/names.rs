@@ -1,7 +1,8 @@
 //! The cap on distinct names: without a contest list anyone may vote for any band, so the number of
 //! distinct bands, and of distinct albums (`<band> / <album>`), that are counted is capped
 //! (`--max-names`). A vote for a name already known always passes; a vote for a new name beyond the
-//! cap is a `400` naming the field, before anything is stored.
+//! cap is a `400` naming the field, before anything is stored. Only votes the voter policy admitted
+//! take a place: the gateways [`Names::check`] a vote first and [`Names::admit`] it after the policy.
 //!
 //! With a Redis URL shared by every gateway replica (the fair-voting one) the known names are two
 //! Redis sets, `names:band` and `names:album`, and one Lua script admits a vote atomically across
@@ -84,8 +85,9 @@ struct Known {
 }
 
 impl Known {
-    /// Admits `band` and `album` (an album key), adding the new ones, unless one is new beyond `max`.
-    fn admit(&mut self, max: usize, band: &str, album: &str) -> Result<(), NamesError> {
+    /// Admits `band` and `album` (an album key), adding the new ones when `record`, unless one is
+    /// new beyond `max`.
+    fn admit(&mut self, max: usize, band: &str, album: &str, record: bool) -> Result<(), NamesError> {
         let (new_band, new_album) = (!self.bands.contains(band), !self.albums.contains(album));
         if new_band && self.bands.len() >= max {
             return Err(NamesError::TooManyBands(max));
@@ -93,7 +95,9 @@ impl Known {
         if new_album && self.albums.len() >= max {
             return Err(NamesError::TooManyAlbums(max));
         }
-        self.remember(band, album);
+        if record {
+            self.remember(band, album);
+        }
         Ok(())
     }
 
@@ -109,12 +113,13 @@ impl Known {
 
 /// The same rule as [`Known::admit`], atomically in Redis: 0 admitted, 1 band refused, 2 album refused.
 const ADMIT: &str = r"
--- KEYS: known bands, known albums; ARGV: band, album key, max
+-- KEYS: known bands, known albums; ARGV: band, album key, max, 1 to record the new names (else 0)
 local max = tonumber(ARGV[3])
 local new_band = redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0
 local new_album = redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0
 if new_band and redis.call('SCARD', KEYS[1]) >= max then return 1 end
 if new_album and redis.call('SCARD', KEYS[2]) >= max then return 2 end
+if ARGV[4] ~= '1' then return 0 end
 if new_band then redis.call('SADD', KEYS[1], ARGV[1]) end
 if new_album then redis.call('SADD', KEYS[2], ARGV[2]) end
 return 0
@@ -182,11 +187,22 @@ impl Names {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a valid vote's band and album, or says which one is a new name beyond the cap.
+    /// Admits a valid vote's band and album, remembering the new ones, or says which one is a new
+    /// name beyond the cap.
     pub async fn admit(&self, vote: &Vote) -> Result<(), NamesError> {
+        self.run(vote, true).await
+    }
+
+    /// Whether [`Names::admit`] would admit `vote` now, without remembering its names (the cap
+    /// counts only the votes the voter policy admits: [`crate::fairness`]).
+    pub async fn check(&self, vote: &Vote) -> Result<(), NamesError> {
+        self.run(vote, false).await
+    }
+
+    async fn run(&self, vote: &Vote, record: bool) -> Result<(), NamesError> {
         let album = vote.album_key();
         let Some((connection, script)) = &self.redis else {
-            return self.known().admit(self.max, &vote.name, &album);
+            return self.known().admit(self.max, &vote.name, &album, record);
         };
         {
             let known = self.known();
@@ -196,7 +212,7 @@ impl Names {
         }
         let mut connection = connection.clone();
         let mut call = script.prepare_invoke();
-        call.key(KNOWN_BANDS).key(KNOWN_ALBUMS).arg(&vote.name).arg(&album).arg(self.max);
+        call.key(KNOWN_BANDS).key(KNOWN_ALBUMS).arg(&vote.name).arg(&album).arg(self.max).arg(u8::from(record));
         let reply = match tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<i64>(&mut connection)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => return Err(NamesError::Unavailable(error.to_string())),
@@ -204,7 +220,9 @@ impl Names {
         };
         match reply {
             0 => {
-                self.known().remember(&vote.name, &album);
+                if record {
+                    self.known().remember(&vote.name, &album);
+                }
                 Ok(())
             }
             1 => Err(NamesError::TooManyBands(self.max)),
@@ -239,6 +257,15 @@ mod tests {
         assert_eq!(names.admit(&vote("B", "z")).await, Err(NamesError::TooManyAlbums(2)));
         names.admit(&vote("B", "x")).await.expect_err("B / x is a third album");
         assert_eq!(names.known().bands.len(), 1, "B was not remembered by a refused vote");
+    }
+
+    #[tokio::test]
+    async fn a_check_remembers_nothing() {
+        let names = Names::local(NamesConfig { max_names: 1 }).expect("a cap");
+        names.check(&vote("A", "x")).await.expect("room for one");
+        names.check(&vote("B", "y")).await.expect("still room: A was only checked");
+        names.admit(&vote("B", "y")).await.expect("B takes the place");
+        assert_eq!(names.check(&vote("A", "x")).await, Err(NamesError::TooManyBands(1)));
     }
 
     #[tokio::test]
@@ -295,7 +322,8 @@ mod tests {
         let one = Names::connect(config, Some(&url)).await.expect("connect").expect("a cap");
         let two = Names::connect(config, Some(&url)).await.expect("connect").expect("a cap");
         one.admit(&vote("Old", "x")).await.expect("counted before the cap: seeded");
-        one.admit(&vote("New", "x")).await.expect("the second band");
+        one.check(&vote("Checked", "x")).await.expect("room for a second band");
+        one.admit(&vote("New", "x")).await.expect("the second band: the check took no place");
         assert_eq!(two.admit(&vote("Third", "x")).await, Err(NamesError::TooManyBands(2)), "seen by the other");
         two.admit(&vote("New", "x")).await.expect("known through redis");
         let _: () = redis::cmd("FLUSHDB").query_async(&mut own).await.expect("flushdb");

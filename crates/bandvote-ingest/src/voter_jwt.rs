@@ -1,9 +1,11 @@
 //! Voter JWTs (`--voter-jwt-key`): the show's login or identity provider signs a token per account;
 //! the gateways verify it with the provider's public key and count the voter policy on its `sub`.
 //! The algorithm follows from the key (Ed25519 → EdDSA, P-256 → ES256, RSA → RS256), never from the
-//! token, so `alg: none` or an HMAC signed with the public key are refused.
+//! token, so `alg: none` or an HMAC signed with the public key are refused. With an audience
+//! configured a token must name it in `aud`; a token made to last longer than a maximum lifetime
+//! (24 h by default) is refused.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
@@ -12,6 +14,10 @@ use serde::Deserialize;
 /// Seconds of clock difference allowed between the identity provider and the gateways on `exp`
 /// and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+
+/// Longest lifetime of a voter token by default (`--voter-jwt-max-lifetime-hours`): a token the
+/// provider made to last longer (a leaked one would vote for its whole life) is refused.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest `sub` accepted.
 const MAX_SUBJECT_CHARS: usize = 256;
@@ -31,20 +37,26 @@ pub enum JwtError {
     /// Past its `exp`.
     #[error("the voter token has expired")]
     Expired,
-    /// Before its `nbf`, or for another audience.
+    /// Before its `nbf`, or for another audience (or none, when one is required).
     #[error("the voter token is not valid here or not yet")]
     NotForHere,
+    /// Made to last longer than the maximum lifetime (`exp - iat`, or `exp - now` without `iat`).
+    #[error("the voter token lasts longer than this show accepts")]
+    TooLong,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
+    iat: Option<i64>,
 }
 
 /// Verifies voter JWTs with one public key.
 pub struct VoterJwt {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for VoterJwt {
@@ -55,7 +67,8 @@ impl std::fmt::Debug for VoterJwt {
 
 impl VoterJwt {
     /// Reads a PEM public key (SubjectPublicKeyInfo, `-----BEGIN PUBLIC KEY-----`); with
-    /// `audience`, a token's `aud` must name it.
+    /// `audience`, a token must carry an `aud` that names it. Tokens may last at most
+    /// [`DEFAULT_MAX_LIFETIME`] ([`VoterJwt::with_max_lifetime`]).
     pub fn from_pem_file(path: &Path, audience: Option<&str>) -> anyhow::Result<Self> {
         let pem = std::fs::read(path).with_context(|| format!("cannot read the voter JWT key {}", path.display()))?;
         Self::from_pem(&pem, audience).with_context(|| format!("voter JWT key {}", path.display()))
@@ -81,12 +94,24 @@ impl VoterJwt {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         match audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                // Without this a token with no `aud` at all would pass the audience check.
+                validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                validation.validate_aud = false;
+            }
         }
-        Ok(Self { key, validation })
+        Ok(Self { key, validation, max_lifetime: DEFAULT_MAX_LIFETIME })
+    }
+
+    /// Refuses tokens made to last longer than `max_lifetime`.
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
     }
 
     /// The voter a token names (its `sub`), if the token is genuine and current.
@@ -99,9 +124,15 @@ impl VoterJwt {
             ErrorKind::ImmatureSignature | ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
                 JwtError::NotForHere
             }
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => JwtError::NotForHere,
             _ => JwtError::Malformed,
         })?;
-        let sub = data.claims.sub;
+        let Claims { sub, exp, iat } = data.claims;
+        let start = iat.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let lifetime = u64::try_from(exp.saturating_sub(start)).unwrap_or(0);
+        if lifetime > self.max_lifetime.as_secs() + LEEWAY_SECONDS {
+            return Err(JwtError::TooLong);
+        }
         if sub.is_empty() || sub.chars().count() > MAX_SUBJECT_CHARS || sub.chars().any(char::is_control) {
             return Err(JwtError::Malformed);
         }
@@ -191,6 +222,35 @@ mod tests {
         assert_eq!(jwt.verify(&ok), Ok("a".into()));
         let other = sign(&private, &json!({"sub": "a", "exp": now() + 60, "aud": "another-app"}));
         assert_eq!(jwt.verify(&other), Err(JwtError::NotForHere));
+    }
+
+    #[test]
+    fn an_audience_when_configured_is_required() {
+        let (private, public) = key_pair();
+        let jwt = VoterJwt::from_pem(&public, Some("the-show")).expect("key");
+        let without = sign(&private, &json!({"sub": "a", "exp": now() + 60}));
+        assert_eq!(jwt.verify(&without), Err(JwtError::NotForHere), "a token without aud");
+        let unchecked = VoterJwt::from_pem(&public, None).expect("key");
+        assert_eq!(unchecked.verify(&without), Ok("a".into()), "no audience configured");
+    }
+
+    #[test]
+    fn tokens_made_to_last_longer_than_the_maximum_are_refused() {
+        let (private, public) = key_pair();
+        let jwt = VoterJwt::from_pem(&public, None).expect("key");
+        let sign = |claims: serde_json::Value| sign(&private, &claims);
+        let day = 24 * 3600;
+        let century = sign(json!({"sub": "a", "exp": now() + 100 * 365 * day}));
+        assert_eq!(jwt.verify(&century), Err(JwtError::TooLong), "exp a century ahead, no iat");
+        let long = sign(json!({"sub": "a", "iat": now() - 60, "exp": now() + day}));
+        assert_eq!(jwt.verify(&long), Err(JwtError::TooLong), "exp - iat is a day and a minute");
+        let day_long = sign(json!({"sub": "a", "iat": now(), "exp": now() + day}));
+        assert_eq!(jwt.verify(&day_long), Ok("a".into()), "a day exactly");
+        let hours = sign(json!({"sub": "a", "exp": now() + 23 * 3600}));
+        assert_eq!(jwt.verify(&hours), Ok("a".into()), "no iat: exp - now");
+        let short = VoterJwt::from_pem(&public, None).expect("key").with_max_lifetime(Duration::from_secs(3600));
+        assert_eq!(short.verify(&hours), Err(JwtError::TooLong), "--voter-jwt-max-lifetime-hours 1");
+        assert!(JwtError::TooLong.to_string().contains("voter token"));
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub const CONSUMER_LAG: &str = "bandvote_consumer_lag_messages";
 /// Seconds from a vote's `received_at` to when it was counted, for the newest counted vote.
 pub const CONSUMER_FRESHNESS: &str = "bandvote_consumer_freshness_seconds";
 
+/// Requests to the operator's routes refused for their bearer token, by `reason`: `wrong` (a
+/// token was given and is not the admin token) or `limited` (`429`: the client's address gave too
+/// many wrong ones lately).
+pub const ADMIN_AUTH_FAILURES: &str = "bandvote_admin_auth_failures_total";
+
 /// Connections closed at once, by `reason`: `max_connections` (the listener had
 /// `BANDVOTE_MAX_CONNECTIONS` open) or `per_client` (the client's address had
 /// `BANDVOTE_MAX_CONNECTIONS_PER_CLIENT` open).

@@ -1,6 +1,6 @@
 //! Limits counted per client: the client a request comes from ([`client_address`]) and a bounded
-//! map of token buckets keyed by its group ([`RateLimiter`]), used by the gateways' vote rate limit
-//! and the API's voter-token issuance.
+//! map of token buckets keyed by its group ([`RateLimiter`]), used by the gateways' vote rate limit,
+//! the API's voter-token issuance and its count of wrong admin tokens.
 
 use std::{
     collections::HashMap,
@@ -94,6 +94,20 @@ impl RateLimiter {
         }
     }
 
+    /// How long `client` must wait before its next request would be admitted, without taking a
+    /// token; `None` when it would be admitted now (or is not tracked).
+    pub fn waiting(&self, client: IpAddr) -> Option<Duration> {
+        self.waiting_at(client, Instant::now())
+    }
+
+    fn waiting_at(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at) = state.map.get(&client_group(client))?;
+        let per_second = self.burst / self.period.as_secs_f64();
+        let tokens = (tokens + now.saturating_duration_since(*at).as_secs_f64() * per_second).min(self.burst);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / per_second))
+    }
+
     #[cfg(test)]
     fn clients(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).map.len()
@@ -119,6 +133,20 @@ mod tests {
         assert!((19..=20).contains(&wait.as_secs()), "{wait:?}");
         assert_eq!(limiter.check_at(ip("192.0.2.2"), start), Ok(()), "another client");
         assert_eq!(limiter.check_at(ip("192.0.2.1"), start + Duration::from_secs(20)), Ok(()), "refilled");
+    }
+
+    #[test]
+    fn waiting_tells_an_empty_bucket_without_taking_a_token() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60), 10);
+        let start = Instant::now();
+        assert_eq!(limiter.waiting_at(ip("192.0.2.1"), start), None, "unknown client");
+        assert_eq!(limiter.check_at(ip("192.0.2.1"), start), Ok(()));
+        assert_eq!(limiter.waiting_at(ip("192.0.2.1"), start), None, "one token left");
+        assert_eq!(limiter.waiting_at(ip("192.0.2.1"), start), None, "peeking took nothing");
+        assert_eq!(limiter.check_at(ip("192.0.2.1"), start), Ok(()));
+        let wait = limiter.waiting_at(ip("192.0.2.1"), start).expect("empty");
+        assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(limiter.waiting_at(ip("192.0.2.1"), start + Duration::from_secs(30)), None, "refilled");
     }
 
     #[test]

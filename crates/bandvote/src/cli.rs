@@ -92,8 +92,8 @@ pub struct RoundArgs {
     #[arg(long, env = "BANDVOTE_API", default_value = "http://127.0.0.1:8080", global = true)]
     pub api: String,
     /// The API's admin token (every command but list and results needs it).
-    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    pub admin_token: Option<SecretString>,
+    #[command(flatten)]
+    pub admin: AdminTokenArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: RoundCommand,
@@ -348,9 +348,13 @@ pub struct FairnessArgs {
     /// voter; a forged, altered or expired token gets 401.
     #[arg(long, env = "BANDVOTE_VOTER_JWT_KEY")]
     pub voter_jwt_key: Option<std::path::PathBuf>,
-    /// The `aud` a voter JWT must carry [default: not checked].
+    /// The `aud` a voter JWT must carry (a token without `aud` gets 401) [default: not checked].
     #[arg(long, env = "BANDVOTE_VOTER_JWT_AUDIENCE")]
     pub voter_jwt_audience: Option<String>,
+    /// Hours a voter JWT may be made to last at most (`exp - iat`, or `exp - now` without `iat`);
+    /// longer-lived tokens get 401.
+    #[arg(long, env = "BANDVOTE_VOTER_JWT_MAX_LIFETIME_HOURS", default_value_t = 24)]
+    pub voter_jwt_max_lifetime_hours: u64,
     /// Hours a vote under --vote-policy once is remembered (the voter may vote again after that).
     #[arg(long, env = "BANDVOTE_VOTER_MEMORY_HOURS", default_value_t = 72)]
     pub voter_memory_hours: u64,
@@ -371,6 +375,7 @@ impl FairnessArgs {
             voter_secret: self.voter_secret,
             voter_jwt_key: self.voter_jwt_key,
             voter_jwt_audience: self.voter_jwt_audience,
+            voter_jwt_max_lifetime: Duration::from_secs(self.voter_jwt_max_lifetime_hours.max(1) * 3600),
             voter_memory: Duration::from_secs(self.voter_memory_hours.max(1) * 3600),
             voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),
             ..FairnessConfig::default()
@@ -506,10 +511,9 @@ pub struct UpArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
-    /// Bearer token of the operator's routes (/api/admin/rounds...; from a secret); without it they
-    /// do not exist.
-    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<SecretString>,
+    /// The operator's routes (/api/admin/rounds...); without a token they do not exist.
+    #[command(flatten)]
+    pub admin: AdminTokenArgs,
     /// The audience page's public address, which the projector (/screen) shows as a QR code
     /// [default: the address the projector's browser used].
     #[arg(long, env = "BANDVOTE_PUBLIC_URL")]
@@ -523,8 +527,9 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    /// What `up` runs.
-    pub fn into_config(self) -> crate::up::UpConfig {
+    /// What `up` runs; fails when the admin token file cannot be read.
+    pub fn into_config(self) -> anyhow::Result<crate::up::UpConfig> {
+        let admin_token = self.admin.token()?;
         let mut fairness = self.fairness.into_config();
         if fairness.redis_url.is_none() {
             fairness.redis_url.clone_from(&self.redis_url);
@@ -532,7 +537,7 @@ impl UpArgs {
         let idempotency_ttl = Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600);
         // A retried key is never a second vote: the voter is remembered at least as long as the key.
         fairness.voter_memory = fairness.voter_memory.max(idempotency_ttl);
-        crate::up::UpConfig {
+        Ok(crate::up::UpConfig {
             fairness,
             listen: self.listen,
             data_dir: self.data_dir,
@@ -551,8 +556,8 @@ impl UpArgs {
             names: self.names.into_config(),
             public_url: self.public_url,
             max_stream_clients: self.max_stream_clients.max(1),
-            admin_token: self.admin_token.filter(is_set),
-        }
+            admin_token,
+        })
     }
 }
 
@@ -735,6 +740,31 @@ fn is_set(secret: &SecretString) -> bool {
     !secret.expose_secret().is_empty()
 }
 
+/// The operator's bearer token, given on the command line, in the environment or in a file.
+#[derive(Debug, Args)]
+pub struct AdminTokenArgs {
+    /// Bearer token of the operator's routes (at least 16 characters; from a secret). A flag's
+    /// value shows in `ps`: prefer BANDVOTE_ADMIN_TOKEN or --admin-token-file.
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<SecretString>,
+    /// A file holding the admin token (its trailing newline is ignored), such as a mounted secret.
+    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN_FILE", value_name = "PATH", global = true, conflicts_with = "admin_token")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+impl AdminTokenArgs {
+    /// The token, read from its file when one is named; `None` when none is given (or it is empty).
+    pub fn token(&self) -> anyhow::Result<Option<SecretString>> {
+        let Some(path) = &self.admin_token_file else { return Ok(self.admin_token.clone().filter(is_set)) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("failed to read the admin token file {}: {error}", path.display()))?;
+        let token = text.strip_suffix('\n').unwrap_or(&text);
+        let token = token.strip_suffix('\r').unwrap_or(token);
+        anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+        Ok(Some(SecretString::from(token.to_owned())))
+    }
+}
+
 /// The API's port when neither --listen nor PORT is given.
 const API_PORT: u16 = 8000;
 
@@ -775,10 +805,10 @@ pub struct ApiArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
-    /// Bearer token of the operator's routes (POST /api/admin/recount, /api/admin/rounds...; from a
-    /// secret); without it they do not exist.
-    #[arg(long, env = "BANDVOTE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<SecretString>,
+    /// The operator's routes (POST /api/admin/recount, /api/admin/rounds...); without a token they
+    /// do not exist.
+    #[command(flatten)]
+    pub admin: AdminTokenArgs,
     /// Kafka (for the admin recount's consistent cut).
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -791,9 +821,9 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// The API's configuration.
-    pub fn into_config(self) -> ApiConfig {
-        let admin = self.admin_token.filter(is_set).map(|token| AdminConfig {
+    /// The API's configuration; fails when the admin token file cannot be read.
+    pub fn into_config(self) -> anyhow::Result<ApiConfig> {
+        let admin = self.admin.token()?.map(|token| AdminConfig {
             token,
             recount: Some(RecountConfig {
                 kafka: self.kafka.into_config(),
@@ -805,7 +835,7 @@ impl ApiArgs {
                 force: false,
             }),
         });
-        ApiConfig {
+        Ok(ApiConfig {
             listen: self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], self.port))),
             redis_url: self.stores.redis(),
             mongo_url: self.stores.mongo_url,
@@ -820,7 +850,7 @@ impl ApiArgs {
             admin,
             limits: self.limits.into_limits(),
             ..ApiConfig::default()
-        }
+        })
     }
 }
 
@@ -1061,7 +1091,7 @@ mod tests {
         }
         match parse_without_env(&["bandvote", "api"]) {
             Command::Api(args) => {
-                let config = args.into_config();
+                let config = args.into_config().expect("no token file");
                 same("api", format!("{config:?}"), format!("{:?}", bandvote_api::ApiConfig::default()));
                 // Debug hides the URLs; they come from one constant on both sides.
                 use secrecy::ExposeSecret;
@@ -1073,7 +1103,7 @@ mod tests {
         // `up` has no config of its own to compare with: its pieces' defaults.
         match parse_without_env(&["bandvote", "up", "--kafka-brokers", "k:9092"]) {
             Command::Up(args) => {
-                let config = args.into_config();
+                let config = args.into_config().expect("no token file");
                 let kafka = bandvote_queue::KafkaConfig { brokers: "k:9092".into(), ..Default::default() };
                 same("up", format!("{:?}", config.kafka), format!("{:?}", Some(kafka)));
                 let consumer = bandvote_consumer::ConsumerConfig::default();
@@ -1096,7 +1126,7 @@ mod tests {
         }
     }
 
-    const SECRETS: [&str; 4] = ["rpw-0a1b", "mpw-2c3d", "adm-4e5f", "vsec-6a7b"];
+    const SECRETS: [&str; 4] = ["rpw-0a1b", "mpw-2c3d", "adm-4e5f-long-enough", "vsec-6a7b"];
 
     fn with_secrets(role: &str) -> Vec<String> {
         let mut args = vec!["bandvote".to_owned(), role.to_owned()];
@@ -1128,19 +1158,46 @@ mod tests {
         let cli = Cli::parse_from(with_secrets("api"));
         assert_hidden("api", &format!("{cli:?}"));
         let Command::Api(args) = cli.command else { panic!("api") };
-        let config = args.into_config();
+        let config = args.into_config().expect("no token file");
         assert!(config.admin.is_some(), "the admin token was read");
         assert_hidden("api", &format!("{config:?}"));
 
         let cli = Cli::parse_from(with_secrets("up"));
         assert_hidden("up", &format!("{cli:?}"));
         let Command::Up(args) = cli.command else { panic!("up") };
-        assert_hidden("up", &format!("{:?}", args.into_config()));
+        assert_hidden("up", &format!("{:?}", args.into_config().expect("no token file")));
 
         let cli = Cli::parse_from(&with_secrets("consumer")[..6]);
         assert_hidden("consumer", &format!("{cli:?}"));
         let Command::Consumer(args) = cli.command else { panic!("consumer") };
         assert_hidden("consumer", &format!("{:?}", args.into_config()));
+    }
+
+    #[test]
+    fn the_admin_token_file_is_read_without_its_trailing_newline_on_every_command_that_takes_a_token() {
+        use secrecy::ExposeSecret;
+        let path = std::env::temp_dir().join(format!("bandvote-admin-token-{}", std::process::id()));
+        std::fs::write(&path, "token-from-a-file-0123\n").expect("written");
+        let file = path.to_str().expect("utf-8 path");
+        let Command::Api(api) = parse_without_env(&["bandvote", "api", "--admin-token-file", file]) else { panic!() };
+        let admin = api.into_config().expect("read").admin.expect("a token");
+        assert_eq!(admin.token.expose_secret(), "token-from-a-file-0123");
+        let Command::Up(up) = parse_without_env(&["bandvote", "up", "--admin-token-file", file]) else { panic!() };
+        let token = up.into_config().expect("read").admin_token.expect("a token");
+        assert_eq!(token.expose_secret(), "token-from-a-file-0123");
+        let Command::Round(round) = parse_without_env(&["bandvote", "round", "open", "x", "--admin-token-file", file])
+        else {
+            panic!()
+        };
+        assert_eq!(round.admin.token().expect("read").expect("a token").expose_secret(), "token-from-a-file-0123");
+        std::fs::write(&path, "\n").expect("written");
+        let Command::Api(api) = parse_without_env(&["bandvote", "api", "--admin-token-file", file]) else { panic!() };
+        assert!(api.into_config().expect_err("empty").to_string().contains("empty"));
+        std::fs::remove_file(&path).expect("removed");
+        let Command::Api(api) = parse_without_env(&["bandvote", "api", "--admin-token-file", file]) else { panic!() };
+        assert!(api.into_config().expect_err("missing").to_string().contains("admin token file"));
+        let both = ["bandvote", "api", "--admin-token", "token-on-the-line-0", "--admin-token-file", file];
+        assert!(Cli::try_parse_from(both).is_err(), "one way or the other");
     }
 
     #[test]

@@ -209,7 +209,7 @@ mod tests {
         else {
             panic!("api")
         };
-        let config = api.into_config();
+        let config = api.into_config().expect("no token file");
         assert_eq!(config.listen.port(), 9000);
         assert!(config.admin.is_some());
         let Command::Consumer(consumer) =

@@ -33,7 +33,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command, shutdown: bandvote_runtime::shutdown::CancellationToken) -> anyhow::Result<()> {
     match command {
-        Command::Up(args) => up::run(args.into_config(), shutdown).await,
+        Command::Up(args) => up::run(args.into_config()?, shutdown).await,
         Command::GrpcGateway(args) => {
             bandvote_ingest::grpc_gateway::App::build(args.into_config()).await?.run(shutdown).await
         }
@@ -46,7 +46,9 @@ async fn run(command: Command, shutdown: bandvote_runtime::shutdown::Cancellatio
             let door = bandvote_ingest::producer::FrontDoor::Http;
             bandvote_ingest::producer::App::build(args.into_config(), door).await?.run(shutdown).await
         }
-        Command::Api(args) => bandvote_api::App::build(args.into_config(), shutdown.clone()).await?.run(shutdown).await,
+        Command::Api(args) => {
+            bandvote_api::App::build(args.into_config()?, shutdown.clone()).await?.run(shutdown).await
+        }
         Command::Consumer(args) => bandvote_consumer::App::build(args.into_config()).await?.run(shutdown).await,
         Command::Load(args) => load::run(args, shutdown).await,
         Command::Round(args) => round::run(args).await,

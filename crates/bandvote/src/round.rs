@@ -23,7 +23,7 @@ pub async fn run(args: RoundArgs) -> anyhow::Result<()> {
         RoundCommand::Results { id } => client.get(format!("{api}/api/results?round={id}")),
         RoundCommand::Result { id } => client.get(format!("{api}/api/rounds/{id}/result")),
     };
-    let request = match &args.admin_token {
+    let request = match args.admin.token()? {
         Some(token) => request.bearer_auth(token.expose_secret()),
         None => request,
     };

@@ -78,6 +78,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
              MongoDB (leave all three out to run on the embedded storage)"
         );
     }
+    if let Some(token) = &config.admin_token {
+        bandvote_api::routes::admin::check_token(token)?;
+    }
     // Bind the public port first: a second `up` fails here, before starting anything.
     let listener = http::bind(config.listen)
         .await

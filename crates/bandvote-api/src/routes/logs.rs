@@ -19,6 +19,7 @@ pub const MAX_LIMIT: i64 = 1000;
 pub async fn get_logs(
     State(state): State<ApiState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let limit = match query.get("limit") {
@@ -32,7 +33,7 @@ pub async fn get_logs(
         },
     };
     let mut logs = state.store.latest_logs(limit).await?;
-    if !is_operator(&state, &headers) {
+    if !is_operator(&state, &headers, bandvote_runtime::per_client::client_address(&extensions)) {
         let hidden = state.store.hidden_rounds().await?;
         logs.retain(|entry| !hidden.contains(&entry.round));
     }

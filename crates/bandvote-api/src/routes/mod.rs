@@ -17,6 +17,7 @@ pub use openapi::get_openapi;
 pub use results::get_results;
 pub use stream::get_stream;
 pub use web::ASSETS;
+pub(crate) use web::origin_of as web_origin;
 
 /// `/api/results`, `/api/rounds`, `/api/logs`, `/api/stream`, `/api/openapi.json`, `/api/config`,
 /// the operator's `/api/admin/...` and the web app.
@@ -27,8 +28,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/results", get(get_results))
         .route("/api/rounds", get(rounds::get_rounds))
         .route("/api/rounds/{id}/result", get(rounds::get_round_result))
-        .route("/api/rounds/{id}/results.csv", get(rounds::get_results_csv))
-        .route("/api/rounds/{id}/votes.csv", get(rounds::get_votes_csv))
         .route("/api/logs", get(get_logs))
         .route("/api/stream", get(get_stream))
         .route("/api/openapi.json", get(get_openapi))

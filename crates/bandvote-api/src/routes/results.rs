@@ -17,10 +17,12 @@ use crate::{ApiState, routes::admin::is_operator, store::RoundResults};
 pub async fn get_results(
     State(state): State<ApiState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<RoundResults>, ApiError> {
     let round = query.get("round").map(String::as_str);
-    match state.store.round_results(round, is_operator(&state, &headers)).await? {
+    let operator = is_operator(&state, &headers, bandvote_runtime::per_client::client_address(&extensions));
+    match state.store.round_results(round, operator).await? {
         Some(results) => Ok(Json(results)),
         None => Err(ApiError::client(StatusCode::NOT_FOUND, "no such round", Some("round"))),
     }

@@ -16,9 +16,11 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
 
+use bandvote_runtime::per_client::client_address;
+
 use crate::{
     ApiState,
-    routes::admin::{is_operator, refusal},
+    routes::admin::{is_operator, read_body},
 };
 
 /// Every round, newest first, and the server's time: `{"now", "rounds": [round, …]}`.
@@ -34,11 +36,8 @@ pub async fn get_rounds(State(state): State<ApiState>) -> Result<Response, ApiEr
 }
 
 /// Creates a round: `201` and the round.
-pub async fn post_round(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
-    let new = new_round(&body)?;
+pub async fn post_round(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    let new = new_round(&read_body(body).await?)?;
     let round = round::update(state.store.rounds().as_ref(), |rounds, now| round::create(rounds, new.clone(), now))
         .await
         .map_err(refused)?;
@@ -64,13 +63,9 @@ fn new_round(body: &[u8]) -> Result<NewRound, ApiError> {
 pub async fn put_round(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
-    let new = new_round(&body)?;
+    let new = new_round(&read_body(body).await?)?;
     let round =
         round::update(state.store.rounds().as_ref(), |rounds, now| round::replace(rounds, &id, new.clone(), now))
             .await
@@ -80,14 +75,7 @@ pub async fn put_round(
 }
 
 /// Deletes a round that never opened: `204`; `409` once it has opened.
-pub async fn delete_round(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
+pub async fn delete_round(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     round::delete(state.store.rounds().as_ref(), &id).await.map_err(refused)?;
     tracing::info!(round = id, "round deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -121,11 +109,7 @@ pub async fn get_round_stats(
 pub async fn post_round_action(
     State(state): State<ApiState>,
     Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
     let Some(action) = Action::parse(&action) else {
         return Err(ApiError::client(StatusCode::NOT_FOUND, "no such route", None));
     };
@@ -171,11 +155,12 @@ pub async fn get_round_result(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
 ) -> Result<Response, ApiError> {
     let Some(round) = find(&state, &id).await? else {
         return Err(ApiError::client(StatusCode::CONFLICT, "the default round is never closed", None));
     };
-    if round.is_hidden() && !is_operator(&state, &headers) {
+    if round.is_hidden() && !is_operator(&state, &headers, client_address(&extensions)) {
         return Err(ApiError::client(StatusCode::CONFLICT, "the results are hidden until the host reveals them", None));
     }
     match round.certified {
@@ -185,14 +170,7 @@ pub async fn get_round_result(
 }
 
 /// `band,album,votes`, one row per album of the round, for the operator.
-pub async fn get_results_csv(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
+pub async fn get_results_csv(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     find(&state, &id).await?;
     let counts = state.store.round_counts(&id).await?;
     let mut csv = String::from("band,album,votes\r\n");
@@ -205,26 +183,18 @@ pub async fn get_results_csv(
 
 /// `id,received_at,path,band,album,year,rank`, one row per logged vote of the round, oldest first,
 /// streamed as it is read (usable while votes still arrive), for the operator.
-pub async fn get_votes_csv(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = refusal(&state, &headers) {
-        return Ok(refused);
-    }
+pub async fn get_votes_csv(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     find(&state, &id).await?;
     let header =
         futures::stream::once(async { Ok(Bytes::from_static(b"id,received_at,path,band,album,year,rank\r\n")) });
     let rows = state.store.round_votes(&id).map(|entry| match entry {
         Ok(entry) => {
-            let field =
-                |name: &str| csv_field(entry.data.get(name).and_then(Option::as_deref).unwrap_or("")).into_owned();
+            let field = |name: &str| csv_field(entry.data.get(name).and_then(Option::as_deref).unwrap_or(""));
             let row = format!(
                 "{},{},{},{},{},{},{}\r\n",
                 csv_field(&entry.id),
-                entry.received_at,
-                entry.path,
+                csv_field(&entry.received_at.to_string()),
+                csv_field(&entry.path.to_string()),
                 field("name"),
                 field("album"),
                 field("year"),
@@ -252,12 +222,12 @@ fn csv_response(id: &str, what: &str, body: Body) -> Response {
     response
 }
 
-/// A CSV field: quoted when it holds a comma, a quote or a line break; a leading `=`, `+`, `-`,
-/// `@` or tab gets a `'` so that a spreadsheet shows a name instead of running it as a formula.
-fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
-    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let text: std::borrow::Cow<'_, str> = if formula { format!("'{text}").into() } else { text.into() };
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")).into() } else { text }
+/// A CSV text cell, always quoted (so that a `;`-separated spreadsheet does not split it either),
+/// and prefixed with `'` when it starts with `=`, `+`, `-`, `@`, a tab or a carriage return, so that
+/// a spreadsheet shows it as text instead of reading a formula (OWASP, "CSV Injection").
+fn csv_field(text: &str) -> String {
+    let prefix = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { "'" } else { "" };
+    format!("\"{prefix}{}\"", text.replace('"', "\"\""))
 }
 
 #[cfg(test)]
@@ -265,10 +235,23 @@ mod tests {
     use super::csv_field;
 
     #[test]
-    fn csv_fields_are_quoted_and_never_formulas() {
-        assert_eq!(csv_field("Alux Nahual"), "Alux Nahual");
+    fn csv_cells_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("Alux Nahual"), "\"Alux Nahual\"");
         assert_eq!(csv_field("Rock, chapin"), "\"Rock, chapin\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        for (cell, shown) in [
+            ("=cmd|' /C calc'!A0", "\"'=cmd|' /C calc'!A0\""),
+            ("+1", "\"'+1\""),
+            ("-1", "\"'-1\""),
+            ("@x", "\"'@x\""),
+            ("\tx", "\"'\tx\""),
+            ("\rx", "\"'\rx\""),
+            // A `;`-separated spreadsheet would make `=cmd|...` a cell of its own.
+            ("Fans;=cmd|' /C calc'!A0", "\"Fans;=cmd|' /C calc'!A0\""),
+            ("", "\"\""),
+        ] {
+            assert_eq!(csv_field(cell), shown, "{cell:?}");
+        }
     }
 }

@@ -86,12 +86,25 @@ const VOTER_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 /// with `Retry-After` beyond).
 async fn post_voter_token(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
     extensions: axum::http::Extensions,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tokens = state
         .voter_tokens
         .as_ref()
         .ok_or_else(|| ApiError::client(StatusCode::NOT_FOUND, "voter tokens are not enabled here", None))?;
+    // A page on another site must never read a token made for its visitor's address, whatever the
+    // CORS origins allow for the rest of the API (`*` included).
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN)
+        && !token_origin_allowed(&state, origin.as_bytes(), own_host(&headers, &uri))
+    {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "voter tokens are issued to this site's own pages only",
+            None,
+        ));
+    }
     if let Some(client) = bandvote_runtime::per_client::client_address(&extensions) {
         match state.voter_token_limit.check(client) {
             Ok(()) => {}
@@ -111,6 +124,33 @@ async fn post_voter_token(
     let expires = chrono::Utc::now() + VOTER_TOKEN_LIFETIME;
     let token = tokens.issue(&voter, expires.timestamp());
     Ok(Json(serde_json::json!({ "token": token, "voter": voter, "expires_at": bandvote_core::time::format(expires) })))
+}
+
+/// Whether a browser page on `origin` may get a voter token: a page of this very host (`Host`),
+/// of the configured public address, or of an origin listed by name in `--cors-origins` (never
+/// through `*`).
+fn token_origin_allowed(state: &ApiState, origin: &[u8], host: Option<&str>) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else { return false };
+    let own = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    if own.is_some_and(|own| host.is_some_and(|host| host.eq_ignore_ascii_case(own))) {
+        return true;
+    }
+    state.voter_token_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
+}
+
+/// The host a request was sent to: `Host` (HTTP/1.1), else the URI's authority (HTTP/2).
+fn own_host<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str))
+}
+
+/// The origin (`scheme://host[:port]`) of a URL.
+pub(crate) fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().filter(|a| !a.is_empty())?;
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// `/` (the audience's page), `/screen` (the projector), `/admin` (the console), every file of the build, `/api/config` and `/api/voter-token`.

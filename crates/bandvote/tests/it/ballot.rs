@@ -224,8 +224,8 @@ async fn a_show_with_ballots(show: &Show) {
         assert_eq!(entry["data"], expected, "{entry}");
     }
     let (_, csv) = show.get("/api/rounds/final/votes.csv", true).await;
-    let row = csv.lines().find(|line| line.starts_with("tap-wasm,")).expect("the wasm vote's row");
-    assert!(row.ends_with(",Alux Nahual,El Viaje,2011,"), "{row}");
+    let row = csv.lines().find(|line| line.starts_with("\"tap-wasm\",")).expect("the wasm vote's row");
+    assert!(row.ends_with(r#","Alux Nahual","El Viaje","2011","""#), "{row}");
 
     // The hidden round, with a band of its own.
     assert_eq!(show.post("rounds/final/close", None).await.0, 200);

@@ -221,3 +221,55 @@ async fn without_cors_origins_no_page_on_another_origin_may_read_the_api() {
     assert_eq!((read.status().as_u16(), header(&read, "access-control-allow-origin")), (200, None));
     shutdown.cancel();
 }
+
+/// A voter token is never readable by a page on another site, not even with `--cors-origins '*'`:
+/// a request from a foreign origin gets `403` and no token; the API's own pages, and origins listed
+/// by name, get one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voter_tokens_are_never_issued_to_other_sites_even_with_any_origin_allowed() {
+    bandvote_runtime::telemetry::init_for_tests();
+    let shutdown = CancellationToken::new();
+    let mut bases = Vec::new();
+    for origins in [vec!["*".to_owned()], vec![APP.to_owned()]] {
+        let api = bandvote_api::App::build(
+            bandvote_api::ApiConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                cors_origins: origins,
+                voter_secret: Some("voter-secret-for-cors".into()),
+                ..bandvote_api::ApiConfig::default()
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("api builds");
+        let base = format!("http://{}", api.local_addr().expect("addr"));
+        tokio::spawn(api.run(shutdown.clone()));
+        bases.push(base);
+    }
+    let client = Client::new();
+    let issue = |base: &str, origin: Option<&str>| {
+        let mut request = client.post(format!("{base}/api/voter-token"));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move {
+            let answer = request.send().await.expect("answered");
+            let status = answer.status().as_u16();
+            let allowed = header(&answer, "access-control-allow-origin").map(str::to_owned);
+            let body: serde_json::Value = answer.json().await.unwrap_or_default();
+            (status, allowed, body["token"].is_string())
+        }
+    };
+    for base in &bases {
+        for stranger in ["https://elsewhere.example", "null", APP.replace("https", "http").as_str()] {
+            let (status, _, token) = issue(base, Some(stranger)).await;
+            assert_eq!((status, token), (403, false), "{base}: a page on {stranger}");
+        }
+        assert_eq!(issue(base, None).await.0, 200, "{base}: no Origin (not a browser page)");
+        let (status, _, token) = issue(base, Some(base)).await;
+        assert_eq!((status, token), (200, true), "{base}: the API's own page");
+    }
+    let (status, allowed, token) = issue(&bases[1], Some(APP)).await;
+    assert_eq!((status, allowed.as_deref(), token), (200, Some(APP), true), "an origin listed by name");
+    shutdown.cancel();
+}

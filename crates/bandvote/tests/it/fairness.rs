@@ -479,6 +479,35 @@ async fn a_refused_request_does_not_use_the_voters_one_vote_on_either_path() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The names cap counts only votes the voter policy admitted: a voter's refused votes (`429`) for
+/// new bands take no place, so a new voter's new band still fits; and a vote the cap refuses does
+/// not use its voter's one vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_the_voter_policy_refuses_do_not_fill_the_names_cap() {
+    let dir = temp_dir("names");
+    let (_up, base) = start(&["--vote-policy", "once", "--max-names", "2"], &dir).await;
+    let ct = ("content-type", "application/json");
+    let ballot = |band: &str| json!({"name": band, "album": "Disco", "year": "1997", "rank": "9"}).to_string();
+    let vote = |voter: &'static str, key: &'static str, band: &'static str| {
+        let base = base.clone();
+        let body = ballot(band);
+        async move { vote_as(&base, "grpc", &[ct, ("x-voter-id", voter), ("idempotency-key", key)], &body).await }
+    };
+    assert_eq!(vote("ana", "a1", "Alux Nahual").await.0, 202);
+    for (key, band) in [("a2", "Spam Uno"), ("a3", "Spam Dos"), ("a4", "Spam Tres")] {
+        let (status, _, body) = vote("ana", key, band).await;
+        assert_eq!(status, 429, "ana already voted: {band}: {body}");
+    }
+    let (status, _, body) = vote("bob", "b1", "Bohemia Suburbana").await;
+    assert_eq!(status, 202, "the second band fits: refused votes took no place: {body}");
+    // The cap is now full: a new band is refused, and the voter keeps their one vote.
+    let (status, _, body) = vote("cy", "c1", "Tercera Banda").await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("name")), "{body}");
+    assert_eq!(vote("cy", "c2", "Alux Nahual").await.0, 202, "cy's one vote is still theirs");
+    assert_counted(&base, 3).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");

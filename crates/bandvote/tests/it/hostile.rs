@@ -53,10 +53,19 @@ async fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (tokio::process::
 /// answer, as a client that keeps sending until it is answered; the answer's status, or what went
 /// wrong (a connection closed without an answer is an error, not a `413`).
 async fn upload(port: u16, path: &str, size: usize, chunked: bool) -> Result<u16, String> {
+    upload_framed(port, path, size, chunked, "").await
+}
+
+/// [`upload`] with a Content-Length and `extra_headers` (each ending in CRLF).
+pub(crate) async fn upload_with(port: u16, path: &str, size: usize, extra_headers: &str) -> Result<u16, String> {
+    upload_framed(port, path, size, false, extra_headers).await
+}
+
+async fn upload_framed(port: u16, path: &str, size: usize, chunked: bool, extra: &str) -> Result<u16, String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
     let (mut reader, mut writer) = stream.into_split();
     let framing = if chunked { "transfer-encoding: chunked".to_owned() } else { format!("content-length: {size}") };
-    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n\r\n");
+    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{extra}{framing}\r\n\r\n");
     let send = async move {
         writer.write_all(head.as_bytes()).await?;
         let piece = vec![b' '; 64 * 1024];

@@ -98,10 +98,10 @@ async fn the_admin_recount_is_a_409_while_the_log_is_behind() {
     // No consumer yet: the log pipeline has logged nothing of what is in the topic.
     let votes = mix(10);
     post_all(&format!("{base}/grpc/votes"), &votes, 4).await;
-    let api = start_admin_api(&env, "admin-409-token").await;
+    let api = start_admin_api(&env, "admin-409-token-ab").await;
     let client = reqwest::Client::new();
     let url = format!("{api}/api/admin/recount");
-    let answer = client.post(&url).bearer_auth("admin-409-token").send().await.expect("answer");
+    let answer = client.post(&url).bearer_auth("admin-409-token-ab").send().await.expect("answer");
     assert_eq!(answer.status(), 409);
     let body: serde_json::Value = answer.json().await.expect("a JSON error");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("behind")), "{body}");
@@ -111,7 +111,7 @@ async fn the_admin_recount_is_a_409_while_the_log_is_behind() {
     env.start_consumer().await;
     env.wait_for_total(10).await;
     env.wait_for_logs(10).await;
-    let answer = client.post(&url).bearer_auth("admin-409-token").send().await.expect("answer");
+    let answer = client.post(&url).bearer_auth("admin-409-token-ab").send().await.expect("answer");
     assert_eq!(answer.status(), 200);
     assert_eq!(env.counts().await, expected(&votes));
 }

@@ -61,7 +61,7 @@ async fn a_whole_show_runs_on_phone_projector_and_console() {
 /// Runs web/e2e/`script`.mjs against a fresh `bandvote up` with an admin token, and checks that it
 /// passed and saved `screenshots` (in target/screenshots/`script`).
 async fn run_as_operator(script: &str, screenshots: &[&str]) {
-    const TOKEN: &str = "e2e-admin-token";
+    const TOKEN: &str = "e2e-admin-token-7c1a";
     let dir = std::env::temp_dir().join(format!("bandvote-web-{script}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut command = crate::support::embedded_up(0, &dir);
