@@ -39,8 +39,9 @@ pub struct AdminConfig {
 /// Shortest admin token accepted at start-up.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
-/// Largest body of an operator's request (a round with its ballot fits many times over).
-pub const BODY_LIMIT: usize = 64 << 10;
+/// Largest body of an operator's request: the largest valid round (64 ballot entries of 200
+/// four-byte characters twice, about 110 KB) fits.
+pub const BODY_LIMIT: usize = 256 << 10;
 
 /// Wrong admin tokens one client address (IPv6: one /64) may send per [`FAILURE_PERIOD`]; beyond
 /// them every request of that address to the operator's routes gets `429` until its count refills.

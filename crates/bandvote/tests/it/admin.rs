@@ -168,10 +168,10 @@ async fn admin_routes_check_the_token_before_the_body_and_bound_the_body() {
         }
     }
 
-    // With the token: a body past 64 KiB is 413, a body that stops coming is 408 at the body
+    // With the token: a body past 256 KiB is 413, a body that stops coming is 408 at the body
     // timeout, and a round still fits.
     let client = reqwest::Client::new();
-    let huge = format!(r#"{{"id": "huge", "title": "{}"}}"#, "x".repeat(100 << 10));
+    let huge = format!(r#"{{"id": "huge", "title": "{}"}}"#, "x".repeat(300 << 10));
     let answer = client
         .post(format!("{base}/api/admin/rounds"))
         .bearer_auth(TOKEN)
