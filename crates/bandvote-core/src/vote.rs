@@ -21,7 +21,7 @@ pub struct Vote {
     /// The band's album.
     pub album: String,
     /// A four-digit year, 1000–9999; `None` when the client left it out (a round's ballot gives it,
-    /// see [`crate::round::Ballot::complete`]; anywhere else it is required).
+    /// see [`crate::round::complete`]; anywhere else it is required).
     pub year: Option<String>,
     /// A finite rank ≥ 0, as the client wrote it; `None` when left out (it stays absent).
     pub rank: Option<String>,

@@ -43,7 +43,7 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// four-byte characters twice, about 110 KB) fits.
 pub const BODY_LIMIT: usize = 256 << 10;
 
-/// Wrong admin tokens one client address (IPv6: one /64) may send per [`FAILURE_PERIOD`]; beyond
+/// Wrong admin tokens one client address (IPv6: one /64) may send per minute; beyond
 /// them every request of that address to the operator's routes gets `429` until its count refills.
 pub const MAX_FAILURES: u32 = 10;
 const FAILURE_PERIOD: Duration = Duration::from_secs(60);
@@ -205,7 +205,7 @@ async fn get_pipeline(State(state): State<ApiState>) -> Result<Response, ApiErro
 }
 
 /// The admin routes, when a token is configured, and the operator's CSV exports, every one behind
-/// [`require_operator`].
+/// `require_operator` (the token before the body).
 pub fn router(state: ApiState) -> Router {
     let exports = Router::new()
         .route("/api/rounds/{id}/results.csv", axum::routing::get(super::rounds::get_results_csv))
