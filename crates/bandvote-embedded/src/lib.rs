@@ -183,6 +183,10 @@ impl Storage {
             directory("another bandvote process is using it (stop it, or choose another --data-dir)".into())
         })?;
         let path = dir.join(DATABASE_FILE);
+        // Votes, voters' idempotency keys and the rounds: readable by this user only, even in a
+        // directory that existed before with looser permissions.
+        make_private(dir, &[LOCK_FILE, DATABASE_FILE])
+            .map_err(|e| directory(format!("cannot restrict its files: {e}")))?;
         let open = || schema::connect(&path).map_err(|e| classify(dir, e));
         let first = open()?;
         schema::check_and_migrate(&first).map_err(|e| classify(dir, e))?;
@@ -656,6 +660,28 @@ fn query_logs(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusq
 
 /// Creates `dir` (and its parents) readable by this user only: it holds every vote and voter key.
 /// An existing directory keeps its permissions (the operator chose them).
+/// Creates `files` in `dir` if missing and makes them and SQLite's journal files (which take the
+/// database file's permissions when SQLite creates them) readable and writable by this user only.
+fn make_private(dir: &Path, files: &[&str]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        for file in files {
+            File::options().create(true).truncate(false).write(true).mode(0o600).open(dir.join(file))?;
+        }
+        let journals = [format!("{DATABASE_FILE}-wal"), format!("{DATABASE_FILE}-shm")];
+        for file in files.iter().map(|f| (*f).to_owned()).chain(journals) {
+            match std::fs::set_permissions(dir.join(&file), std::fs::Permissions::from_mode(0o600)) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, files);
+    Ok(())
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);

@@ -276,3 +276,28 @@ fn a_new_data_directory_is_private_to_its_user() {
     assert_eq!(mode, 0o700, "{mode:o}");
     std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
 }
+
+/// A data directory that existed with the usual permissions (0755, files 0644): the database, its
+/// journal and the lock are made readable by this user only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_files_are_private_even_in_a_directory_that_existed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("private-existing");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A database left by an earlier run with looser permissions.
+    drop(open(&dir));
+    for file in ["bandvote.db", "bandvote.lock"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let storage = open(&dir);
+    storage.append(&message("private-1", "A", "x"), true).await.unwrap();
+    for file in ["bandvote.db", "bandvote.db-wal", "bandvote.lock"] {
+        let mode =
+            std::fs::metadata(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}: {mode:o}");
+    }
+    drop(storage);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
