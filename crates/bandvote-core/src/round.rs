@@ -18,6 +18,8 @@ pub const DEFAULT_ROUND: &str = "default";
 pub const MAX_ID_CHARS: usize = 64;
 /// Longest round title.
 pub const MAX_TITLE_CHARS: usize = 200;
+/// Most rounds at once (a show has a handful; every gateway reads them all five times a second).
+pub const MAX_ROUNDS: usize = 100;
 
 /// Whether `id` is a round id: 1–64 of `a–z 0–9 -`, starting with a letter or a digit.
 pub fn is_valid_id(id: &str) -> bool {
@@ -358,10 +360,14 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
         return Err(invalid("id", "id must be 1-64 of a-z, 0-9 and -, starting with a letter or a digit"));
     }
     let title = new.title.trim();
-    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
+    // Format characters too: a bidi override (U+202E) would show the projector another title.
+    if title.is_empty()
+        || title.chars().count() > MAX_TITLE_CHARS
+        || title.chars().any(crate::vote::is_control_or_format)
+    {
         return Err(invalid(
             "title",
-            format!("title must be 1-{MAX_TITLE_CHARS} characters without control characters"),
+            format!("title must be 1-{MAX_TITLE_CHARS} characters without control or format characters"),
         ));
     }
     let opens_at = instant_field("opens_at", new.opens_at.as_deref())?;
@@ -380,6 +386,9 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
     let ballot = checked_ballot(new.ballot)?;
     if new.id == DEFAULT_ROUND || rounds.iter().any(|r| r.id == new.id) {
         return Err(RoundError::Conflict(format!("round {} exists", new.id)));
+    }
+    if rounds.len() >= MAX_ROUNDS {
+        return Err(RoundError::Conflict(format!("at most {MAX_ROUNDS} rounds: delete one that never opened")));
     }
     let round = Round {
         id: new.id,
@@ -718,6 +727,23 @@ mod tests {
         assert!(matches!(create(&[], round, now), Err(RoundError::Invalid { field: "closes_at", .. })));
         assert!(matches!(create(&[], new("Bad"), now), Err(RoundError::Invalid { field: "id", .. })));
         assert!(matches!(create(&[], new("default"), now), Err(RoundError::Conflict(_))));
+        let mut round = new("x");
+        round.title = "Final \u{202e}lanif".into();
+        assert!(matches!(create(&[], round, now), Err(RoundError::Invalid { field: "title", .. })));
+    }
+
+    #[test]
+    fn rounds_are_capped() {
+        let now = Utc::now();
+        let mut rounds = Vec::new();
+        for i in 0..MAX_ROUNDS {
+            rounds.push(create(&rounds, new(&format!("r{i}")), now).expect("created"));
+        }
+        assert!(matches!(create(&rounds, new("one-more"), now), Err(RoundError::Conflict(_))));
+        // Changing one that exists is not a new round.
+        let mut again = new("r0");
+        again.title = "Again".into();
+        assert!(replace(&rounds, "r0", again, now).is_ok());
     }
 
     #[test]

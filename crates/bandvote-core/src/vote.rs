@@ -151,7 +151,7 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
 /// Whether `c` is a control (Cc) or format (Cf) character. ASCII has no format characters and its
 /// control characters are exactly `is_ascii_control`: most names are ASCII, and the general
 /// category's table lookup was the largest single cost of parsing a vote.
-fn is_control_or_format(c: char) -> bool {
+pub(crate) fn is_control_or_format(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_control();
     }
