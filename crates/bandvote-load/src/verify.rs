@@ -106,9 +106,14 @@ fn compare(before: &Counts, after: &Counts, accepted: &Counts, unknown: &Counts)
     differences
 }
 
+/// How long the counts must go on matching once they first match: a vote counted twice a moment
+/// later (a replay after a crash) must not slip through.
+pub const HOLD: Duration = Duration::from_secs(2);
+
 /// Polls the API until its counts, compared with `before` (read just before the run), match the
-/// run's accepted votes, or until `timeout`. A count above what the run can explain fails at once
-/// (counts never go down); a count below keeps being polled. Assumes no other client votes meanwhile.
+/// run's accepted votes, or until `timeout`; then checks that they still match for [`HOLD`]. A
+/// count above what the run can explain fails at once (counts never go down); a count below keeps
+/// being polled until the counts first match. Assumes no other client votes meanwhile.
 pub async fn verify(
     client: &reqwest::Client,
     api: &str,
@@ -118,6 +123,7 @@ pub async fn verify(
     timeout: Duration,
 ) -> anyhow::Result<Verification> {
     let start = Instant::now();
+    let mut matched: Option<(u64, Instant)> = None;
     loop {
         // A store restarting makes the API answer 503 for a moment: keep polling until the timeout.
         let after = match fetch_counts(client, api).await {
@@ -130,13 +136,20 @@ pub async fn verify(
             Err(error) => return Err(error),
         };
         let differences = compare(before, &after, accepted, unknown);
-        let converged_ms = start.elapsed().as_millis() as u64;
-        if differences.is_empty() {
-            return Ok(Verification { ok: true, converged_ms: Some(converged_ms), differences });
-        }
-        let too_many = differences.iter().any(|d| d.counted > d.accepted + d.unknown);
-        if too_many || start.elapsed() >= timeout {
-            return Ok(Verification { ok: false, converged_ms: None, differences });
+        match (differences.is_empty(), matched) {
+            (true, Some((converged_ms, at))) if at.elapsed() >= HOLD => {
+                return Ok(Verification { ok: true, converged_ms: Some(converged_ms), differences });
+            }
+            (true, Some(_)) => {}
+            (true, None) => matched = Some((start.elapsed().as_millis() as u64, Instant::now())),
+            // Once they matched, any change is a vote counted again.
+            (false, Some(_)) => return Ok(Verification { ok: false, converged_ms: None, differences }),
+            (false, None) => {
+                let too_many = differences.iter().any(|d| d.counted > d.accepted + d.unknown);
+                if too_many || start.elapsed() >= timeout {
+                    return Ok(Verification { ok: false, converged_ms: None, differences });
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -152,6 +165,38 @@ mod tests {
             bands: bands.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             albums: albums.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         }
+    }
+
+    /// An API whose total is `first` until `later_after`, then `later`.
+    async fn api_counting(first: u64, later: u64, later_after: Duration) -> String {
+        let started = std::time::Instant::now();
+        let app = axum::Router::new().route(
+            "/api/results",
+            axum::routing::get(move || async move {
+                let total = if started.elapsed() < later_after { first } else { later };
+                axum::Json(serde_json::json!({"total": total, "bands": {"A": total}, "albums": {"A / x": total}}))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_vote_counted_again_after_the_counts_matched_fails_the_verification() {
+        let client = reqwest::Client::new();
+        let accepted = counts(3, &[("A", 3)], &[("A / x", 3)]);
+        let api = api_counting(3, 4, Duration::from_millis(500)).await;
+        let verdict = verify(&client, &api, &Counts::default(), &accepted, &Counts::default(), Duration::from_secs(10))
+            .await
+            .expect("the API answers");
+        assert!(!verdict.ok, "the fourth count came after the first match: {verdict}");
+        let api = api_counting(3, 3, Duration::ZERO).await;
+        let verdict = verify(&client, &api, &Counts::default(), &accepted, &Counts::default(), Duration::from_secs(10))
+            .await
+            .expect("the API answers");
+        assert!(verdict.ok, "{verdict}");
     }
 
     #[test]
