@@ -534,9 +534,14 @@ impl UpArgs {
         if fairness.redis_url.is_none() {
             fairness.redis_url.clone_from(&self.redis_url);
         }
-        let idempotency_ttl = Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600);
-        // A retried key is never a second vote: the voter is remembered at least as long as the key.
-        fairness.voter_memory = fairness.voter_memory.max(idempotency_ttl);
+        let mut idempotency_ttl = Duration::from_secs(self.idempotency_ttl_hours.max(1) * 3600);
+        // A retried key is never a second vote: under once the voter policy and the tally remember a
+        // key equally long (the longer of the two), so the policy never admits as a retry a key the
+        // tally has forgotten, nor the tally forgets a key the policy would admit again.
+        if fairness.policy == bandvote_ingest::fairness::VotePolicy::Once {
+            let memory = fairness.voter_memory.max(idempotency_ttl);
+            (fairness.voter_memory, idempotency_ttl) = (memory, memory);
+        }
         Ok(crate::up::UpConfig {
             fairness,
             listen: self.listen,

@@ -575,6 +575,25 @@ async fn redis_voter_hashes_expire() {
     let day = 24 * 3600 * 1000;
     assert!((day - 60_000..=day).contains(&ttl), "voters:default:tess expires in {ttl} ms");
     drop(up);
+    // Asked for longer than the keys: the tally remembers the keys as long as the policy does (a
+    // retry the policy admits is one the tally still knows).
+    let once = ["--vote-policy", "once", "--fairness-redis-url", redis.as_str(), "--voter-memory-hours", "30"];
+    let mut command = crate::support::up(&env, 0);
+    command.args(once);
+    let (up, base) = crate::support::spawn_listening(&mut command).await;
+    crate::support::wait_ready(&base).await;
+    assert_eq!(vote(&base, "grpc", Some("Val"), "t30", "Mis palabras").await.0, 202);
+    let seen = wait_for("the keyed vote counted", PATIENCE, || async {
+        let ttl: i64 = redis::cmd("PTTL").arg("votes:seen:t30").query_async(&mut env.redis().await).await.ok()?;
+        (ttl > 0).then_some(ttl)
+    })
+    .await;
+    let voter: i64 = redis::cmd("PTTL").arg("voters:default:val").query_async(&mut connection).await.expect("pttl");
+    let hours30 = 30 * 3600 * 1000;
+    for (what, ttl) in [("votes:seen:t30", seen), ("voters:default:val", voter)] {
+        assert!((hours30 - 120_000..=hours30).contains(&ttl), "{what} expires in {ttl} ms");
+    }
+    drop(up);
     let minute = ["--vote-policy", "per-minute:3", "--fairness-redis-url", redis.as_str()];
     let (_up, base) = start(&minute, &dir.join("minute")).await;
     assert_eq!(vote(&base, "wasm", Some("uma"), "t2", "Mis palabras").await.0, 202);
