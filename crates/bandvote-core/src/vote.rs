@@ -145,6 +145,14 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
     if value.contains(ALBUM_KEY_SEPARATOR) {
         return Err(VoteError::field(field, format!("{field} must not contain \"{ALBUM_KEY_SEPARATOR}\"")));
     }
+    // Nor may a band end with " /": `A /` + `B` and `A` + `/ B` would both be `A / / B`. With it
+    // refused, a key's first " / " is always the separator.
+    if field == "name" && value.ends_with(ALBUM_KEY_SEPARATOR.trim_end()) {
+        return Err(VoteError::field(
+            field,
+            format!("{field} must not end with \"{}\"", ALBUM_KEY_SEPARATOR.trim_end()),
+        ));
+    }
     Ok(value)
 }
 
@@ -253,6 +261,10 @@ mod tests {
         }
         // A slash without the spaces around it is an ordinary character.
         assert!(parse(r#"{"name":"AC/DC","album":"High Voltage","year":"1976","rank":"9"}"#).is_ok());
+        // `A /` + `B` would share `A` + `/ B`'s album key, `A / / B`.
+        assert_eq!(field_of(r#"{"name":"A /","album":"B","year":"1976"}"#), Some("name"));
+        let vote = parse(r#"{"name":"A","album":"/ B","year":"1976"}"#).expect("valid");
+        assert_eq!(vote.album_key(), "A / / B");
     }
 
     #[test]

@@ -12,7 +12,10 @@ fn valid_text() -> impl Strategy<Value = String> {
         "not blank, not too long once normalised, no separator",
         |s| {
             let normalised = nfc(s.trim());
-            !normalised.is_empty() && normalised.chars().count() <= MAX_TEXT_CHARS && !normalised.contains(" / ")
+            !normalised.is_empty()
+                && normalised.chars().count() <= MAX_TEXT_CHARS
+                && !normalised.contains(" / ")
+                && !normalised.ends_with(" /")
         },
     )
 }
