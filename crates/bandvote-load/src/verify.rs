@@ -111,7 +111,7 @@ fn compare(before: &Counts, after: &Counts, accepted: &Counts, unknown: &Counts)
 pub const HOLD: Duration = Duration::from_secs(2);
 
 /// Polls the API until its counts, compared with `before` (read just before the run), match the
-/// run's accepted votes, or until `timeout`; then checks that they still match for [`HOLD`]. A
+/// run's accepted votes, or until `timeout`; then checks that they still match for `HOLD` (2 s). A
 /// count above what the run can explain fails at once (counts never go down); a count below keeps
 /// being polled until the counts first match. Assumes no other client votes meanwhile.
 pub async fn verify(
