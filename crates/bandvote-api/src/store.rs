@@ -166,6 +166,15 @@ impl Store {
         }
     }
 
+    /// Round `id`'s votes refused at the gateways, by reason.
+    pub async fn round_refusals(&self, id: &str) -> Result<BTreeMap<String, u64>, Unavailable> {
+        match tokio::time::timeout(READ_TIMEOUT, self.rounds.refusals(id)).await {
+            Ok(Ok(refusals)) => Ok(refusals),
+            Ok(Err(error)) => Err(Unavailable(error.to_string())),
+            Err(_) => Err(Unavailable("round store: no answer".into())),
+        }
+    }
+
     /// The ids of the rounds whose results are hidden.
     pub async fn hidden_rounds(&self) -> Result<HashSet<String>, Unavailable> {
         Ok(self.load_rounds().await?.into_iter().filter(Round::is_hidden).map(|r| r.id).collect())

@@ -87,10 +87,7 @@ pub async fn delete_round(State(state): State<ApiState>, Path(id): Path<String>)
 pub async fn get_round_stats(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     find(&state, &id).await?;
     let total = state.store.round_total(&id).await?;
-    let stored = tokio::time::timeout(crate::store::READ_TIMEOUT, state.store.rounds().refusals(&id))
-        .await
-        .map_err(|_| ApiError::unavailable_because("round store: no answer", std::time::Duration::from_secs(1)))?
-        .map_err(|error| ApiError::unavailable_because(error, std::time::Duration::from_secs(1)))?;
+    let stored = state.store.round_refusals(&id).await?;
     let mut refused: std::collections::BTreeMap<String, u64> =
         ["closed", "ballot", "fairness", "invalid"].into_iter().map(|reason| (reason.to_owned(), 0)).collect();
     refused.extend(stored);
@@ -186,8 +183,8 @@ pub async fn get_votes_csv(State(state): State<ApiState>, Path(id): Path<String>
             let row = format!(
                 "{},{},{},{},{},{},{}\r\n",
                 csv_field(&entry.id),
-                csv_field(&entry.received_at.to_string()),
-                csv_field(&entry.path.to_string()),
+                csv_field(&entry.received_at),
+                csv_field(&entry.path),
                 field("name"),
                 field("album"),
                 field("year"),
