@@ -48,12 +48,11 @@ const REPLAY: usize = 512;
 /// Frames (besides the newest results) waiting for one client before it is dropped.
 const MAILBOX: usize = 2 * MAX_LOGS_PER_TICK as usize;
 
-/// A `ping` event sent when nothing else was for this long, so that proxies keep the stream open and
-/// a page can tell a quiet stream from a dead one (a browser shows a page no comment line).
+/// A `ping` event is published to every client when nothing else was for this long, so that a page
+/// can tell a quiet stream from a dead one (a browser shows a page no comment line); like every
+/// event it has its id. A client that got nothing for as long (it joined meanwhile) gets a comment
+/// line, which keeps proxies from closing its connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// The keep-alive: an event without an id (it changes nothing a reconnecting client must replay).
-const PING: &[u8] = b"event: ping\ndata: {}\n\n";
 
 /// One event, serialised once.
 #[derive(Debug, Clone)]
@@ -146,6 +145,8 @@ struct Hub {
     replay: VecDeque<Frame>,
     clients: HashMap<u64, Client>,
     next_client: u64,
+    /// When a frame was last handed to the clients.
+    last_delivery: Instant,
 }
 
 struct Shared {
@@ -190,8 +191,8 @@ pub enum Next {
 }
 
 impl Subscription {
-    /// The next frame, waiting for one; `None` on `shutdown`. A `ping` event when nothing else came
-    /// for 15 s.
+    /// The next frame, waiting for one; `None` on `shutdown`. A keep-alive comment when nothing else
+    /// came for 15 s.
     pub async fn next(&self, shutdown: &CancellationToken) -> Option<Next> {
         loop {
             {
@@ -207,7 +208,7 @@ impl Subscription {
             // above and this wait still wakes it.
             tokio::select! {
                 () = self.mailbox.ready.notified() => {}
-                () = tokio::time::sleep(KEEP_ALIVE) => return Some(Next::Frame(Bytes::from_static(PING))),
+                () = tokio::time::sleep(KEEP_ALIVE) => return Some(Next::Frame(Bytes::from_static(b":\n\n"))),
                 () = shutdown.cancelled() => return None,
             }
         }
@@ -237,6 +238,7 @@ impl Events {
                     replay: VecDeque::new(),
                     clients: HashMap::new(),
                     next_client: 0,
+                    last_delivery: Instant::now(),
                 }),
                 slots: Arc::new(Semaphore::new(max_clients)),
                 max_clients,
@@ -341,6 +343,18 @@ impl Events {
         deliver(&mut hub, None, vec![frame]);
     }
 
+    /// Publishes a `ping` event when no frame went out for 15 s (not kept for replay: it
+    /// changes nothing).
+    pub fn ping_if_quiet(&self) {
+        let mut hub = self.shared.hub();
+        if hub.last_delivery.elapsed() < KEEP_ALIVE {
+            return;
+        }
+        let frame = frame(hub.next_id, "ping", b"{}");
+        hub.next_id += 1;
+        deliver(&mut hub, None, vec![frame]);
+    }
+
     /// Forgets the published results and rounds (nobody listens, so they would go stale).
     pub fn forget(&self) {
         let mut hub = self.shared.hub();
@@ -365,6 +379,9 @@ fn remember(hub: &mut Hub, frame: &Frame) {
 /// Hands `results` and `events` to every client, dropping those that are stuck.
 fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
     let now = Instant::now();
+    if results.is_some() || !events.is_empty() {
+        hub.last_delivery = now;
+    }
     let mut stuck = Vec::new();
     for (id, client) in &hub.clients {
         let mut inbox = client.mailbox.inbox();
@@ -485,6 +502,7 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
             }
         }
         events.publish_events(status.as_deref(), entries);
+        events.ping_if_quiet();
         let now = Instant::now();
         if let Ok(results) = results
             && now >= next_results_at
@@ -530,6 +548,23 @@ mod tests {
         let (first_a, first_b) = (next(&a).await, next(&b).await);
         assert!(first_a.ends_with("event: results\ndata: {\"total\":2}\n\n"), "{first_a}");
         assert_eq!(first_a, first_b, "the same frame, id included");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_gets_a_ping_with_its_id_and_a_busy_one_none() {
+        let events = Events::new(10);
+        let client = events.subscribe(events.reserve().expect("a slot"), None, None);
+        events.publish_results(br#"{"total":1}"#);
+        let results = next(&client).await;
+        events.ping_if_quiet();
+        events.shared.hub().last_delivery -= KEEP_ALIVE;
+        events.ping_if_quiet();
+        events.ping_if_quiet();
+        let ping = next(&client).await;
+        assert!(ping.ends_with("event: ping\ndata: {}\n\n"), "{ping}");
+        let id = |frame: &str| frame.lines().find_map(|l| l.strip_prefix("id: ")?.parse::<u64>().ok()).expect("an id");
+        assert_eq!(id(&ping), id(&results) + 1, "one ping, numbered like every event");
+        assert!(client.mailbox.inbox().is_empty(), "a ping only once the stream was quiet, and once");
     }
 
     #[tokio::test]

@@ -144,7 +144,7 @@ pub fn document() -> Value {
                 }
             }},
             "/api/stream": {"get": {
-                "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume), but `ping` (after 15 s of silence, no id): `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
+                "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume): `ping` after 15 s of silence; `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
                 "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}}}
             }},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},

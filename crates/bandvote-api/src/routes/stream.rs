@@ -23,7 +23,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// logged vote, `event: status` when a store stops or resumes answering, `event: round` when a
 /// round changes; every event has an `id:`, and a client reconnecting with `Last-Event-ID` first
 /// gets the buffered events after it. The current results and rounds come first, so a new page has
-/// data at once and misses no round that changed while it loaded. A `ping` event (no id) after 15 s of silence;
+/// data at once and misses no round that changed while it loaded. A `ping` event after 15 s of silence;
 /// ends on shutdown. Beyond the client cap, `503` with `Retry-After`; a client too slow to take
 /// its events is disconnected (it reconnects to the latest state).
 pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
