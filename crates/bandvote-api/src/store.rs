@@ -288,15 +288,35 @@ impl Store {
         }
     }
 
-    /// Compares the counters with the log: all-time, or round `round`'s.
+    /// The votes set aside as late (for a round already final), counted per round.
+    pub async fn late(&self) -> Result<BTreeMap<String, Counts>, Unavailable> {
+        match &self.counters {
+            Counters::Embedded(storage) => storage.late().await.map_err(|e| Unavailable(e.to_string())),
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await?;
+                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::late(&mut redis)).await {
+                    Ok(Ok(late)) => Ok(late),
+                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => Err(Unavailable("redis: no answer".into())),
+                }
+            }
+        }
+    }
+
+    /// Compares the counters with the log (less the late votes) and, for a final round, with its
+    /// certificate: all-time, or round `round`'s.
     pub async fn audit(&self, round: Option<&str>) -> Result<Audit, Unavailable> {
         let round = round.filter(|id| *id != DEFAULT_ROUND);
-        let counted = match round {
-            Some(id) => self.round_counts(id).await?,
-            None => self.results().await?.counts,
+        let (counted, certified) = match round {
+            Some(id) => {
+                let certified = self.load_rounds().await?.into_iter().find(|r| r.id == id).and_then(|r| r.certified);
+                (self.round_counts(id).await?, certified)
+            }
+            None => (self.results().await?.counts, None),
         };
         let logged = self.logged_counts(round).await?;
-        Ok(Audit::new(round.map(str::to_owned), counted, logged))
+        let late = Audit::late_of(&self.late().await?, round);
+        Ok(Audit::new(round.map(str::to_owned), counted, logged, late, certified))
     }
 
     /// The names of the two stores, for readiness: `redis` or `storage`, `mongodb` or `storage`.

@@ -7,6 +7,13 @@
 //! queue up to that end, nothing of the round is still in flight. Then the round's counters are
 //! compared with its votes in the log and, if they agree, written as its certified result (through
 //! the round store's compare-and-set: several consumers may do it, the first one writes).
+//!
+//! Before that comparison the round is sealed in the counters, in one atomic step between two tally
+//! batches: from then on the tally counts none of its votes. A vote for it that still reaches the
+//! queue (written there directly, or through a door that skips the gateways' round check) is set
+//! aside as late, by its id, counted nowhere; the log keeps it, and every comparison of counters
+//! and log (this one, `bandvote audit`, `bandvote recount`) leaves the late votes out of the log's
+//! side. So the counters of a final round never move again, and neither does its certificate.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -28,8 +35,10 @@ const INTERVAL: Duration = Duration::from_secs(1);
 pub trait Progress: Send + Sync {
     /// Whether both pipelines have applied everything the queue holds now.
     fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>>;
-    /// Round `id`'s counters and its votes in the log, counted.
+    /// Round `id`'s counters and its votes in the log, counted, less those set aside as late.
     fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>>;
+    /// Seals round `id` in the counters (idempotent).
+    fn seal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
 /// Kafka, the Redis counters and the MongoDB log.
@@ -66,8 +75,18 @@ impl Progress for KafkaProgress {
             let mut redis = self.redis.clone();
             let counters =
                 bandvote_store::rounds::counts(&mut redis, id).await.context("failed to read the counters")?;
-            let logged = bandvote_store::log::round_counts(&self.logs, id).await?;
+            let mut logged = bandvote_store::log::round_counts(&self.logs, id).await?;
+            let late = bandvote_store::rounds::late(&mut redis).await.context("failed to read the late votes")?;
+            if let Some(late) = late.get(id) {
+                logged.subtract(late);
+            }
             Ok((counters, logged))
+        })
+    }
+
+    fn seal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            bandvote_store::rounds::seal(&mut self.redis.clone(), id).await.context("failed to seal the round")
         })
     }
 }
@@ -96,11 +115,32 @@ impl Progress for EmbeddedProgress {
                     .context("failed to read the counters")?,
                 None => self.storage.round_counts(id).await?,
             };
-            let logged = match &self.logs {
+            let mut logged = match &self.logs {
                 Some(logs) => bandvote_store::log::round_counts(logs, id).await?,
                 None => self.storage.logged_round_counts(id).await?,
             };
+            let late = match &self.redis {
+                Some(redis) => {
+                    bandvote_store::rounds::late(&mut redis.clone()).await.context("failed to read the late votes")?
+                }
+                None => self.storage.late().await?,
+            };
+            if let Some(late) = late.get(id) {
+                logged.subtract(late);
+            }
             Ok((counters, logged))
+        })
+    }
+
+    fn seal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match &self.redis {
+                Some(redis) => {
+                    bandvote_store::rounds::seal(&mut redis.clone(), id).await.context("failed to seal the round")?
+                }
+                None => self.storage.seal(id).await?,
+            }
+            Ok(())
         })
     }
 }
@@ -132,6 +172,14 @@ async fn certify(
     let now = chrono::Utc::now();
     let waiting: Vec<_> = rounds.load().await?.rounds.into_iter().filter(|r| r.awaits_final(now)).collect();
     if waiting.is_empty() || !progress.caught_up().await? {
+        return Ok(());
+    }
+    // Sealed first, then compared once both pipelines have applied everything queued after the
+    // seal: the counters no longer move, and the log holds every vote they counted.
+    for candidate in &waiting {
+        progress.seal(&candidate.id).await?;
+    }
+    if !progress.caught_up().await? {
         return Ok(());
     }
     for candidate in waiting {

@@ -19,7 +19,7 @@ mod source;
 mod writer;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -103,6 +103,8 @@ pub enum TallyApplied {
         duplicates: u64,
         /// Total afterwards.
         total: u64,
+        /// Votes for a sealed round, set aside.
+        late: u64,
     },
     /// The batch does not continue the stored position: read again after `stored`.
     Refused {
@@ -285,9 +287,14 @@ impl Storage {
                 return Ok(TallyApplied::Refused { stored });
             }
             let now = bandvote_core::time::parse(&counted_at).map_or(0, |t| t.timestamp_millis());
-            let (mut counted, mut duplicates) = (0, 0);
+            let (mut counted, mut duplicates, mut late) = (0, 0, 0);
             let mut newest: Option<&str> = None;
             {
+                let mut is_sealed = tx.prepare_cached("SELECT count(*) FROM sealed WHERE round = ?1")?;
+                let mut known = tx.prepare_cached("SELECT count(*) FROM seen WHERE id = ?1 AND expires_ms >= ?2")?;
+                let mut set_aside =
+                    tx.prepare_cached("INSERT OR IGNORE INTO late (id, round, name, album) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut sealed: HashMap<&str, bool> = HashMap::new();
                 let mut seen = tx.prepare_cached(
                     "INSERT INTO seen (id, expires_ms) VALUES (?1, ?2) \
                      ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE seen.expires_ms < ?3",
@@ -306,6 +313,27 @@ impl Storage {
                 let mut round_albums: HashMap<(&str, &str), i64> = HashMap::new();
                 let mut round_totals: HashMap<&str, i64> = HashMap::new();
                 for vote in &votes {
+                    let round = vote.message.round.as_str();
+                    if round != DEFAULT_ROUND {
+                        let final_round = match sealed.get(round) {
+                            Some(known) => *known,
+                            None => {
+                                let found = is_sealed.query_row([round], |r| r.get::<_, i64>(0))? > 0;
+                                *sealed.entry(round).or_default() = found;
+                                found
+                            }
+                        };
+                        // A final round's votes are set aside, but for retries of a counted key.
+                        if final_round {
+                            let m = &vote.message;
+                            if vote.client_key && known.query_row(params![m.id, now], |r| r.get::<_, i64>(0))? > 0 {
+                                duplicates += 1;
+                            } else {
+                                late += set_aside.execute(params![m.id, round, m.name, m.album])? as u64;
+                            }
+                            continue;
+                        }
+                    }
                     // A client's key already counted (and not expired) is a retry.
                     if vote.client_key && seen.execute(params![vote.message.id, now + ttl, now])? == 0 {
                         duplicates += 1;
@@ -313,7 +341,6 @@ impl Storage {
                     }
                     *bands.entry(&vote.message.name).or_default() += 1;
                     *albums.entry(&vote.album_key).or_default() += 1;
-                    let round = vote.message.round.as_str();
                     if round != DEFAULT_ROUND {
                         *round_bands.entry((round, &vote.message.name)).or_default() += 1;
                         *round_albums.entry((round, &vote.album_key)).or_default() += 1;
@@ -366,7 +393,7 @@ impl Storage {
             set_position(&tx, pipelines::TALLY, last)?;
             let total: i64 = tx.query_row("SELECT total FROM totals WHERE id = 1", [], |r| r.get(0))?;
             tx.commit()?;
-            Ok(TallyApplied::Counted { counted, duplicates, total: total as u64 })
+            Ok(TallyApplied::Counted { counted, duplicates, total: total as u64, late })
         })
         .await?;
         // The position is on disk either way: the source's commit after this has nothing to store.
@@ -524,6 +551,31 @@ impl Storage {
                 counts.add(&band, &album);
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    /// Seals round `id`: the tally counts no more of its votes (see [`TallyApplied::Counted::late`]).
+    /// Idempotent.
+    pub async fn seal(self: &Arc<Self>, id: &str) -> Result<(), StorageError> {
+        let (id, at) = (id.to_owned(), bandvote_core::time::now());
+        self.with_sink_write(move |db| {
+            db.execute("INSERT OR IGNORE INTO sealed (round, at) VALUES (?1, ?2)", params![id, at]).map(drop)
+        })
+        .await
+    }
+
+    /// The votes set aside as late, counted per round.
+    pub async fn late(self: &Arc<Self>) -> Result<BTreeMap<String, Counts>, StorageError> {
+        self.with_reader(|db| {
+            let mut statement = db.prepare_cached("SELECT round, name, album FROM late")?;
+            let mut rounds: BTreeMap<String, Counts> = BTreeMap::new();
+            let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (round, band, album): (String, String, String) = row?;
+                rounds.entry(round).or_default().add(&band, &album);
+            }
+            Ok(rounds)
         })
         .await
     }

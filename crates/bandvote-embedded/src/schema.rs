@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS round_totals (round TEXT PRIMARY KEY, total INTEGER N
 CREATE TABLE IF NOT EXISTS round_refusals (
     round TEXT NOT NULL, reason TEXT NOT NULL, votes INTEGER NOT NULL, PRIMARY KEY (round, reason)
 );
+-- Final rounds: the tally counts no more of their votes (votes:sealed).
+CREATE TABLE IF NOT EXISTS sealed (round TEXT PRIMARY KEY, at TEXT NOT NULL);
+-- Votes for a sealed round that reached the tally afterwards, set aside, counted nowhere (votes:late).
+CREATE TABLE IF NOT EXISTS late (id TEXT PRIMARY KEY, round TEXT NOT NULL, name TEXT NOT NULL, album TEXT NOT NULL);
 ";
 
 /// Run after [`SCHEMA`] and the upgrades, which may add the columns they index.

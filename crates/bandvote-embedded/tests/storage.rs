@@ -49,12 +49,12 @@ async fn votes_are_counted_and_logged_once_in_order_of_the_queue() {
     let refused = tally(&storage, &queued[1..], "2026-11-26T16:04:06.000Z").await;
     assert_eq!(refused, TallyApplied::Refused { stored: 0 });
     let applied = tally(&storage, &queued[..3], "2026-11-26T16:04:06.000Z").await;
-    assert_eq!(applied, TallyApplied::Counted { counted: 3, duplicates: 0, total: 3 });
+    assert_eq!(applied, TallyApplied::Counted { counted: 3, duplicates: 0, total: 3, late: 0 });
     // Replaying the same batch (a crash before the caller saw the answer) is refused, not recounted.
     let replay = tally(&storage, &queued[..3], "2026-11-26T16:04:06.000Z").await;
     assert_eq!(replay, TallyApplied::Refused { stored: 3 });
     let rest = tally(&storage, &queued[3..], "2026-11-26T16:04:07.000Z").await;
-    assert_eq!(rest, TallyApplied::Counted { counted: 1, duplicates: 1, total: 4 });
+    assert_eq!(rest, TallyApplied::Counted { counted: 1, duplicates: 1, total: 4, late: 0 });
 
     let counters = storage.counters().await.unwrap();
     assert_eq!(counters.counts.total, 4);

@@ -38,6 +38,8 @@ pub const CONSUMER_BATCH_DURATION: &str = "bandvote_consumer_batch_duration_seco
 /// Replayed votes skipped because they were already applied, by `pipeline` and `reason`
 /// (`offset`, `idempotency_key`, `duplicate_id`).
 pub const CONSUMER_DUPLICATES: &str = "bandvote_consumer_duplicates_total";
+/// Votes for a final (sealed) round that reached the tally afterwards, set aside and never counted.
+pub const CONSUMER_LATE: &str = "bandvote_consumer_late_votes_total";
 /// Batches the tally script refused because they did not continue the stored offset.
 pub const CONSUMER_REFUSALS: &str = "bandvote_consumer_refused_batches_total";
 /// Sink write failures that were retried, by `pipeline`.
@@ -144,5 +146,6 @@ pub fn announce_consumer() {
     }
     metrics::counter!(CONSUMER_DEAD_LETTERS).increment(0);
     metrics::counter!(CONSUMER_REFUSALS).increment(0);
+    metrics::counter!(CONSUMER_LATE).increment(0);
     metrics::counter!(CONSUMER_QUEUE_RESETS, "pipeline" => "tally").increment(0);
 }

@@ -51,6 +51,11 @@ pub mod keys {
     pub const ROUNDS: &str = "rounds";
     /// Integer, changes to `rounds` so far.
     pub const ROUNDS_VERSION: &str = "rounds:version";
+    /// Hash round id → when it was sealed: the tally counts no more votes for these rounds.
+    pub const SEALED: &str = "votes:sealed";
+    /// Hash vote id → `<round>\n<band>\n<album>`: votes for a sealed round that reached the tally
+    /// afterwards, set aside and never counted (they are in the log, which the audit allows for).
+    pub const LATE: &str = "votes:late";
 
     /// The keys of round `id`'s counters: band, album, total.
     pub fn round(id: &str) -> [String; 3] {

@@ -110,7 +110,7 @@ pub async fn recount(config: &RecountConfig) -> Result<Counts, RecountError> {
     let logs = log::collection(config.mongo_url.expose_secret(), &config.mongo_db)
         .await
         .context("failed to configure mongodb")?;
-    let log::Scan { counts: report, rounds, newest, recent } = log::scan(&logs, config.idempotency_ttl).await?;
+    let log::Scan { counts: mut report, mut rounds, newest, recent } = log::scan(&logs, config.idempotency_ttl).await?;
 
     let after = cut(config).await?;
     let moved = before.iter().zip(&after).any(|(b, a)| b.2 != a.2);
@@ -119,6 +119,14 @@ pub async fn recount(config: &RecountConfig) -> Result<Counts, RecountError> {
     }
 
     let mut redis = RedisTarget::parse(config.redis_url.expose_secret())?.connect(Timeouts::default()).await?;
+    // Votes set aside as late (for a round already final) are in the log and counted nowhere.
+    let late = crate::rounds::late(&mut redis).await.context("failed to read the late votes")?;
+    report.subtract(&crate::audit::Audit::late_of(&late, None));
+    for (id, counts) in &late {
+        if let Some(round) = rounds.get_mut(id) {
+            round.subtract(counts);
+        }
+    }
     // Idempotency keys first: a client retry after the recount must still be recognised.
     for chunk in recent.chunks(10_000) {
         let mut pipe = redis::pipe();

@@ -156,3 +156,26 @@ pub async fn counts(redis: &mut Redis, id: &str) -> redis::RedisResult<Counts> {
         pipe.query_async(redis).await?;
     Ok(Counts { total: total.unwrap_or(0), bands, albums })
 }
+
+/// The votes set aside as late (see [`keys::LATE`]), counted per round.
+pub async fn late(redis: &mut Redis) -> redis::RedisResult<BTreeMap<String, Counts>> {
+    let entries: BTreeMap<String, String> = redis::cmd("HGETALL").arg(keys::LATE).query_async(redis).await?;
+    Ok(late_counts(entries.values().map(String::as_str)))
+}
+
+/// Counts `<round>\n<band>\n<album>` entries per round.
+pub fn late_counts<'a>(entries: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Counts> {
+    let mut rounds: BTreeMap<String, Counts> = BTreeMap::new();
+    for entry in entries {
+        let mut parts = entry.splitn(3, '\n');
+        if let (Some(round), Some(band), Some(album)) = (parts.next(), parts.next(), parts.next()) {
+            rounds.entry(round.to_owned()).or_default().add(band, album);
+        }
+    }
+    rounds
+}
+
+/// Seals round `id` in the Redis counters: the tally counts no more of its votes. Idempotent.
+pub async fn seal(redis: &mut Redis, id: &str) -> redis::RedisResult<()> {
+    redis::cmd("HSETNX").arg(keys::SEALED).arg(id).arg(bandvote_core::time::now()).query_async(redis).await
+}

@@ -174,9 +174,13 @@ pub struct AuditArgs {
     /// Redis and MongoDB.
     #[command(flatten)]
     pub stores: StoreArgs,
-    /// Audit one round: its counters against its votes in the log (default: all-time).
+    /// Audit one round: its counters against its votes in the log and, once it is final, its
+    /// certified result (default: all-time).
     #[arg(long)]
     pub round: Option<String>,
+    /// The Redis holding the rounds, when it is not the counters' (`--redis-url`).
+    #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
+    pub rounds_redis_url: Option<SecretString>,
 }
 
 /// Flags of `probe`.

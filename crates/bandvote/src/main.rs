@@ -56,8 +56,10 @@ async fn run(command: Command, shutdown: bandvote_runtime::shutdown::Cancellatio
             use secrecy::ExposeSecret;
             let stores = &args.stores;
             let redis = stores.redis();
+            let rounds = args.rounds_redis_url.as_ref().unwrap_or(&redis);
             let audit = bandvote_store::audit::audit(
                 redis.expose_secret(),
+                rounds.expose_secret(),
                 stores.mongo_url.expose_secret(),
                 &stores.mongo_db,
                 args.round.as_deref(),

@@ -142,7 +142,7 @@ impl TallyPipeline {
             };
             let started = std::time::Instant::now();
             match self.counters.apply(&batch, &bandvote_core::time::now()).await {
-                Ok(Applied::Counted { counted, duplicates, .. }) => {
+                Ok(Applied::Counted { counted, duplicates, late, .. }) => {
                     super::trace_votes("tally", batch.votes.iter().copied());
                     metrics::counter!(names::CONSUMER_VOTES, "pipeline" => "tally").increment(counted);
                     metrics::counter!(names::CONSUMER_BATCHES, "pipeline" => "tally").increment(1);
@@ -151,6 +151,10 @@ impl TallyPipeline {
                     if duplicates > 0 {
                         metrics::counter!(names::CONSUMER_DUPLICATES, "pipeline" => "tally", "reason" => "idempotency_key")
                             .increment(duplicates);
+                    }
+                    if late > 0 {
+                        tracing::warn!(late, "tally: votes for a final round set aside, not counted");
+                        metrics::counter!(names::CONSUMER_LATE).increment(late);
                     }
                     if batch.reset_from.is_some() {
                         state.lock().await.resets.remove(&partition);

@@ -31,7 +31,9 @@ impl Counters for EmbeddedCounters {
             let votes = batch.votes.iter().map(|v| (*v).clone()).collect();
             let (first, last) = (batch.first.max(0) as u64, batch.last.max(0) as u64);
             Ok(match self.0.apply_tally(first, last, votes, counted_at.to_owned()).await? {
-                TallyApplied::Counted { counted, duplicates, total } => Applied::Counted { counted, duplicates, total },
+                TallyApplied::Counted { counted, duplicates, total, late } => {
+                    Applied::Counted { counted, duplicates, total, late }
+                }
                 TallyApplied::Refused { stored } => {
                     Applied::Refused { stored: (stored > 0).then_some(stored as i64), mark: None }
                 }

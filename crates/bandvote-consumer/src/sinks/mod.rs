@@ -34,7 +34,8 @@ pub struct PartitionBatch<'a> {
 /// What the counters did with a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// Applied: votes counted, votes skipped as retries of a known key, and the new total.
+    /// Applied: votes counted, votes skipped as retries of a known key, the new total, and votes
+    /// set aside because their round is sealed.
     Counted {
         /// Votes counted.
         counted: u64,
@@ -42,6 +43,8 @@ pub enum Applied {
         duplicates: u64,
         /// The total afterwards.
         total: u64,
+        /// Votes for a sealed (final) round, set aside and counted nowhere.
+        late: u64,
     },
     /// Refused: the batch does not continue the stored offset.
     Refused {

@@ -94,7 +94,7 @@ async fn the_consumer_follows_a_redis_failover_and_counts_every_vote_once() {
     sender.await.expect("every vote accepted");
     let want = expected(&votes);
     let audit = wait_for("every vote counted on the new primary", Duration::from_secs(60), || async {
-        let audit = bandvote_store::audit::audit(&redis_url, MONGO, &env.mongo_db, None).await.ok()?;
+        let audit = bandvote_store::audit::audit(&redis_url, &redis_url, MONGO, &env.mongo_db, None).await.ok()?;
         (audit.counted.total >= want.total && audit.logged.total >= want.total).then_some(audit)
     })
     .await;

@@ -345,6 +345,8 @@ async fn a_show_on_embedded_storage_counts_each_round_exactly() {
     wait_ready(&base).await;
     let show = Show::new(base.clone());
     a_show(&show).await;
+    a_final_round_stays_sealed(&show, "semi", "s0-0", &[&base], async |votes| append_to_embedded_queue(&dir, votes))
+        .await;
 
     // The CLI speaks to the same routes.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
@@ -414,6 +416,13 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     let logged = logs.count_documents(mongodb::bson::doc! {"round": "final"}).await.expect("count");
     assert_eq!(logged, 12);
 
+    // Votes written into the topic for the final semi-final are set aside, by either consumer.
+    let topic = env.topic.clone();
+    a_final_round_stays_sealed(&show, "semi", "s0-0", &[&base, &consumer], async |votes| {
+        crate::support::produce_raw(&topic, votes).await
+    })
+    .await;
+
     // Counters that lost a round's keys: the audit of that round says so, and fails.
     let semi_before: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg("votes:round:semi:band").query_async(&mut redis).await.expect("semi");
@@ -439,7 +448,9 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     assert_eq!(semi_total, semi_before.values().sum::<u64>());
     let final_albums: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg("votes:round:final:album").query_async(&mut redis).await.expect("final");
-    assert_eq!(final_albums, counts(&mix(12)).1);
+    // The final's twelve, and the two votes that named the semi-final in a header while it was open.
+    let finals: Vec<_> = mix(12).into_iter().chain([mix(1)[0].clone(), mix(1)[0].clone()]).collect();
+    assert_eq!(final_albums, counts(&finals).1);
     let (agree, said) = audit_round(&env, "semi").await;
     assert!(agree, "{said}");
     assert!(said.contains(r#""round": "semi""#), "{said}");
@@ -518,6 +529,8 @@ async fn a_round_becomes_final_on(servers: &[&str]) {
     assert_eq!((map(&result["bands"]), map(&result["albums"])), (bands, albums), "{result}");
     let certified: bandvote_core::round::Certified = serde_json::from_value(result).expect("a certified result");
     assert!(certified.verifies());
+    a_final_round_stays_sealed(&show, "semi", "final-0", &[&base], async |votes| append_to_embedded_queue(&dir, votes))
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -534,4 +547,99 @@ async fn a_round_becomes_final_under_up_with_a_mongodb_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_round_becomes_final_under_up_with_redis_and_mongodb_on_its_embedded_queue() {
     a_round_becomes_final_on(&["redis", "mongodb"]).await;
+}
+
+/// Votes for round `id`, already final, as a writer that skips every gateway would put them in the
+/// queue, stamped a second before the close: a retry of the counted key `retry`, a new key, and a
+/// vote without a key. Each with whether it carries a client's key.
+fn late_votes(id: &str, retry: &str, closed_at: &str) -> Vec<(Vec<u8>, bool)> {
+    use bandvote_core::{IngestPath, VoteId, VoteMessage};
+    let closed = bandvote_core::time::parse(closed_at).expect("closed_at");
+    let before = bandvote_core::time::format(closed - Duration::from_secs(1));
+    [
+        (VoteId::from_client_key(retry), true),
+        (VoteId::from_client_key("late-new"), true),
+        (Ok(VoteId::generate()), false),
+    ]
+    .into_iter()
+    .map(|(vote_id, keyed)| {
+        let vote = bandvote_core::Vote::from_strings("Tarde", "Demasiado", "1999", "8").expect("a vote");
+        let message = VoteMessage::new(&vote_id.expect("a key"), vote, IngestPath::Grpc, before.clone(), id.to_owned());
+        (message.to_json(), keyed)
+    })
+    .collect()
+}
+
+/// Writes `votes` at the end of the embedded queue in `dir`, behind `up`'s back.
+fn append_to_embedded_queue(dir: &std::path::Path, votes: Vec<(Vec<u8>, bool)>) {
+    let db = rusqlite::Connection::open(dir.join(bandvote_embedded::DATABASE_FILE)).expect("the database opens");
+    db.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    for (message, keyed) in votes {
+        db.execute(
+            "INSERT INTO queue (seq, message, client_key) VALUES (\
+             (SELECT max((SELECT coalesce(max(seq), 0) FROM queue), \
+                         (SELECT coalesce(max(seq), 0) FROM positions)) + 1), ?1, ?2)",
+            rusqlite::params![message, keyed],
+        )
+        .expect("a vote written into the queue");
+    }
+}
+
+/// Round `id` of `show` is final: votes for it written afterwards (by `write`, into the queue, and
+/// through `up`'s listener with the round in a header) change neither its
+/// certificate nor its counters; two of the three are set aside as late (the third is a retry of a
+/// counted key), shown by the audit, which agrees, and by the late-votes metric of the tally
+/// processes at `tallies`.
+async fn a_final_round_stays_sealed(
+    show: &Show,
+    id: &str,
+    retry: &str,
+    tallies: &[&str],
+    write: impl AsyncFnOnce(Vec<(Vec<u8>, bool)>),
+) {
+    let certified = show.get(&format!("/api/rounds/{id}/result"), false).await;
+    let counted = show.get(&format!("/api/results?round={id}"), true).await;
+    assert_eq!(counted["total"], certified["total"], "{counted}");
+    for path in ["grpc", "wasm"] {
+        let vote = &mix(1)[0];
+        let url = format!("{}/{path}/votes", show.base);
+        let answer = show
+            .client
+            .post(&url)
+            .header("bandvote-round", id)
+            .header("idempotency-key", format!("side-{path}"))
+            .header("content-type", "application/json")
+            .body(vote.body())
+            .send()
+            .await
+            .expect("answer");
+        // Refused between rounds, or counted in the open round: never in the one named.
+        assert!([202, 409].contains(&answer.status().as_u16()), "{path}: {}", answer.status());
+    }
+    write(late_votes(id, retry, certified["closed_at"].as_str().expect("closed_at"))).await;
+
+    let audit = wait_for("the late votes set aside", PATIENCE, || async {
+        let audit = show.get(&format!("/api/admin/audit?round={id}"), true).await;
+        (audit["late"]["total"] == 2).then_some(audit)
+    })
+    .await;
+    assert_eq!(audit["agree"], true, "{audit}");
+    assert_eq!(audit["counted"]["total"], certified["total"], "{audit}");
+    assert_eq!(audit["certified"]["sha256"], certified["sha256"], "{audit}");
+    assert_eq!(audit["late"]["bands"], json!({"Tarde": 2}), "{audit}");
+    // The log keeps them; the comparison leaves them out.
+    assert_eq!(audit["logged"]["total"], certified["total"].as_u64().expect("total") + 2, "{audit}");
+    let everything = show.get("/api/admin/audit", true).await;
+    assert_eq!(everything["agree"], true, "{everything}");
+    assert_eq!(everything["late"]["total"], 2, "{everything}");
+    assert_eq!(show.get(&format!("/api/rounds/{id}/result"), false).await, certified);
+    assert_eq!(show.get(&format!("/api/results?round={id}"), true).await["bands"], counted["bands"]);
+    let mut late = 0.0;
+    for base in tallies {
+        let metrics = show.client.get(format!("{base}/metrics")).send().await.expect("metrics");
+        let metrics = metrics.text().await.expect("text");
+        let line = metrics.lines().find(|l| l.starts_with("bandvote_consumer_late_votes_total")).unwrap_or_default();
+        late += line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default();
+    }
+    assert_eq!(late, 2.0, "the late-votes metric of {tallies:?}");
 }

@@ -33,10 +33,12 @@ impl RedisTally {
     pub async fn apply(&self, batch: &PartitionBatch<'_>, counted_at: &str) -> redis::RedisResult<Applied> {
         let mut groups: HashMap<(&str, &str, &str), u64> = HashMap::new();
         let mut newest_unkeyed = "";
-        let mut keyed = Vec::new();
+        // Only the default round's votes are summed: any other round may be sealed, and a vote set
+        // aside is kept by its id.
+        let mut single = Vec::new();
         for vote in &batch.votes {
-            if vote.client_key {
-                keyed.push(*vote);
+            if vote.client_key || vote.message.round != bandvote_core::round::DEFAULT_ROUND {
+                single.push(*vote);
             } else {
                 let group = (vote.message.round.as_str(), vote.message.name.as_str(), vote.album_key.as_str());
                 *groups.entry(group).or_default() += 1;
@@ -46,7 +48,17 @@ impl RedisTally {
             }
         }
         let mut invocation = self.script.prepare_invoke();
-        for key in [keys::OFFSETS, keys::MARKS, keys::BAND, keys::ALBUM, keys::TOTAL, keys::LAST, keys::TIMELINE] {
+        for key in [
+            keys::OFFSETS,
+            keys::MARKS,
+            keys::BAND,
+            keys::ALBUM,
+            keys::TOTAL,
+            keys::LAST,
+            keys::TIMELINE,
+            keys::SEALED,
+            keys::LATE,
+        ] {
             invocation.key(key);
         }
         invocation
@@ -65,12 +77,13 @@ impl RedisTally {
         for ((round, band, album), n) in &groups {
             invocation.arg(*round).arg(*band).arg(*album).arg(*n);
         }
-        for vote in keyed {
+        for vote in single {
             invocation
+                .arg(if vote.client_key { "1" } else { "0" })
                 .arg(&vote.message.id)
                 .arg(&vote.message.round)
                 .arg(&vote.message.name)
-                .arg(&vote.album_key)
+                .arg(&vote.message.album)
                 .arg(&vote.message.received_at);
         }
         let mut connection = self.connection.clone();
@@ -81,10 +94,11 @@ impl RedisTally {
         };
         let ints: Vec<Option<i64>> = reply.iter().map(int).collect();
         match (ints.as_slice(), reply.get(2)) {
-            ([Some(1), Some(counted), Some(duplicates), Some(total)], _) => Ok(Applied::Counted {
+            ([Some(1), Some(counted), Some(duplicates), Some(total), Some(late)], _) => Ok(Applied::Counted {
                 counted: u64::try_from(*counted).unwrap_or(0),
                 duplicates: u64::try_from(*duplicates).unwrap_or(0),
                 total: u64::try_from(*total).unwrap_or(0),
+                late: u64::try_from(*late).unwrap_or(0),
             }),
             ([Some(0), Some(stored), _], Some(mark)) => Ok(Applied::Refused {
                 stored: (*stored >= 0).then_some(*stored),

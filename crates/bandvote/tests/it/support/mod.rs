@@ -819,3 +819,23 @@ pub async fn raw_status(stream: &mut tokio::net::TcpStream, request: &[u8], limi
     let text = String::from_utf8_lossy(&answer);
     text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok())
 }
+
+/// Writes `messages` (value, whether it carries a client's key) straight into `topic`, as a client of
+/// the Kafka cluster that skips every gateway would.
+pub async fn produce_raw(topic: &str, messages: Vec<(Vec<u8>, bool)>) {
+    use rdkafka::{
+        ClientConfig,
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+    };
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", KAFKA).create().expect("producer");
+    for (i, (value, keyed)) in messages.iter().enumerate() {
+        let key = format!("raw-{i}");
+        let mut record = FutureRecord::to(topic).payload(value).key(&key);
+        if *keyed {
+            let header = Header { key: bandvote_queue::kafka::CLIENT_KEY_HEADER, value: Some("1") };
+            record = record.headers(OwnedHeaders::new().insert(header));
+        }
+        producer.send(record, Duration::from_secs(10)).await.expect("the message is written");
+    }
+}
