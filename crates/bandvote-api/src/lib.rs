@@ -56,6 +56,9 @@ pub struct ApiConfig {
     /// Clients of `/api/stream` at once; the next get `503` (`--max-stream-clients`). Default
     /// [`stream::DEFAULT_MAX_CLIENTS`].
     pub max_stream_clients: usize,
+    /// Of those, at most this many from one client address (`--max-stream-clients-per-address`;
+    /// 0: no such cap). Default [`stream::DEFAULT_MAX_CLIENTS_PER_ADDRESS`].
+    pub max_stream_clients_per_address: usize,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             voter_tokens_per_minute: DEFAULT_VOTER_TOKENS_PER_MINUTE,
             admin: None,
             max_stream_clients: stream::DEFAULT_MAX_CLIENTS,
+            max_stream_clients_per_address: stream::DEFAULT_MAX_CLIENTS_PER_ADDRESS,
         }
     }
 }
@@ -134,7 +138,7 @@ impl ApiState {
             .await?,
         );
         Ok(Self {
-            events: Events::new(config.max_stream_clients),
+            events: Events::new(config.max_stream_clients, config.max_stream_clients_per_address),
             store,
             shutdown,
             vote_url: config.vote_url.clone(),

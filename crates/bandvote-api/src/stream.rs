@@ -15,11 +15,13 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use axum::body::Bytes;
+use bandvote_runtime::per_client::{ClientSlot, PerClient};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,12 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 
 /// Stream clients at once when none is configured (`--max-stream-clients`).
 pub const DEFAULT_MAX_CLIENTS: usize = 1000;
+
+/// Clients of the live stream one address (IPv6: one /64) may hold at once by default: a tenth of
+/// the default cap, so that a few addresses cannot take every slot, yet a venue's Wi-Fi behind one
+/// address can keep a hundred phones on it (raise it there, or name the proxy in
+/// `--trusted-proxies`).
+pub const DEFAULT_MAX_CLIENTS_PER_ADDRESS: usize = 100;
 
 /// Average bytes per second of `results` frames: a larger results object is sent less often than
 /// every [`INTERVAL`] (a 512 KiB one every 2 s), so each client costs a bounded bandwidth.
@@ -129,8 +137,8 @@ impl Mailbox {
 
 struct Client {
     mailbox: Arc<Mailbox>,
-    /// The client's slot, freed when it leaves or is dropped.
-    _slot: OwnedSemaphorePermit,
+    /// The client's slot (and its address's), freed when it leaves or is dropped.
+    _slot: Slot,
 }
 
 /// What the fan-out publishes, under one lock so that a new client misses nothing and sees
@@ -153,6 +161,8 @@ struct Shared {
     hub: Mutex<Hub>,
     slots: Arc<Semaphore>,
     max_clients: usize,
+    per_address: PerClient,
+    max_per_address: usize,
 }
 
 /// The fan-out of the shared reader.
@@ -161,13 +171,23 @@ pub struct Events {
     shared: Arc<Shared>,
 }
 
-/// The client cap is reached.
+/// A client cap is reached.
 #[derive(Debug, thiserror::Error)]
-#[error("the live stream has its {0} clients, retry later")]
-pub struct TooManyClients(pub usize);
+pub enum TooManyClients {
+    /// Every slot is taken.
+    #[error("the live stream has its {0} clients, retry later")]
+    Full(usize),
+    /// The client's address holds its share.
+    #[error("this address has {0} live-stream clients already, retry later")]
+    PerAddress(usize),
+}
 
-/// A reserved client slot, turned into a [`Subscription`] by [`Events::subscribe`].
-pub struct Slot(OwnedSemaphorePermit);
+/// A reserved client slot, turned into a [`Subscription`] by [`Events::subscribe`]; the slot and
+/// its address's share are freed when it is dropped.
+pub struct Slot {
+    _slot: OwnedSemaphorePermit,
+    _address: Option<ClientSlot>,
+}
 
 /// One client's frames; leaving (dropping it) frees its slot.
 pub struct Subscription {
@@ -222,8 +242,9 @@ impl Shared {
 }
 
 impl Events {
-    /// An empty fan-out for at most `max_clients` clients at once.
-    pub fn new(max_clients: usize) -> Self {
+    /// An empty fan-out for at most `max_clients` clients at once, `max_per_address` of them
+    /// from one address (0: no such cap).
+    pub fn new(max_clients: usize, max_per_address: usize) -> Self {
         let max_clients = max_clients.max(1);
         // Ids start at the clock, so that they keep increasing across restarts: a client that
         // reconnects with an id from before a restart is not mistaken for one from the future.
@@ -242,6 +263,8 @@ impl Events {
                 }),
                 slots: Arc::new(Semaphore::new(max_clients)),
                 max_clients,
+                per_address: PerClient::new(max_per_address),
+                max_per_address,
             }),
         }
     }
@@ -251,12 +274,18 @@ impl Events {
         self.shared.max_clients - self.shared.slots.available_permits()
     }
 
-    /// A slot for one more client, or the cap.
-    pub fn reserve(&self) -> Result<Slot, TooManyClients> {
-        Arc::clone(&self.shared.slots)
+    /// A slot for one more client, from `client` if it is known, or the cap it reached.
+    pub fn reserve(&self, client: Option<IpAddr>) -> Result<Slot, TooManyClients> {
+        let own = match client {
+            Some(ip) => {
+                Some(self.shared.per_address.enter(ip).ok_or(TooManyClients::PerAddress(self.shared.max_per_address))?)
+            }
+            None => None,
+        };
+        let permit = Arc::clone(&self.shared.slots)
             .try_acquire_owned()
-            .map(Slot)
-            .map_err(|_| TooManyClients(self.shared.max_clients))
+            .map_err(|_| TooManyClients::Full(self.shared.max_clients))?;
+        Ok(Slot { _slot: permit, _address: own })
     }
 
     /// Whether current results are published (the reader runs while anyone listens).
@@ -295,7 +324,7 @@ impl Events {
         mailbox.ready.notify_one();
         let id = hub.next_client;
         hub.next_client += 1;
-        hub.clients.insert(id, Client { mailbox: Arc::clone(&mailbox), _slot: slot.0 });
+        hub.clients.insert(id, Client { mailbox: Arc::clone(&mailbox), _slot: slot });
         Subscription { shared: Arc::clone(&self.shared), id, mailbox }
     }
 
@@ -540,11 +569,11 @@ mod tests {
 
     #[tokio::test]
     async fn clients_share_one_results_frame_and_get_only_the_newest() {
-        let events = Events::new(10);
-        let a = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let events = Events::new(10, 0);
+        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         events.publish_results(br#"{"total":1}"#);
         events.publish_results(br#"{"total":2}"#);
-        let b = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let b = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         let (first_a, first_b) = (next(&a).await, next(&b).await);
         assert!(first_a.ends_with("event: results\ndata: {\"total\":2}\n\n"), "{first_a}");
         assert_eq!(first_a, first_b, "the same frame, id included");
@@ -552,8 +581,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_stream_gets_a_ping_with_its_id_and_a_busy_one_none() {
-        let events = Events::new(10);
-        let client = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let events = Events::new(10, 0);
+        let client = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         events.publish_results(br#"{"total":1}"#);
         let results = next(&client).await;
         events.ping_if_quiet();
@@ -568,58 +597,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_address_holds_its_share_of_the_slots_and_no_more() {
+        let events = Events::new(10, 2);
+        let (one, other) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
+        let first = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None);
+        let _second = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None);
+        assert!(matches!(events.reserve(Some(one)), Err(TooManyClients::PerAddress(2))));
+        assert!(events.reserve(Some(other)).is_ok(), "another address still gets in");
+        drop(first);
+        assert!(events.reserve(Some(one)).is_ok(), "a leaving client frees its address's share");
+    }
+
+    #[tokio::test]
     async fn the_cap_refuses_the_next_client_and_a_leaving_client_frees_its_slot() {
-        let events = Events::new(1);
-        let a = events.subscribe(events.reserve().expect("a slot"), None, None);
-        assert!(events.reserve().is_err());
+        let events = Events::new(1, 0);
+        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        assert!(events.reserve(None).is_err());
         drop(a);
-        assert!(events.reserve().is_ok());
+        assert!(events.reserve(None).is_ok());
     }
 
     #[tokio::test]
     async fn a_client_that_does_not_take_its_frames_is_dropped_and_frees_its_slot() {
-        let events = Events::new(1);
-        let slow = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let events = Events::new(1, 0);
+        let slow = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         for _ in 0..3 {
             events
                 .publish_events(None, (0..MAX_LOGS_PER_TICK).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect());
         }
         assert_eq!(next(&slow).await, "dropped");
         assert_eq!(events.listeners(), 0);
-        assert!(events.reserve().is_ok(), "its slot is free");
+        assert!(events.reserve(None).is_ok(), "its slot is free");
     }
 
     #[tokio::test]
     async fn a_reconnecting_client_gets_the_buffered_events_after_its_last_id_in_order() {
-        let events = Events::new(10);
+        let events = Events::new(10, 0);
         events.publish_events(None, vec![b"{\"n\":1}".to_vec()]);
         events.publish_results(b"{\"total\":1}");
         events.publish_events(None, vec![b"{\"n\":2}".to_vec(), b"{\"n\":3}".to_vec()]);
         let first_id = events.shared.hub().replay[0].id;
-        let again = events.subscribe(events.reserve().expect("a slot"), Some(first_id), None);
+        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(first_id), None);
         let frames = [next(&again).await, next(&again).await, next(&again).await];
         assert!(frames[0].contains("results"), "{frames:?}");
         assert!(frames[1].contains("{\"n\":2}") && frames[2].contains("{\"n\":3}"), "{frames:?}");
-        let forged = events.subscribe(events.reserve().expect("a slot"), Some(u64::MAX), None);
+        let forged = events.subscribe(events.reserve(None).expect("a slot"), Some(u64::MAX), None);
         assert!(next(&forged).await.contains("results"), "an unknown id is a new client");
     }
 
     #[tokio::test]
     async fn a_new_client_gets_the_current_rounds_and_a_reconnecting_one_not_twice() {
-        let events = Events::new(10);
+        let events = Events::new(10, 0);
         events.publish_round(br#"{"rounds":[1]}"#);
         events.publish_round(br#"{"rounds":[2]}"#);
         events.publish_results(b"{\"total\":1}");
-        let late = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let late = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         let frames = [next(&late).await, next(&late).await];
         assert!(frames[0].ends_with("event: round\ndata: {\"rounds\":[2]}\n\n"), "the newest rounds: {frames:?}");
         assert!(frames[1].contains("results"), "{frames:?}");
         let rounds_id = events.shared.hub().rounds.as_ref().expect("rounds").id;
-        let again = events.subscribe(events.reserve().expect("a slot"), Some(rounds_id - 1), None);
+        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(rounds_id - 1), None);
         let frames = [next(&again).await, next(&again).await];
         assert!(frames[0].contains("[2]") && frames[1].contains("results"), "the replayed rounds once: {frames:?}");
         events.forget();
-        let after = events.subscribe(events.reserve().expect("a slot"), None, None);
+        let after = events.subscribe(events.reserve(None).expect("a slot"), None, None);
         let shutdown = CancellationToken::new();
         let nothing = tokio::time::timeout(Duration::from_millis(100), after.next(&shutdown)).await;
         assert!(nothing.is_err(), "forgotten rounds are not sent: {:?}", nothing.map(text));

@@ -29,6 +29,14 @@ pub fn error_body(message: &str, field: Option<&str>) -> String {
     serde_json::Value::Object(body).to_string()
 }
 
+/// Whether `given` is `expected`, told without leaking either's length or how much of a guess was
+/// right: both are hashed (SHA-256) and the digests compared in constant time.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter().zip(b.iter()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

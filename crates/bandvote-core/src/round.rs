@@ -155,6 +155,11 @@ pub const MAX_GATEWAY_WAIT_MS: u64 = 10_000;
 /// The longest a producer may wait for the queue's acknowledgement, in ms (refused beyond).
 pub const MAX_PRODUCE_TIMEOUT_MS: u64 = 5_000;
 
+/// How long after a round's close a vote a gateway admitted for it may still reach its producer: a
+/// gateway's refresh (200 ms) and the longest a gateway waits for its producer. A producer refuses a
+/// vote for a round closed longer ago than this: no gateway sent it.
+pub const HANDOFF: Duration = Duration::from_millis(200 + MAX_GATEWAY_WAIT_MS);
+
 /// How long after a round's close a vote answered `202` for it may still reach the queue: a
 /// gateway's refresh (200 ms), the longest a gateway waits for its producer
 /// ([`MAX_GATEWAY_WAIT_MS`]) and the producer's produce timeout ([`MAX_PRODUCE_TIMEOUT_MS`]), with a

@@ -82,6 +82,7 @@ struct Grpc {
     channels: Arc<[Channel]>,
     next: AtomicUsize,
     timeout: Duration,
+    secret: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Carrier for Grpc {
@@ -90,6 +91,9 @@ impl Carrier for Grpc {
         let channel = self.channels[self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len()].clone();
         let mut request = tonic::Request::new(SubmitVotesRequest { votes });
         request.set_timeout(self.timeout);
+        if let Some(secret) = &self.secret {
+            request.metadata_mut().insert(crate::ingest_secret::SECRET_HEADER, secret.clone());
+        }
         Box::pin(async move { Ok(VoteServiceClient::new(channel).submit_votes(request).await?.into_inner().outcomes) })
     }
 }
@@ -103,9 +107,18 @@ pub struct Calls {
 
 impl Calls {
     /// Starts the task that makes `SubmitVotes` calls over `channels` (round-robin), at most
-    /// `in_flight` at once, each with `timeout`.
-    pub fn grpc(channels: Arc<[Channel]>, in_flight: usize, timeout: Duration) -> Self {
-        Self::start(Arc::new(Grpc { channels, next: AtomicUsize::new(0), timeout }), in_flight)
+    /// `in_flight` at once, each with `timeout` (and `secret`, which the producers may require).
+    pub fn grpc(
+        channels: Arc<[Channel]>,
+        in_flight: usize,
+        timeout: Duration,
+        secret: Option<crate::ingest_secret::IngestSecret>,
+    ) -> Self {
+        let secret = secret.and_then(|s| MetadataValue::try_from(s.header().as_bytes()).ok()).map(|mut value| {
+            value.set_sensitive(true);
+            value
+        });
+        Self::start(Arc::new(Grpc { channels, next: AtomicUsize::new(0), timeout, secret }), in_flight)
     }
 
     /// Starts the task that makes the calls with `carrier`, at most `in_flight` at once.
@@ -216,6 +229,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub fn status_to_error(status: &Status, producer: &str) -> ApiError {
     match status.code() {
         Code::InvalidArgument => ApiError::bad_request(status.message(), field_of(status)),
+        // The producer's rounds say this round could not take the vote now.
+        Code::FailedPrecondition => ApiError::client(axum::http::StatusCode::CONFLICT, "voting is closed", None),
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted | Code::Aborted => {
             ApiError::unavailable(format!("{producer}: {}", status.message()), RETRY_AFTER)
         }
@@ -298,7 +313,7 @@ mod tests {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, router).await });
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect_lazy();
-        let gateway = Calls::grpc(Arc::new([channel]), 1, Duration::from_secs(5));
+        let gateway = Calls::grpc(Arc::new([channel]), 1, Duration::from_secs(5), None);
 
         let a = submit(&gateway, "a");
         arrivals.recv().await.expect("the first call arrived");

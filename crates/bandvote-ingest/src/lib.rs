@@ -17,6 +17,7 @@ pub mod fairness;
 pub mod grpc_gateway;
 pub mod grpc_producer;
 pub mod http_producer;
+pub mod ingest_secret;
 pub mod names;
 pub mod producer;
 pub mod rounds;

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bandvote_queue::{KafkaConfig, KafkaProducer, VoteQueue};
 use bandvote_runtime::{health, http, service::Service};
+
+use crate::{ingest_secret::IngestSecret, rounds::RoundGate};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,25 @@ pub struct ProducerConfig {
     pub grace: Duration,
     /// Limits on the listener's clients (`--max-connections`). Default [`http::Limits::default`].
     pub limits: http::Limits,
+    /// Whom it takes votes from, and for which rounds.
+    pub guard: Guard,
+}
+
+/// Whom a producer takes votes from, and for which rounds. Default: anyone, any round (a producer
+/// reachable by the gateways only).
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// The secret the gateways send ([`crate::ingest_secret`]): calls without it are refused.
+    pub secret: Option<IngestSecret>,
+    /// The rounds (their store): a vote stamped for a round that could not have taken it now is
+    /// refused ([`RoundGate::hands_over`]).
+    pub rounds: Option<Arc<RoundGate>>,
+}
+
+impl std::fmt::Debug for RoundGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoundGate(..)")
+    }
 }
 
 impl ProducerConfig {
@@ -55,6 +76,7 @@ impl ProducerConfig {
             kafka: KafkaConfig::default(),
             grace: Duration::from_secs(10),
             limits: http::Limits::default(),
+            guard: Guard::default(),
         }
     }
 }
@@ -67,17 +89,28 @@ impl Default for ProducerConfig {
 
 /// The producer over `queue` (`kafka`: the producer when the queue is Kafka, whose topics are
 /// prepared in the background, so the service starts, and answers 503, while Kafka is down), with
-/// the given front doors.
-pub async fn service(queue: Arc<dyn VoteQueue>, kafka: Option<KafkaProducer>, doors: &[FrontDoor]) -> Service {
+/// the given front doors, behind `guard`.
+pub async fn service(
+    queue: Arc<dyn VoteQueue>,
+    kafka: Option<KafkaProducer>,
+    doors: &[FrontDoor],
+    guard: &Guard,
+) -> Service {
     bandvote_runtime::metrics::announce_producer();
     let mut router = axum::Router::new();
     if doors.contains(&FrontDoor::Http) {
-        router = router.merge(crate::http_producer::router(Arc::clone(&queue)));
+        router = router.merge(crate::http_producer::router(Arc::clone(&queue), guard.rounds.clone()));
     }
     if doors.contains(&FrontDoor::Grpc) {
-        router = router.merge(crate::grpc_producer::routes(Arc::clone(&queue)).await);
+        router = router.merge(crate::grpc_producer::routes(Arc::clone(&queue), guard.rounds.clone()).await);
+    }
+    if let Some(secret) = &guard.secret {
+        router = secret.require(router);
     }
     let mut service = Service::new(router);
+    if let Some(gate) = &guard.rounds {
+        service = crate::rounds::with_gate(service, gate);
+    }
     service = match kafka {
         Some(kafka) => {
             let probe = kafka.clone();
@@ -123,9 +156,14 @@ impl App {
     /// Binds the listener and builds the Kafka producer behind `door`.
     pub async fn build(config: ProducerConfig, door: FrontDoor) -> anyhow::Result<Self> {
         let producer = KafkaProducer::new(config.kafka.clone())?;
+        let queue = Arc::new(producer.clone());
         let mut app =
-            Self::with_queue(config.listen, Arc::new(producer.clone()), Some(producer), config.grace, &[door]).await?;
+            Self::with_queue(config.listen, queue, Some(producer), config.grace, &[door], &config.guard).await?;
         app.service = app.service.limits(config.limits);
+        // The rounds are read again every refresh, as at the gateways.
+        if let Some(gate) = &config.guard.rounds {
+            app.service = crate::rounds::with_gate(app.service, gate);
+        }
         Ok(app)
     }
 
@@ -136,12 +174,13 @@ impl App {
         kafka: Option<KafkaProducer>,
         grace: Duration,
         doors: &[FrontDoor],
+        guard: &Guard,
     ) -> anyhow::Result<Self> {
         let name = match doors {
             [door] => door.name(),
             _ => "producer",
         };
-        let service = service(queue, kafka, doors).await;
+        let service = service(queue, kafka, doors, guard).await;
         let listener = http::bind(listen).await?;
         Ok(Self { name, listener, service, grace })
     }

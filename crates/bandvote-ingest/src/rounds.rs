@@ -82,6 +82,31 @@ impl RoundGate {
         }
     }
 
+    /// Whether a producer takes a vote a gateway stamped with `round` now: the round is open, or
+    /// closed less than [`round::HANDOFF`] ago (a gateway may have admitted it just before the
+    /// close); `default` only while there are no rounds. Anything else did not come from a gateway
+    /// that knew the rounds: `FAILED_PRECONDITION` (`409 voting is closed` at the gateway).
+    pub fn hands_over(&self, round: &str) -> Result<(), tonic::Status> {
+        let Some(rounds) = self.known.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Err(tonic::Status::unavailable("the rounds are not known yet"));
+        };
+        let now = chrono::Utc::now();
+        let handoff = chrono::Duration::from_std(round::HANDOFF).unwrap_or_default();
+        let taken = match rounds.iter().find(|r| r.id == round) {
+            None => round == round::DEFAULT_ROUND && rounds.is_empty(),
+            Some(r) => match r.state(now) {
+                round::State::Open => true,
+                round::State::Closed => r.certified.is_none() && r.closes_at.is_some_and(|at| now < at + handoff),
+                round::State::Scheduled => false,
+            },
+        };
+        if taken {
+            return Ok(());
+        }
+        metrics::counter!(bandvote_runtime::metrics::PRODUCER_ROUND_REFUSALS).increment(1);
+        Err(tonic::Status::failed_precondition("voting is closed"))
+    }
+
     /// Counts a vote refused with `status` (see [`refusal_reason`]) in the round it was meant for:
     /// the open round, else the latest closed one (a late vote), else none. Written to the store
     /// with the next refresh, where the operator's console reads it.

@@ -1,13 +1,7 @@
 //! HTTP plumbing shared by every service: binding with a clear error, serving until shutdown, and
 //! the one error type whose 4xx bodies are `{"error", "field"}`.
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -26,7 +20,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::client::{ClientAddress, TrustedProxies, client_group};
+use crate::client::{ClientAddress, TrustedProxies};
 
 /// Binds a listener, saying which address failed and why.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -128,6 +122,32 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::By
     }
 }
 
+/// Where a server takes its connections from: a TCP listener, or [`crate::inproc::Listener`].
+pub trait Accept: Send {
+    /// A connection.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and its peer's address.
+    fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+impl Accept for crate::inproc::Listener {
+    type Io = tokio::io::DuplexStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        Ok(crate::inproc::Listener::accept(self).await)
+    }
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish, bounded by
 /// `grace`. Applies [`Limits::default`]: connection limits, a header timeout, an idle timeout and
 /// head size limits.
@@ -142,8 +162,8 @@ pub async fn serve(
 
 /// [`serve`] with explicit limits. Every request carries the TCP peer (`ConnectInfo<SocketAddr>`)
 /// and the resolved [`ClientAddress`] in its extensions.
-pub async fn serve_with(
-    listener: TcpListener,
+pub async fn serve_with<L: Accept>(
+    mut listener: L,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
@@ -171,13 +191,13 @@ pub async fn serve_with(
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let per_client = PerClient::new(limits.max_connections_per_client);
+    let per_client = crate::per_client::PerClient::new(limits.max_connections_per_client);
     let trusted = Arc::new(limits.trusted_proxies.clone());
     let timeouts = Timeouts { header: limits.header_timeout, idle: limits.idle_timeout };
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = Accept::accept(&mut listener) => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, usually: wait a little rather than spin.
@@ -199,7 +219,6 @@ pub async fn serve_with(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let (activity, watched) = tokio::sync::watch::channel(Activity::default());
         let service = Tracked {
             inner: TowerToHyperService::new(router.clone()),
@@ -245,9 +264,9 @@ struct Activity {
     started: u64,
 }
 
-type Connection = hyper_util::server::conn::auto::UpgradeableConnection<
+type Connection<Io> = hyper_util::server::conn::auto::UpgradeableConnection<
     'static,
-    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    hyper_util::rt::TokioIo<Io>,
     Tracked,
     hyper_util::rt::TokioExecutor,
 >;
@@ -255,8 +274,8 @@ type Connection = hyper_util::server::conn::auto::UpgradeableConnection<
 /// Drives one connection and closes it when its client is too slow to send a first request head
 /// (whatever the protocol: the version detection has no timer of its own), when it stays idle
 /// past the idle timeout, or on shutdown (gracefully).
-async fn supervise(
-    connection: Connection,
+async fn supervise<Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    connection: Connection<Io>,
     mut activity: watch::Receiver<Activity>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
@@ -376,49 +395,6 @@ impl hyper::body::Body for CountedBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Open connections per client group, capped.
-#[derive(Clone)]
-struct PerClient {
-    cap: usize,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl PerClient {
-    fn new(cap: usize) -> Self {
-        Self { cap, open: Arc::default() }
-    }
-
-    /// A slot for one more connection from `ip`, or `None` when its group holds the cap.
-    fn enter(&self, ip: IpAddr) -> Option<ClientSlot> {
-        let group = client_group(ip);
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(group).or_default();
-        if self.cap > 0 && *count >= self.cap {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot { open: Arc::clone(&self.open), group })
-    }
-}
-
-/// One connection counted for its client group until dropped.
-struct ClientSlot {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    group: IpAddr,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.group) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.group);
-            }
-        }
     }
 }
 
@@ -607,7 +583,7 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_client_group_and_freed_when_closed() {
-        let per_client = super::PerClient::new(2);
+        let per_client = crate::per_client::PerClient::new(2);
         let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
         let first = per_client.enter(ip("2001:db8:1:2::1")).expect("first");
         let _second = per_client.enter(ip("2001:db8:1:2::2")).expect("second, same /64");
@@ -616,7 +592,7 @@ mod tests {
         assert!(per_client.enter(ip("192.0.2.1")).is_some());
         drop(first);
         assert!(per_client.enter(ip("2001:db8:1:2::3")).is_some(), "a closed connection frees its slot");
-        let unlimited = super::PerClient::new(0);
+        let unlimited = crate::per_client::PerClient::new(0);
         let held: Vec<_> = (0..1000).map(|_| unlimited.enter(ip("192.0.2.1")).expect("no cap")).collect();
         assert_eq!(held.len(), 1000);
     }

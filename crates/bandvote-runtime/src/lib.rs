@@ -13,6 +13,7 @@
 pub mod client;
 pub mod health;
 pub mod http;
+pub mod inproc;
 pub mod metrics;
 pub mod per_client;
 pub mod redis_client;

@@ -27,6 +27,10 @@ pub const WASM_PRODUCER_CALLS: &str = "bandvote_wasm_producer_calls_total";
 pub const MESSAGES_PRODUCED: &str = "bandvote_messages_produced_total";
 /// Produce attempts that failed (timeout, broker down), by `reason`.
 pub const PRODUCE_ERRORS: &str = "bandvote_produce_errors_total";
+/// Calls to a producer refused because they lacked the gateways' ingest secret.
+pub const PRODUCER_UNAUTHENTICATED: &str = "bandvote_producer_unauthenticated_total";
+/// Votes a producer refused because the round a gateway stamped could not have been open.
+pub const PRODUCER_ROUND_REFUSALS: &str = "bandvote_producer_round_refusals_total";
 /// Time from handing a message to Kafka to its delivery report.
 pub const PRODUCE_DURATION: &str = "bandvote_produce_duration_seconds";
 /// Votes applied by a consumer pipeline, by `pipeline` (`tally`, `log`).
@@ -135,6 +139,8 @@ pub fn announce_producer() {
     for reason in ["unavailable", "refused"] {
         metrics::counter!(PRODUCE_ERRORS, "reason" => reason).increment(0);
     }
+    metrics::counter!(PRODUCER_UNAUTHENTICATED).increment(0);
+    metrics::counter!(PRODUCER_ROUND_REFUSALS).increment(0);
 }
 
 /// Creates, at zero, the series the consumer exports.

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Mutex,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -20,6 +20,50 @@ pub fn client_address(extensions: &Extensions) -> Option<IpAddr> {
         .get::<ClientAddress>()
         .map(|client| client.0)
         .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|peer| peer.0.ip()))
+}
+
+/// Open connections (or streams) per client group ([`client_group`]: IPv6 by /64), capped.
+#[derive(Clone)]
+pub struct PerClient {
+    cap: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerClient {
+    /// At most `cap` at once per client group (0: no cap).
+    pub fn new(cap: usize) -> Self {
+        Self { cap, open: Arc::default() }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when its group holds the cap.
+    pub fn enter(&self, ip: IpAddr) -> Option<ClientSlot> {
+        let group = client_group(ip);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(group).or_default();
+        if self.cap > 0 && *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { open: Arc::clone(&self.open), group })
+    }
+}
+
+/// One connection counted for its client group until dropped.
+pub struct ClientSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    group: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.group) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.group);
+            }
+        }
+    }
 }
 
 /// Why a client was refused.

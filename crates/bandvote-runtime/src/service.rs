@@ -7,7 +7,6 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{health, http, shutdown::spawn_named};
@@ -127,7 +126,7 @@ impl Service {
     /// requests (bounded by `grace`), waits for the tasks, and finishes the after-drain work.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl http::Accept,
         shutdown: CancellationToken,
         grace: Duration,
     ) -> anyhow::Result<()> {

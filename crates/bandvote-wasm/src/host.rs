@@ -137,8 +137,13 @@ impl Host {
             pre,
             upstream: config.upstream.trim_end_matches('/').to_owned(),
             hooks: UpstreamOnly {
-                upstream: outgoing::Upstream::new(&config.upstream, config.upstream_connections, config.upstream_calls)
-                    .with_context(|| format!("invalid upstream URL {}", config.upstream))?,
+                upstream: outgoing::Upstream::new(
+                    &config.upstream,
+                    config.upstream_connections,
+                    config.upstream_calls,
+                    config.reach.clone(),
+                )
+                .with_context(|| format!("invalid upstream URL {}", config.upstream))?,
                 authority,
                 trace: None,
                 span: Span::none(),

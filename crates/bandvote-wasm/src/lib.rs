@@ -69,6 +69,9 @@ pub struct WasmGatewayConfig {
     /// The Redis where the rounds are (the counters' Redis); without it every vote counts in the
     /// `default` round at any time.
     pub rounds_redis_url: Option<secrecy::SecretString>,
+    /// How the host reaches the upstream beyond its URL: in process (`bandvote up`), and with the
+    /// secret the producers require.
+    pub reach: outgoing::Reach,
 }
 
 impl Default for WasmGatewayConfig {
@@ -89,6 +92,7 @@ impl Default for WasmGatewayConfig {
             names: bandvote_ingest::names::NamesConfig::default(),
             cors_origins: Vec::new(),
             rounds_redis_url: None,
+            reach: outgoing::Reach::default(),
         }
     }
 }

@@ -26,11 +26,16 @@ use bandvote_ingest::{
     calls::{self, Call, Calls, Carrier},
     edge,
     http_producer::{BATCH_CONTENT_TYPE, BATCH_ROUTE},
+    ingest_secret::{IngestSecret, SECRET_HEADER},
     rounds::ROUND_HEADER,
     trace::VOTE_ID_HEADER,
 };
 use bandvote_proto::v1::{SubmitVoteRequest, SubmitVotesRequest, SubmitVotesResponse};
-use bandvote_runtime::{http::json, metrics as names};
+use bandvote_runtime::{
+    http::json,
+    inproc::{Connector, InProcess},
+    metrics as names,
+};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header::CONTENT_TYPE};
 use http_body_util::{BodyExt, Full, Limited};
@@ -67,7 +72,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(6);
 const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// The pooled client to the upstream.
-pub type UpstreamClient = Client<HttpConnector, WasiBody>;
+pub type UpstreamClient = Client<Connector, WasiBody>;
+
+/// How the host reaches its upstream, beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// The producer inside this process (`bandvote up`), reached without a socket.
+    pub in_process: Option<InProcess>,
+    /// The secret the producers require, added to every request (the guest never sees it).
+    pub secret: Option<IngestSecret>,
+}
 
 /// The clients, one HTTP/2 connection each, the calls that carry the guests' votes, and the permits
 /// that bound the other requests in flight: such a request holds a permit until the guest is done
@@ -81,6 +95,7 @@ pub struct Upstream {
     calls: Calls,
     vote_path: Arc<str>,
     in_flight: Arc<Semaphore>,
+    secret: Option<HeaderValue>,
 }
 
 /// The pooled clients, used round-robin.
@@ -101,6 +116,7 @@ impl Clients {
 struct Batches {
     clients: Clients,
     uri: Uri,
+    secret: Option<HeaderValue>,
 }
 
 impl Carrier for Batches {
@@ -110,7 +126,11 @@ impl Carrier for Batches {
         let body = Full::new(Bytes::from(SubmitVotesRequest { votes }.encode_to_vec()))
             .map_err(|never| match never {})
             .boxed_unsync();
-        let request = http::Request::post(self.uri.clone()).header(CONTENT_TYPE, BATCH_CONTENT_TYPE).body(body);
+        let mut request = http::Request::post(self.uri.clone()).header(CONTENT_TYPE, BATCH_CONTENT_TYPE);
+        if let Some(secret) = &self.secret {
+            request = request.header(SECRET_HEADER, secret);
+        }
+        let request = request.body(body);
         Box::pin(async move {
             let request = request.map_err(|e| Status::internal(format!("batch request: {e}")))?;
             let answered = tokio::time::timeout(CALL_TIMEOUT, async move {
@@ -145,15 +165,21 @@ impl Upstream {
     /// versions on one port) to `base` (the upstream's URL), at most `calls` calls carrying the
     /// guests' votes at once over them. Starts the task that makes the calls (in the current tokio
     /// runtime).
-    pub fn new(base: &str, connections: usize, calls: usize) -> Result<Self, http::uri::InvalidUri> {
+    pub fn new(base: &str, connections: usize, calls: usize, reach: Reach) -> Result<Self, http::uri::InvalidUri> {
         let base = base.trim_end_matches('/');
         let uri: Uri = format!("{base}{BATCH_ROUTE}").parse()?;
         let vote_path = format!("{}/votes", uri.path().trim_end_matches(BATCH_ROUTE)).into();
         let clients = (0..connections.max(1))
             .map(|_| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(Duration::from_secs(2)));
+                let connector = match &reach.in_process {
+                    Some(producer) => producer.connector(),
+                    None => {
+                        let mut tcp = HttpConnector::new();
+                        tcp.set_nodelay(true);
+                        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+                        Connector::Tcp(tcp)
+                    }
+                };
                 // Each client pools its own connection: one per client, shared by its requests.
                 // It lets an idle connection go before the producer would (after 60 s), so that
                 // no request is sent on a connection the producer is closing.
@@ -164,16 +190,19 @@ impl Upstream {
             })
             .collect();
         let clients = Clients { clients, next: Arc::new(AtomicUsize::new(0)) };
-        let calls = Calls::start(Arc::new(Batches { clients: clients.clone(), uri }), calls);
-        Ok(Self { clients, calls, vote_path, in_flight: Arc::new(Semaphore::new(OTHER_IN_FLIGHT)) })
+        let secret = reach.secret.map(|secret| secret.header().clone());
+        let batches = Batches { clients: clients.clone(), uri, secret: secret.clone() };
+        let calls = Calls::start(Arc::new(batches), calls);
+        Ok(Self { clients, calls, vote_path, in_flight: Arc::new(Semaphore::new(OTHER_IN_FLIGHT)), secret })
     }
 
     /// Sends `request`, not a vote, once fewer than the bound are in flight; the caller keeps the
     /// permit until it is done with the answer's body.
     pub async fn send(
         &self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
     ) -> Result<(http::Response<Incoming>, OwnedSemaphorePermit), hyper_util::client::legacy::Error> {
+        self.sign(&mut request);
         let permit = Arc::clone(&self.in_flight).acquire_owned().await.expect("the semaphore is never closed");
         Ok((self.clients.next().request(request).await?, permit))
     }
@@ -182,9 +211,18 @@ impl Upstream {
     /// behind the votes.
     pub async fn probe(
         &self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
     ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.sign(&mut request);
         self.clients.next().request(request).await
+    }
+
+    /// Adds the ingest secret, in place of any the guest set.
+    fn sign(&self, request: &mut http::Request<WasiBody>) {
+        request.headers_mut().remove(SECRET_HEADER);
+        if let Some(secret) = &self.secret {
+            request.headers_mut().insert(SECRET_HEADER, secret.clone());
+        }
     }
 }
 
@@ -407,7 +445,7 @@ mod tests {
         let queue = Arc::new(Held { queued: Mutex::default(), held, arrived });
         let batches = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&batches);
-        let producer = bandvote_ingest::http_producer::router(Arc::clone(&queue) as Arc<dyn VoteQueue>).layer(
+        let producer = bandvote_ingest::http_producer::router(Arc::clone(&queue) as Arc<dyn VoteQueue>, None).layer(
             axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
                 if request.uri().path() == BATCH_ROUTE {
                     counted.fetch_add(1, Ordering::SeqCst);
@@ -418,7 +456,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let authority = listener.local_addr().expect("addr").to_string();
         tokio::spawn(async move { axum::serve(listener, producer).await });
-        let upstream = Upstream::new(&format!("http://{authority}"), 1, 1).expect("upstream");
+        let upstream = Upstream::new(&format!("http://{authority}"), 1, 1, Reach::default()).expect("upstream");
         let send = |headers: &'static [(&'static str, &'static str)]| {
             let (hooks, request) = (hooks(&upstream, &authority), request(&authority, headers, VOTE));
             tokio::spawn(
@@ -467,7 +505,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let authority = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let upstream = Upstream::new(&format!("http://{authority}"), 1, 1).expect("upstream");
+        let upstream = Upstream::new(&format!("http://{authority}"), 1, 1, Reach::default()).expect("upstream");
         let guest = hooks(&upstream, &authority);
         let response = guest.vote(request(&authority, &[JSON], VOTE), Duration::from_secs(5)).await.expect("answered");
         assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));

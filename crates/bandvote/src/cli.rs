@@ -8,6 +8,7 @@ use bandvote_consumer::{ConsumerConfig, Pipelines};
 use bandvote_ingest::{
     fairness::{FairnessConfig, VotePolicy},
     grpc_gateway::GatewayConfig,
+    ingest_secret::IngestSecret,
     names::NamesConfig,
     producer::{FrontDoor, ProducerConfig},
 };
@@ -417,6 +418,9 @@ pub struct GatewayArgs {
     /// `redis-sentinel://`); without it every vote counts in the default round at any time.
     #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
     pub rounds_redis_url: Option<SecretString>,
+    /// The secret the producers require.
+    #[command(flatten)]
+    pub ingest: IngestSecretArgs,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -430,8 +434,9 @@ pub struct GatewayArgs {
 
 impl GatewayArgs {
     /// The gateway's configuration.
-    pub fn into_config(self) -> GatewayConfig {
-        GatewayConfig {
+    pub fn into_config(self) -> anyhow::Result<GatewayConfig> {
+        Ok(GatewayConfig {
+            ingest_secret: self.ingest.secret()?,
             listen: self.listen,
             upstream: self.upstream,
             connections: self.upstream_connections,
@@ -443,7 +448,7 @@ impl GatewayArgs {
             limits: self.limits.into_limits(),
             rounds_redis_url: self.rounds_redis_url,
             ..GatewayConfig::default()
-        }
+        })
     }
 }
 
@@ -456,6 +461,9 @@ pub struct ProducerArgs {
     /// Kafka.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Who may hand it votes, and for which rounds.
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// Client limits.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -463,13 +471,36 @@ pub struct ProducerArgs {
 
 impl ProducerArgs {
     /// The producer's configuration.
-    pub fn into_config(self) -> ProducerConfig {
-        ProducerConfig {
+    pub fn into_config(self) -> anyhow::Result<ProducerConfig> {
+        Ok(ProducerConfig {
             listen: self.listen,
             kafka: self.kafka.into_config(),
             limits: self.limits.into_limits(),
+            guard: self.guard.into_guard()?,
             ..ProducerConfig::default()
-        }
+        })
+    }
+}
+
+/// A producer's guard: the gateways' secret and the rounds.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The secret the gateways send.
+    #[command(flatten)]
+    pub ingest: IngestSecretArgs,
+    /// The Redis where the show's rounds are: a vote for a round that could not take it now (not
+    /// open, closed longer ago than a gateway may take to hand it over) is refused.
+    #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
+    pub rounds_redis_url: Option<SecretString>,
+}
+
+impl GuardArgs {
+    /// The guard.
+    pub fn into_guard(self) -> anyhow::Result<bandvote_ingest::producer::Guard> {
+        Ok(bandvote_ingest::producer::Guard {
+            secret: self.ingest.secret()?,
+            rounds: bandvote_ingest::rounds::RoundGate::from_redis(self.rounds_redis_url.as_ref())?,
+        })
     }
 }
 
@@ -515,6 +546,11 @@ pub struct UpArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
+    /// Of those, at most this many from one client address (IPv6: one /64; 0: no such cap). A
+    /// venue's Wi-Fi puts its phones behind one address: raise it there.
+    #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS_PER_ADDRESS",
+          default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS_PER_ADDRESS)]
+    pub max_stream_clients_per_address: usize,
     /// The operator's routes (/api/admin/rounds...); without a token they do not exist.
     #[command(flatten)]
     pub admin: AdminTokenArgs,
@@ -565,6 +601,7 @@ impl UpArgs {
             names: self.names.into_config(),
             public_url: self.public_url,
             max_stream_clients: self.max_stream_clients.max(1),
+            max_stream_clients_per_address: self.max_stream_clients_per_address,
             admin_token,
         })
     }
@@ -613,6 +650,9 @@ pub struct WasmGatewayArgs {
     /// `redis-sentinel://`); without it every vote counts in the default round at any time.
     #[arg(long, env = "BANDVOTE_ROUNDS_REDIS_URL", hide_env_values = true)]
     pub rounds_redis_url: Option<SecretString>,
+    /// The secret the producers require.
+    #[command(flatten)]
+    pub ingest: IngestSecretArgs,
     /// Fair voting.
     #[command(flatten)]
     pub fairness: FairnessArgs,
@@ -626,8 +666,10 @@ pub struct WasmGatewayArgs {
 
 impl WasmGatewayArgs {
     /// The wasm gateway's configuration.
-    pub fn into_config(self) -> WasmGatewayConfig {
-        WasmGatewayConfig {
+    pub fn into_config(self) -> anyhow::Result<WasmGatewayConfig> {
+        let reach = bandvote_wasm::outgoing::Reach { in_process: None, secret: self.ingest.secret()? };
+        Ok(WasmGatewayConfig {
+            reach,
             listen: self.listen,
             upstream: self.upstream,
             upstream_connections: self.upstream_connections.max(1),
@@ -643,7 +685,7 @@ impl WasmGatewayArgs {
             limits: self.limits.into_limits(),
             rounds_redis_url: self.rounds_redis_url,
             ..WasmGatewayConfig::default()
-        }
+        })
     }
 }
 
@@ -656,6 +698,9 @@ pub struct HttpProducerArgs {
     /// Kafka.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Who may hand it votes, and for which rounds.
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// Client limits.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -663,14 +708,15 @@ pub struct HttpProducerArgs {
 
 impl HttpProducerArgs {
     /// The HTTP producer's configuration.
-    pub fn into_config(self) -> ProducerConfig {
+    pub fn into_config(self) -> anyhow::Result<ProducerConfig> {
         let defaults = ProducerConfig::default_for(FrontDoor::Http);
-        ProducerConfig {
+        Ok(ProducerConfig {
             listen: self.listen,
             kafka: self.kafka.into_config(),
             limits: self.limits.into_limits(),
+            guard: self.guard.into_guard()?,
             ..defaults
-        }
+        })
     }
 }
 
@@ -765,12 +811,42 @@ impl AdminTokenArgs {
     /// The token, read from its file when one is named; `None` when none is given (or it is empty).
     pub fn token(&self) -> anyhow::Result<Option<SecretString>> {
         let Some(path) = &self.admin_token_file else { return Ok(self.admin_token.clone().filter(is_set)) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| anyhow::anyhow!("failed to read the admin token file {}: {error}", path.display()))?;
-        let token = text.strip_suffix('\n').unwrap_or(&text);
-        let token = token.strip_suffix('\r').unwrap_or(token);
-        anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
-        Ok(Some(SecretString::from(token.to_owned())))
+        read_secret_file(path, "admin token").map(Some)
+    }
+}
+
+/// Reads a secret from the file at `path` (its trailing newline is ignored); `what` names it in errors.
+fn read_secret_file(path: &std::path::Path, what: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("failed to read the {what} file {}: {error}", path.display()))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    anyhow::ensure!(!secret.is_empty(), "the {what} file {} is empty", path.display());
+    Ok(SecretString::from(secret.to_owned()))
+}
+
+/// The secret the gateways send and the producers require, so that nothing but a gateway can hand
+/// a producer a vote (beside the NetworkPolicy).
+#[derive(Debug, Args)]
+pub struct IngestSecretArgs {
+    /// The gateways' and producers' shared secret (at least 16 characters). A flag's value shows in
+    /// `ps`: prefer BANDVOTE_INGEST_SECRET or --ingest-secret-file. Without it a producer takes
+    /// votes from anyone who reaches it.
+    #[arg(long, env = "BANDVOTE_INGEST_SECRET", hide_env_values = true)]
+    pub ingest_secret: Option<SecretString>,
+    /// A file holding the shared secret (its trailing newline is ignored), such as a mounted secret.
+    #[arg(long, env = "BANDVOTE_INGEST_SECRET_FILE", value_name = "PATH", conflicts_with = "ingest_secret")]
+    pub ingest_secret_file: Option<std::path::PathBuf>,
+}
+
+impl IngestSecretArgs {
+    /// The secret, if one is given.
+    pub fn secret(&self) -> anyhow::Result<Option<IngestSecret>> {
+        let secret = match &self.ingest_secret_file {
+            Some(path) => Some(read_secret_file(path, "ingest secret")?),
+            None => self.ingest_secret.clone().filter(is_set),
+        };
+        secret.map(|secret| IngestSecret::new(&secret)).transpose()
     }
 }
 
@@ -814,6 +890,11 @@ pub struct ApiArgs {
     /// Clients of /api/stream at once; the next get 503 with Retry-After.
     #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS", default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS)]
     pub max_stream_clients: usize,
+    /// Of those, at most this many from one client address (IPv6: one /64; 0: no such cap). A
+    /// venue's Wi-Fi puts its phones behind one address: raise it there.
+    #[arg(long, env = "BANDVOTE_MAX_STREAM_CLIENTS_PER_ADDRESS",
+          default_value_t = bandvote_api::stream::DEFAULT_MAX_CLIENTS_PER_ADDRESS)]
+    pub max_stream_clients_per_address: usize,
     /// The operator's routes (POST /api/admin/recount, /api/admin/rounds...); without a token they
     /// do not exist.
     #[command(flatten)]
@@ -856,6 +937,7 @@ impl ApiArgs {
             voter_header: self.voter_header,
             voter_tokens_per_minute: self.voter_tokens_per_minute.max(1),
             max_stream_clients: self.max_stream_clients.max(1),
+            max_stream_clients_per_address: self.max_stream_clients_per_address,
             admin,
             limits: self.limits.into_limits(),
             ..ApiConfig::default()
@@ -1061,7 +1143,7 @@ mod tests {
         match parse_without_env(&["bandvote", "grpc-gateway"]) {
             Command::GrpcGateway(args) => same(
                 "grpc-gateway",
-                format!("{:?}", args.into_config()),
+                format!("{:?}", args.into_config().expect("no secret file")),
                 format!("{:?}", bandvote_ingest::grpc_gateway::GatewayConfig::default()),
             ),
             other => panic!("{other:?}"),
@@ -1069,7 +1151,7 @@ mod tests {
         match parse_without_env(&["bandvote", "grpc-producer"]) {
             Command::GrpcProducer(args) => same(
                 "grpc-producer",
-                format!("{:?}", args.into_config()),
+                format!("{:?}", args.into_config().expect("no secret file")),
                 format!("{:?}", ProducerConfig::default_for(FrontDoor::Grpc)),
             ),
             other => panic!("{other:?}"),
@@ -1077,7 +1159,7 @@ mod tests {
         match parse_without_env(&["bandvote", "http-producer"]) {
             Command::HttpProducer(args) => same(
                 "http-producer",
-                format!("{:?}", args.into_config()),
+                format!("{:?}", args.into_config().expect("no secret file")),
                 format!("{:?}", ProducerConfig::default_for(FrontDoor::Http)),
             ),
             other => panic!("{other:?}"),
@@ -1085,7 +1167,7 @@ mod tests {
         match parse_without_env(&["bandvote", "wasm-gateway"]) {
             Command::WasmGateway(args) => same(
                 "wasm-gateway",
-                format!("{:?}", args.into_config()),
+                format!("{:?}", args.into_config().expect("no secret file")),
                 format!("{:?}", bandvote_wasm::WasmGatewayConfig::default()),
             ),
             other => panic!("{other:?}"),

@@ -35,16 +35,16 @@ async fn run(command: Command, shutdown: bandvote_runtime::shutdown::Cancellatio
     match command {
         Command::Up(args) => up::run(args.into_config()?, shutdown).await,
         Command::GrpcGateway(args) => {
-            bandvote_ingest::grpc_gateway::App::build(args.into_config()).await?.run(shutdown).await
+            bandvote_ingest::grpc_gateway::App::build(args.into_config()?).await?.run(shutdown).await
         }
         Command::GrpcProducer(args) => {
             let door = bandvote_ingest::producer::FrontDoor::Grpc;
-            bandvote_ingest::producer::App::build(args.into_config(), door).await?.run(shutdown).await
+            bandvote_ingest::producer::App::build(args.into_config()?, door).await?.run(shutdown).await
         }
-        Command::WasmGateway(args) => bandvote_wasm::App::build(args.into_config()).await?.run(shutdown).await,
+        Command::WasmGateway(args) => bandvote_wasm::App::build(args.into_config()?).await?.run(shutdown).await,
         Command::HttpProducer(args) => {
             let door = bandvote_ingest::producer::FrontDoor::Http;
-            bandvote_ingest::producer::App::build(args.into_config(), door).await?.run(shutdown).await
+            bandvote_ingest::producer::App::build(args.into_config()?, door).await?.run(shutdown).await
         }
         Command::Api(args) => {
             bandvote_api::App::build(args.into_config()?, shutdown.clone()).await?.run(shutdown).await

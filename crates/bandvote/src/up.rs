@@ -1,8 +1,11 @@
 //! `bandvote up`: every service in one process (the API and the web app included), behind one
 //! listener, with the same public paths as every other deployment. Each service is the one its own
 //! process runs ([`bandvote_runtime::service::Service`]: routes, readiness checks, tasks), merged
-//! onto one listener. The gRPC and wasm hops stay real (the producer's two front doors on a
-//! loopback listener, a real WebAssembly guest), so the two ingest paths can still be compared.
+//! onto one listener. The gRPC and wasm hops stay real (HTTP/2 and gRPC to the producer's two front
+//! doors, a real WebAssembly guest), so the two ingest paths can still be compared; but they run
+//! over in-memory pipes ([`bandvote_runtime::inproc`]), not a socket: the public listener is the
+//! only way in, and every vote passes a gateway's round check, voter policy and limits. The
+//! producer checks the round again, as in a cluster.
 //!
 //! Storage, piece by piece: the queue is the embedded one (SQLite in `--data-dir`) unless
 //! `--kafka-brokers` is given; the counters are embedded unless `--redis-url`; the log is embedded
@@ -63,6 +66,8 @@ pub struct UpConfig {
     pub names: bandvote_ingest::names::NamesConfig,
     /// Clients of `/api/stream` at once.
     pub max_stream_clients: usize,
+    /// Of those, at most this many from one client address.
+    pub max_stream_clients_per_address: usize,
     /// Bearer token of the operator's routes (rounds); they do not exist without it.
     pub admin_token: Option<SecretString>,
     /// The audience page's address for the projector's QR code; `None`: the request's origin.
@@ -71,7 +76,6 @@ pub struct UpConfig {
 
 /// Starts everything, prints where, and serves until `shutdown`.
 pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let internal = SocketAddr::from(([127, 0, 0, 1], 0));
     if config.kafka.is_some() && (config.redis_url.is_none() || config.mongo_url.is_none()) {
         anyhow::bail!(
             "--kafka-brokers needs --redis-url and --mongo-url too: the Kafka consumer counts into Redis and logs into \
@@ -90,21 +94,24 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         .transpose()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
 
-    // The producer, both front doors on one loopback listener: the gRPC and HTTP hops stay real.
+    // The gateways and the producer read the rounds where the API writes them: the embedded
+    // database when one is open, else the counters' Redis.
+    let rounds: Arc<dyn RoundStore> = match (&embedded, &config.redis_url) {
+        (Some(storage), _) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
+        (None, Some(url)) => Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?),
+        (None, None) => unreachable!("without Redis the embedded storage is open"),
+    };
+    let gate = RoundGate::new(rounds);
+
+    // The producer, both front doors, served in process: the gRPC and HTTP hops stay real.
     let grace = GatewayConfig::default().grace;
     let both = [FrontDoor::Grpc, FrontDoor::Http];
+    let guard = producer::Guard { secret: None, rounds: Some(Arc::clone(&gate)) };
     let (producer, consumer) = match (&config.kafka, &embedded) {
         (Some(kafka), _) => {
             let kafka_producer = KafkaProducer::new(kafka.clone())?;
-            let producer = producer::App::with_queue(
-                internal,
-                Arc::new(kafka_producer.clone()),
-                Some(kafka_producer),
-                grace,
-                &both,
-            )
-            .await
-            .context("failed to start the producer")?;
+            let producer =
+                producer::service(Arc::new(kafka_producer.clone()), Some(kafka_producer), &both, &guard).await;
             let consumer = bandvote_consumer::service(ConsumerConfig {
                 kafka: kafka.clone(),
                 redis_url: config.redis_url.clone().unwrap_or_default(),
@@ -121,9 +128,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         }
         (None, Some(storage)) => {
             let queue: Arc<dyn VoteQueue> = Arc::clone(storage) as Arc<dyn VoteQueue>;
-            let producer = producer::App::with_queue(internal, queue, None, grace, &both)
-                .await
-                .context("failed to start the producer")?;
+            let producer = producer::service(queue, None, &both, &guard).await;
             let counters: Arc<dyn Counters> = match &config.redis_url {
                 Some(url) => {
                     Arc::new(RedisTally::connect(url.expose_secret(), config.idempotency_ttl.as_secs().max(1)).await?)
@@ -166,7 +171,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         }
         (None, None) => unreachable!("without Kafka the embedded storage is open"),
     };
-    let upstream = format!("http://{}", producer.local_addr()?);
+    let (in_process, producer_listener) = bandvote_runtime::inproc::pair();
+    // Only names the producer: the gateways reach it through `in_process`.
+    let upstream = "http://producer.in-process".to_owned();
 
     // The gateways share one fair-voting state, so that a voter's limit holds across both paths.
     // So does the cap on distinct names; on embedded counters it starts from the names counted, so
@@ -177,21 +184,19 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         names.seed(counted.bands.into_keys(), counted.albums.into_keys());
     }
     let fairness = bandvote_ingest::fairness::Fairness::with_names(&config.fairness, names).await?;
-    // Both gateways read the rounds where the API writes them: the embedded database when one is
-    // open, else the counters' Redis.
-    let rounds: Arc<dyn RoundStore> = match (&embedded, &config.redis_url) {
-        (Some(storage), _) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
-        (None, Some(url)) => Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?),
-        (None, None) => unreachable!("without Redis the embedded storage is open"),
-    };
-    let gate = RoundGate::new(rounds);
     let gateway = grpc_gateway::service(
-        &GatewayConfig { upstream: upstream.clone(), fairness: config.fairness.clone(), ..Default::default() },
+        &GatewayConfig {
+            upstream: upstream.clone(),
+            fairness: config.fairness.clone(),
+            in_process: Some(in_process.clone()),
+            ..Default::default()
+        },
         fairness.clone(),
         Some(Arc::clone(&gate)),
     )?;
+    let reach = bandvote_wasm::outgoing::Reach { in_process: Some(in_process), secret: None };
     let wasm = bandvote_wasm::service(
-        &WasmGatewayConfig { upstream, fairness: config.fairness.clone(), ..Default::default() },
+        &WasmGatewayConfig { upstream, fairness: config.fairness.clone(), reach, ..Default::default() },
         fairness,
         Some(Arc::clone(&gate)),
     )?;
@@ -203,6 +208,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         vote_url: Some(String::new()),
         public_url: config.public_url.clone(),
         max_stream_clients: config.max_stream_clients,
+        max_stream_clients_per_address: config.max_stream_clients_per_address,
         voter_secret: config.fairness.voter_secret.clone(),
         voter_header: config.fairness.voter_header.clone(),
         voter_tokens_per_minute: config.fairness.voter_tokens_per_minute,
@@ -219,7 +225,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
     let public = bandvote_ingest::rounds::with_gate(public, &gate);
 
     print_banner(&config, embedded.as_deref(), http::local_addr(&listener)?);
-    let producer = spawn_named("producer", shutdown.clone(), producer.run(shutdown.clone()));
+    let producer =
+        spawn_named("producer", shutdown.clone(), producer.serve(producer_listener, shutdown.clone(), grace));
     let served = public.limits(config.limits).serve(listener, shutdown.clone(), grace).await;
     shutdown.cancel();
     producer.await.context("the producer panicked")??;

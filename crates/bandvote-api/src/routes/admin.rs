@@ -22,7 +22,6 @@ use bandvote_runtime::{
 };
 use bandvote_store::recount::{RecountConfig, RecountError, recount};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
 use crate::ApiState;
 
@@ -84,8 +83,7 @@ impl Default for Failures {
 pub(crate) fn authorised(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
     let Some(given) = given.strip_prefix("Bearer ") else { return false };
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    bandvote_core::http::same_secret(given.as_bytes(), token.as_bytes())
 }
 
 /// Whether the request is an operator's (the admin token is configured and given). A wrong token

@@ -24,10 +24,15 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// round changes; every event has an `id:`, and a client reconnecting with `Last-Event-ID` first
 /// gets the buffered events after it. The current results and rounds come first, so a new page has
 /// data at once and misses no round that changed while it loaded. A `ping` event after 15 s of silence;
-/// ends on shutdown. Beyond the client cap, `503` with `Retry-After`; a client too slow to take
+/// ends on shutdown. Beyond the client cap, or its address's share of it, `503` with `Retry-After`; a client too slow to take
 /// its events is disconnected (it reconnects to the latest state).
-pub async fn get_stream(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let slot = state.events.reserve().map_err(|full| {
+pub async fn get_stream(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+) -> Result<Response, ApiError> {
+    let client = bandvote_runtime::per_client::client_address(&extensions);
+    let slot = state.events.reserve(client).map_err(|full| {
         ApiError::client(StatusCode::SERVICE_UNAVAILABLE, full.to_string(), None).with_retry_after(RETRY_AFTER)
     })?;
     let last_event_id =

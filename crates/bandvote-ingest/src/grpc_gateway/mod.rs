@@ -44,6 +44,11 @@ pub struct GatewayConfig {
     /// The Redis where the rounds are (the counters' Redis); without it every vote counts in the
     /// `default` round at any time.
     pub rounds_redis_url: Option<secrecy::SecretString>,
+    /// The secret the producers require ([`crate::ingest_secret`]), sent with every call.
+    pub ingest_secret: Option<crate::ingest_secret::IngestSecret>,
+    /// The producer inside this process (`bandvote up`), reached without a socket; `upstream` then
+    /// only names it.
+    pub in_process: Option<bandvote_runtime::inproc::InProcess>,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +65,8 @@ impl Default for GatewayConfig {
             names: crate::names::NamesConfig::default(),
             cors_origins: Vec::new(),
             rounds_redis_url: None,
+            ingest_secret: None,
+            in_process: None,
         }
     }
 }
@@ -86,14 +93,19 @@ impl GatewayState {
             .keep_alive_timeout(Duration::from_secs(20))
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(8 << 20));
-        let channels: Arc<[Channel]> = (0..config.connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
-        Ok(Self {
-            calls: crate::calls::Calls::grpc(Arc::clone(&channels), config.calls_in_flight, config.request_timeout),
-            channels,
-            request_timeout: config.request_timeout,
-            fairness: None,
-            rounds: None,
-        })
+        let channels: Arc<[Channel]> = (0..config.connections.max(1))
+            .map(|_| match &config.in_process {
+                Some(producer) => endpoint.connect_with_connector_lazy(producer.connector()),
+                None => endpoint.connect_lazy(),
+            })
+            .collect();
+        let calls = crate::calls::Calls::grpc(
+            Arc::clone(&channels),
+            config.calls_in_flight,
+            config.request_timeout,
+            config.ingest_secret.clone(),
+        );
+        Ok(Self { calls, channels, request_timeout: config.request_timeout, fairness: None, rounds: None })
     }
 
     /// The same gateway, with fair-voting checks before every vote.

@@ -18,20 +18,24 @@ use bandvote_queue::{QueueError, VoteQueue};
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::Instrument;
 
+use crate::rounds::RoundGate;
+
 /// The `VoteService` implementation over any [`VoteQueue`]; the http-producer's `POST
 /// /votes/batch` takes the same messages.
 pub struct VoteServer {
     queue: Arc<dyn VoteQueue>,
     path: IngestPath,
+    rounds: Option<Arc<RoundGate>>,
 }
 
 /// Votes one `SubmitVotes` call may carry.
 pub const MAX_VOTES_PER_CALL: usize = 512;
 
 impl VoteServer {
-    /// A server writing to `queue` the votes of `path`.
-    pub fn new(queue: Arc<dyn VoteQueue>, path: IngestPath) -> Self {
-        Self { queue, path }
+    /// A server writing to `queue` the votes of `path`; with `rounds`, only for a round that could
+    /// take them now ([`RoundGate::hands_over`]).
+    pub fn new(queue: Arc<dyn VoteQueue>, path: IngestPath, rounds: Option<Arc<RoundGate>>) -> Self {
+        Self { queue, path, rounds }
     }
 
     /// Queues every vote of `votes` at once, as if each came in its own call; their outcomes in
@@ -70,6 +74,9 @@ impl VoteServer {
             None => bandvote_core::time::now(),
         };
         let round = crate::rounds::stamped(&request.round).ok_or_else(|| invalid("invalid round id", "round"))?;
+        if let Some(rounds) = &self.rounds {
+            rounds.hands_over(&round)?;
+        }
         let message = VoteMessage::new(&id, vote, self.path, received_at, round);
         let span = crate::trace::vote_span(self.path, Some(&message.id), &trace);
         let queued = self.queue.enqueue_traced(&message, id.is_client_supplied(), trace).instrument(span.clone()).await;
@@ -125,11 +132,12 @@ impl VoteService for VoteServer {
     }
 }
 
-/// The gRPC front door over `queue`: `bandvote.v1.VoteService` and the standard gRPC health service.
-pub async fn routes(queue: Arc<dyn VoteQueue>) -> Router {
+/// The gRPC front door over `queue` (for the rounds `rounds` can take): `bandvote.v1.VoteService`
+/// and the standard gRPC health service.
+pub async fn routes(queue: Arc<dyn VoteQueue>, rounds: Option<Arc<RoundGate>>) -> Router {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<VoteServiceServer<VoteServer>>().await;
-    tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(queue, IngestPath::Grpc)))
+    tonic::service::Routes::new(VoteServiceServer::new(VoteServer::new(queue, IngestPath::Grpc, rounds)))
         .add_service(health_service)
         .into_axum_router()
 }

@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     edge,
     grpc_producer::{MAX_VOTES_PER_CALL, VoteServer},
+    rounds::RoundGate,
 };
 use axum::{
     Router,
@@ -38,13 +39,21 @@ pub const BATCH_CONTENT_TYPE: &str = "application/x-protobuf";
 /// The largest batch body: the most votes of a call, each at most a vote's body and its fields.
 const BATCH_MAX_BYTES: usize = MAX_VOTES_PER_CALL * (bandvote_core::MAX_BODY_BYTES + 1024);
 
-/// The producer's routes over any queue: `POST /votes` and `POST /votes/batch`.
-pub fn router(queue: Arc<dyn VoteQueue>) -> Router {
-    let batches = Arc::new(VoteServer::new(Arc::clone(&queue), IngestPath::Wasm));
+/// The producer's routes over any queue: `POST /votes` and `POST /votes/batch` (with `rounds`, for a
+/// round that could take the votes now only).
+pub fn router(queue: Arc<dyn VoteQueue>, rounds: Option<Arc<RoundGate>>) -> Router {
+    let batches = Arc::new(VoteServer::new(Arc::clone(&queue), IngestPath::Wasm, rounds.clone()));
     Router::new()
         .route("/votes", axum::routing::post(post_vote))
-        .with_state(queue)
+        .with_state(Single { queue, rounds })
         .merge(Router::new().route(BATCH_ROUTE, axum::routing::post(post_votes)).with_state(batches))
+}
+
+/// What `POST /votes` writes to, and for which rounds.
+#[derive(Clone)]
+pub struct Single {
+    queue: Arc<dyn VoteQueue>,
+    rounds: Option<Arc<RoundGate>>,
 }
 
 /// Queues the votes of a `SubmitVotesRequest`, each as `POST /votes` would (the producer
@@ -72,7 +81,7 @@ pub async fn post_votes(
 
 /// Validates a vote (the guest did too; the producer trusts no caller) and queues it.
 pub async fn post_vote(
-    State(queue): State<Arc<dyn VoteQueue>>,
+    State(Single { queue, rounds }): State<Single>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -86,6 +95,9 @@ pub async fn post_vote(
     let Some(round) = crate::rounds::stamped(stamped.unwrap_or_default()) else {
         return Err(ApiError::bad_request("invalid round id", Some("round")));
     };
+    if let Some(rounds) = &rounds {
+        rounds.hands_over(&round).map_err(|status| crate::calls::status_to_error(&status, "http-producer"))?;
+    }
     let message = VoteMessage::new(&accepted.id, accepted.vote, IngestPath::Wasm, bandvote_core::time::now(), round);
     let span = crate::trace::vote_span(IngestPath::Wasm, Some(&message.id), &trace);
     let queued = queue.enqueue_traced(&message, accepted.id.is_client_supplied(), trace).instrument(span.clone()).await;

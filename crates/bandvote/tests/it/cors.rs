@@ -24,8 +24,12 @@ async fn vote_urls(dir: &std::path::Path, origins: &[&str], shutdown: &Cancellat
     let queue: Arc<dyn VoteQueue> = storage;
     let local = SocketAddr::from(([127, 0, 0, 1], 0));
     let grace = Duration::from_secs(1);
-    let grpc = producer::App::with_queue(local, Arc::clone(&queue), None, grace, &[FrontDoor::Grpc]).await;
-    let http = producer::App::with_queue(local, Arc::clone(&queue), None, grace, &[FrontDoor::Http]).await;
+    let grpc =
+        producer::App::with_queue(local, Arc::clone(&queue), None, grace, &[FrontDoor::Grpc], &Default::default())
+            .await;
+    let http =
+        producer::App::with_queue(local, Arc::clone(&queue), None, grace, &[FrontDoor::Http], &Default::default())
+            .await;
     let (grpc, http) = (grpc.expect("producer"), http.expect("producer"));
     let (grpc_upstream, http_upstream) = (
         format!("http://{}", grpc.local_addr().expect("addr")),

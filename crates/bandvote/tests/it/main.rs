@@ -24,6 +24,7 @@ mod load;
 mod recount;
 mod rounds;
 mod secrets;
+mod side_door;
 mod stream_limits;
 mod tls;
 mod tracing;

@@ -212,6 +212,32 @@ async fn the_client_cap_refuses_the_next_client_with_503_and_a_leaving_client_fr
 }
 
 #[tokio::test]
+async fn one_address_holds_its_share_of_the_stream_and_no_more() {
+    let dir = tempfile_dir("per-address");
+    let caps = [("BANDVOTE_MAX_STREAM_CLIENTS", "10"), ("BANDVOTE_MAX_STREAM_CLIENTS_PER_ADDRESS", "2")];
+    let (up, base) = start(&dir, &caps).await;
+    let from = |ip: [u8; 4]| {
+        let local = std::net::IpAddr::from(ip);
+        reqwest::Client::builder().local_address(local).build().expect("a client")
+    };
+    let (crowd, other) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let answer = open_stream(&crowd, &base).await;
+        assert_eq!(answer.status().as_u16(), 200);
+        open.push(answer);
+    }
+    let refused = open_stream(&crowd, &base).await;
+    assert_eq!(refused.status().as_u16(), 503, "a third client from one address over its share of 2");
+    assert!(refused.headers().contains_key("retry-after"));
+    let error: Value = refused.json().await.expect("a JSON error");
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("address")), "{error}");
+    assert_eq!(open_stream(&other, &base).await.status().as_u16(), 200, "another address still gets in");
+    drop((open, up));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn several_clients_get_the_same_results_frames_and_a_reconnect_resumes_after_its_last_id() {
     let dir = tempfile_dir("same-frames");
     let (up, base) = start(&dir, &[]).await;
