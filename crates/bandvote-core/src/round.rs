@@ -375,6 +375,9 @@ pub fn create(rounds: &[Round], new: NewRound, now: DateTime<Utc>) -> Result<Rou
             format!("title must be 1-{MAX_TITLE_CHARS} characters without control or format characters"),
         ));
     }
+    if let Some(problem) = crate::vote::look_alike(title) {
+        return Err(invalid("title", format!("title {problem}")));
+    }
     let opens_at = instant_field("opens_at", new.opens_at.as_deref())?;
     let closes_at = instant_field("closes_at", new.closes_at.as_deref())?;
     if let Some(closes) = closes_at {

@@ -145,6 +145,9 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
     if value.contains(ALBUM_KEY_SEPARATOR) {
         return Err(VoteError::field(field, format!("{field} must not contain \"{ALBUM_KEY_SEPARATOR}\"")));
     }
+    if let Some(problem) = look_alike(&value) {
+        return Err(VoteError::field(field, format!("{field} {problem}")));
+    }
     // Nor may a band end with " /": `A /` + `B` and `A` + `/ B` would both be `A / / B`. With it
     // refused, a key's first " / " is always the separator.
     if field == "name" && value.ends_with(ALBUM_KEY_SEPARATOR.trim_end()) {
@@ -154,6 +157,60 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
         ));
     }
     Ok(value)
+}
+
+/// What makes `text` (already NFC, without control or format characters) look like another name
+/// it is not, if anything: a blank other than the space (NBSP, the braille blank, ideographic
+/// space...), two spaces in a row, an invisible character (Unicode's default-ignorable code points,
+/// such as U+034F or the Hangul filler U+3164; a variation selector only right after an emoji), or
+/// letters of scripts that are mixed to look alike (Latin with Cyrillic or Greek; UTS #39's
+/// mixed-script detection, allowing Latin with Han, Japanese or Korean as its "highly
+/// restrictive" level does). Each would split one band's votes between names that read the same.
+pub fn look_alike(text: &str) -> Option<&'static str> {
+    if text.contains("  ") {
+        return Some("must not contain two spaces in a row");
+    }
+    if text.is_ascii() {
+        return None;
+    }
+    let mut previous = ' ';
+    for c in text.chars() {
+        if c != ' ' && (c.is_whitespace() || c == '\u{2800}') {
+            return Some("must not contain blank characters other than the space");
+        }
+        let selector = matches!(c, '\u{FE0E}' | '\u{FE0F}');
+        if is_invisible(c) && !(selector && unicode_properties::UnicodeEmoji::is_emoji_char(previous)) {
+            return Some("must not contain invisible characters");
+        }
+        previous = c;
+    }
+    mixes_scripts(text).then_some("must not mix scripts that look alike (such as Latin and Cyrillic letters)")
+}
+
+/// Default-ignorable code points (Unicode's DerivedCoreProperties) that are not format characters,
+/// which [`is_control_or_format`] refuses already.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{034F}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether the letters of `text` belong to no one script (Common and Inherited characters, such as
+/// digits, punctuation and emoji, go with any), unless the other script is Han, Japanese or Korean
+/// beside Latin.
+fn mixes_scripts(text: &str) -> bool {
+    use unicode_security::mixed_script::AugmentedScriptSet;
+    let mut all = AugmentedScriptSet::default();
+    let mut without_latin = AugmentedScriptSet::default();
+    for c in text.chars() {
+        let set = AugmentedScriptSet::for_char(c);
+        all.intersect_with(set);
+        if !set.base.contains_script(unicode_script::Script::Latin) {
+            without_latin.intersect_with(set);
+        }
+    }
+    all.is_empty() && !(without_latin.hanb || without_latin.jpan || without_latin.kore)
 }
 
 /// Whether `c` is a control (Cc) or format (Cf) character. ASCII has no format characters and its
@@ -209,6 +266,32 @@ fn rank(value: &Value) -> Result<String, VoteError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn look_alike_blank_and_invisible_names_are_refused_and_real_ones_taken() {
+        let name = |text: &str| Vote::from_strings(text, "x", "1999", "").map(|v| v.name).map_err(|e| e.message);
+        // The probe's characters, each in an otherwise ordinary name.
+        for text in ["Bo\u{034F}hemia", "Bohemia\u{FE0F}", "\u{3164}", "Bo\u{2800}hemia", "Bohemia\u{00A0}Suburbana"] {
+            assert!(name(text).is_err(), "{text:?}");
+        }
+        assert!(name("\u{2800}").is_err(), "a braille blank alone");
+        assert!(name("Bohemia  Suburbana").unwrap_err().contains("two spaces"));
+        // A Cyrillic "о" in a Latin name, and a Greek "Ο".
+        assert!(name("B\u{043E}hemia Suburbana").unwrap_err().contains("mix scripts"));
+        assert!(name("B\u{039F}HEMIA").unwrap_err().contains("mix scripts"));
+        for text in [
+            "Bohemia Suburbana",
+            "Ranferí Aguilar — ñ",
+            "Viernes Verde 🎸",
+            "\u{2764}\u{FE0F} de Guatemala",
+            "Мумий Тролль",
+            "東京事変",
+            "X JAPAN ロック",
+            "AC/DC 2",
+        ] {
+            assert_eq!(name(text).as_deref(), Ok(text), "{text:?}");
+        }
+    }
     use super::*;
 
     fn parse(body: &str) -> Result<Vote, VoteError> {

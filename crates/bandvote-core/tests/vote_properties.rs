@@ -6,18 +6,21 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 /// Text the contract accepts: 1–200 characters after trimming and NFC, no control or format
-/// characters, not the album key's separator.
+/// characters, not the album key's separator, and nothing that looks like another name (one script
+/// of letters with digits, punctuation and emoji; single spaces; see `vote::look_alike`).
 fn valid_text() -> impl Strategy<Value = String> {
-    proptest::string::string_regex("[^\\p{Cc}\\p{Cf}]{1,200}").expect("a valid regex").prop_filter(
-        "not blank, not too long once normalised, no separator",
-        |s| {
+    let words = |letters: &'static str| {
+        let word = format!("[{letters}0-9!-.:-@&'()🎸—]{{1,20}}");
+        proptest::string::string_regex(&format!("{word}( {word}){{0,8}}")).expect("a valid regex")
+    };
+    prop_oneof![words("A-Za-z\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{FF}"), words("\u{410}-\u{44F}"), words("\u{4E00}-\u{4FFF}")]
+        .prop_filter("not too long once normalised, no separator", |s| {
             let normalised = nfc(s.trim());
             !normalised.is_empty()
                 && normalised.chars().count() <= MAX_TEXT_CHARS
                 && !normalised.contains(" / ")
                 && !normalised.ends_with(" /")
-        },
-    )
+        })
 }
 
 fn nfc(text: &str) -> String {
