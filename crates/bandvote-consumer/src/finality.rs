@@ -222,3 +222,141 @@ async fn certify(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use bandvote_core::round::{Round, StoreError, Stored, Visibility};
+
+    use super::*;
+
+    /// The rounds in memory.
+    #[derive(Default)]
+    struct Memory(Mutex<Stored>);
+
+    impl RoundStore for Memory {
+        fn load(&self) -> BoxFuture<'_, Result<Stored, StoreError>> {
+            let stored = self.0.lock().expect("lock").clone();
+            Box::pin(async move { Ok(stored) })
+        }
+
+        fn save<'a>(&'a self, version: u64, round: &'a Round) -> BoxFuture<'a, Result<bool, StoreError>> {
+            let mut stored = self.0.lock().expect("lock");
+            let saved = stored.version == version;
+            if saved {
+                stored.version += 1;
+                stored.rounds.retain(|r| r.id != round.id);
+                stored.rounds.push(round.clone());
+            }
+            Box::pin(async move { Ok(saved) })
+        }
+
+        fn remove<'a>(&'a self, _: u64, _: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+            Box::pin(async { Ok(false) })
+        }
+
+        fn add_refusals<'a>(&'a self, _: &'a [(String, &'static str, u64)]) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn refusals<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StoreError>> {
+            Box::pin(async { Ok(Default::default()) })
+        }
+    }
+
+    /// Pipelines whose progress and tallies the test sets, and what was asked of them, in order.
+    #[derive(Default)]
+    struct Fake {
+        caught_up: AtomicBool,
+        counters: Mutex<Counts>,
+        logged: Mutex<Counts>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Progress for Fake {
+        fn caught_up(&self) -> BoxFuture<'_, anyhow::Result<bool>> {
+            let caught_up = self.caught_up.load(Ordering::SeqCst);
+            Box::pin(async move { Ok(caught_up) })
+        }
+
+        fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>> {
+            self.asked.lock().expect("lock").push(format!("tallies {id}"));
+            let tallies = (self.counters.lock().expect("lock").clone(), self.logged.lock().expect("lock").clone());
+            Box::pin(async move { Ok(tallies) })
+        }
+
+        fn seal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+            self.asked.lock().expect("lock").push(format!("seal {id}"));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn closed(id: &str, ago: Duration) -> Round {
+        let closes = chrono::Utc::now() - ago;
+        Round {
+            id: id.into(),
+            title: id.into(),
+            opens_at: Some(closes - chrono::Duration::minutes(5)),
+            closes_at: Some(closes),
+            results: Visibility::default(),
+            created_at: None,
+            certified: None,
+            ballot: Vec::new(),
+        }
+    }
+
+    fn counts(votes: &[(&str, &str)]) -> Counts {
+        let mut counts = Counts::default();
+        for (band, album) in votes {
+            counts.add(band, album);
+        }
+        counts
+    }
+
+    async fn certified(rounds: &Memory, id: &str) -> Option<Certified> {
+        rounds.load().await.expect("rounds").rounds.into_iter().find(|r| r.id == id)?.certified
+    }
+
+    /// Each gate on its own: the settle bound, the queue read to its end, the counters equal to
+    /// the log; the seal before the comparison.
+    #[tokio::test]
+    async fn a_closed_round_is_final_only_once_settled_caught_up_and_agreeing_and_sealed_first() {
+        let settle = bandvote_core::round::SETTLE;
+        let rounds = Memory::default();
+        for round in [closed("semi", settle + Duration::from_secs(3)), closed("late", settle / 2)] {
+            rounds.save(rounds.load().await.expect("rounds").version, &round).await.expect("saved");
+        }
+        let progress = Fake::default();
+        *progress.counters.lock().expect("lock") = counts(&[("A", "x"), ("A", "x"), ("B", "y")]);
+        *progress.logged.lock().expect("lock") = counts(&[("A", "x"), ("B", "y")]);
+        let mut disagreeing = Vec::new();
+
+        // Not caught up: nothing is compared, sealed or certified.
+        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        assert!(progress.asked.lock().expect("lock").is_empty());
+        assert!(certified(&rounds, "semi").await.is_none());
+
+        // Caught up, but the counters hold a vote the log does not: sealed, not final.
+        progress.caught_up.store(true, Ordering::SeqCst);
+        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        assert_eq!(*progress.asked.lock().expect("lock"), ["seal semi", "tallies semi"]);
+        assert!(certified(&rounds, "semi").await.is_none());
+        assert_eq!(disagreeing, ["semi"]);
+
+        // Agreeing: final with the counters, and the round closed too recently is still not looked at.
+        *progress.logged.lock().expect("lock") = counts(&[("A", "x"), ("A", "x"), ("B", "y")]);
+        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        let result = certified(&rounds, "semi").await.expect("final");
+        assert_eq!((result.total, result.bands["A"]), (3, 2));
+        assert!(result.verifies());
+        assert!(certified(&rounds, "late").await.is_none());
+        assert!(!progress.asked.lock().expect("lock").iter().any(|asked| asked.ends_with("late")));
+    }
+}

@@ -13,14 +13,18 @@ fn valid_text() -> impl Strategy<Value = String> {
         let word = format!("[{letters}0-9!-.:-@&'()🎸—]{{1,20}}");
         proptest::string::string_regex(&format!("{word}( {word}){{0,8}}")).expect("a valid regex")
     };
-    prop_oneof![words("A-Za-z\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{FF}"), words("\u{410}-\u{44F}"), words("\u{4E00}-\u{4FFF}")]
-        .prop_filter("not too long once normalised, no separator", |s| {
-            let normalised = nfc(s.trim());
-            !normalised.is_empty()
-                && normalised.chars().count() <= MAX_TEXT_CHARS
-                && !normalised.contains(" / ")
-                && !normalised.ends_with(" /")
-        })
+    prop_oneof![
+        words("A-Za-z\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{FF}"),
+        words("\u{410}-\u{44F}"),
+        words("\u{4E00}-\u{4FFF}")
+    ]
+    .prop_filter("not too long once normalised, no separator", |s| {
+        let normalised = nfc(s.trim());
+        !normalised.is_empty()
+            && normalised.chars().count() <= MAX_TEXT_CHARS
+            && !normalised.contains(" / ")
+            && !normalised.ends_with(" /")
+    })
 }
 
 fn nfc(text: &str) -> String {

@@ -77,6 +77,11 @@ async fn same_idempotency_key_twice_is_counted_once_and_the_first_body_wins() {
     let docs = env.wait_for_logs(2).await;
     let kept = docs.iter().find(|d| d.get_str("_id") == Ok("show-1:vote.42")).expect("logged");
     assert_eq!(kept.get_document("data").expect("data").get_str("name"), Ok("Alux Nahual"));
+    // The tally remembers a client's key for the default 24 h: a retry a day later is a new vote.
+    let mut redis = env.redis().await;
+    let ttl: i64 = redis::cmd("PTTL").arg("votes:seen:show-1:vote.42").query_async(&mut redis).await.expect("pttl");
+    let day = 24 * 3600 * 1000;
+    assert!((day - 300_000..=day).contains(&ttl), "votes:seen:show-1:vote.42 expires in {ttl} ms, not in 24 h");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

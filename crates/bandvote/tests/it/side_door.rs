@@ -186,3 +186,94 @@ async fn producers_take_votes_from_the_gateways_only_for_a_round_that_could_take
         crate::support::post_vote(&client, &format!("{base}/wasm/votes"), mix(1)[0].body(), None).await;
     assert_eq!(status, 202, "{body}");
 }
+
+/// The cluster's layout, each service on its own (gateways and producers reading the rounds from
+/// Redis, the shared secret between them, the consumer, the API): a round scheduled to open and
+/// close by itself takes votes only inside its window on both paths, and becomes final with exactly
+/// the votes answered 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_round_on_separate_services_counts_exactly_its_window_and_becomes_final() {
+    let env = TestEnv::new().await;
+    let url = SecretString::from(env.redis_url());
+    let store = bandvote_store::rounds::RedisRounds::new(&env.redis_url()).expect("rounds");
+    let now = chrono::Utc::now();
+    let (opens, closes) = (now + Duration::from_secs(4), now + Duration::from_secs(10));
+    let scheduled = NewRound {
+        id: "semi".into(),
+        title: "Semi-final".into(),
+        opens_at: Some(bandvote_core::time::format(opens)),
+        closes_at: Some(bandvote_core::time::format(closes)),
+        results: round::Visibility::default(),
+        ballot: Vec::new(),
+    };
+    round::update(&store, |rounds, now| round::create(rounds, scheduled.clone(), now)).await.expect("scheduled");
+
+    // The gRPC path and the wasm path, each a producer and a gateway, with the secret and the rounds.
+    let config = ProducerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kafka: env.kafka(),
+        guard: guard(&env),
+        ..ProducerConfig::default()
+    };
+    let producer = bandvote_ingest::producer::App::build(config, FrontDoor::Grpc).await.expect("producer");
+    let upstream = format!("http://{}", producer.local_addr().expect("addr"));
+    tokio::spawn(producer.run(env.shutdown.clone()));
+    let gateway = bandvote_ingest::grpc_gateway::App::build(bandvote_ingest::grpc_gateway::GatewayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream,
+        rounds_redis_url: Some(url.clone()),
+        ingest_secret: guard(&env).secret,
+        ..Default::default()
+    })
+    .await
+    .expect("gateway");
+    let grpc = format!("http://{}/grpc/votes", gateway.local_addr().expect("addr"));
+    tokio::spawn(gateway.run(env.shutdown.clone()));
+    let http = env.start_http_producer(ProducerConfig { guard: guard(&env), ..env.http_producer_config() }).await;
+    let mut config = TestEnv::wasm_gateway_config(&format!("http://{http}"), None);
+    config.rounds_redis_url = Some(url.clone());
+    config.reach.secret = guard(&env).secret;
+    let wasm = format!("{}/wasm/votes", env.start_wasm_gateway_from(config).await);
+    env.start_consumer().await;
+    let api = env.start_api().await;
+
+    // Send on both paths, each vote under its own key, until a while after the close.
+    let client = reqwest::Client::new();
+    let votes = mix(400);
+    let mut answered = Vec::new();
+    for (i, vote) in votes.iter().enumerate() {
+        let at = chrono::Utc::now();
+        if at > closes + Duration::from_secs(1) {
+            break;
+        }
+        let url = if i % 2 == 0 { &grpc } else { &wasm };
+        let (status, body) = crate::support::post_vote(&client, url, vote.body(), Some(&format!("w-{i}"))).await;
+        let answered_at = chrono::Utc::now();
+        match status {
+            202 => {
+                // The gateway decided between `at` and `answered_at`, inside the window.
+                assert!(answered_at >= opens && at < closes, "vote {i}: a 202 outside the window");
+                answered.push(vote.clone());
+            }
+            409 => assert!(at < opens || answered_at >= closes, "vote {i}: a 409 inside the window: {body}"),
+            other => panic!("vote {i}: {other} {body}"),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(answered.len() > 20, "votes accepted in the window: {}", answered.len());
+
+    // Final with exactly the 202s, as the API says.
+    let result = crate::support::wait_for("the round final", Duration::from_secs(60), || async {
+        let answer = client.get(format!("{api}/api/rounds/semi/result")).send().await.ok()?;
+        (answer.status() == 200).then_some(())?;
+        answer.json::<bandvote_core::round::Certified>().await.ok()
+    })
+    .await;
+    assert!(result.verifies());
+    assert_eq!(result.total, answered.len() as u64);
+    let mut expected = bandvote_core::Counts::default();
+    for vote in &answered {
+        expected.add(&vote.name, &vote.album);
+    }
+    assert_eq!((result.bands, result.albums), (expected.bands, expected.albums));
+}
