@@ -10,8 +10,7 @@ use std::{
 };
 
 use crate::support::{
-    PATIENCE, SwitchableProxy, TestEnv, TestVote, expected, free_port, metric, mix, post_all, post_vote, scrape,
-    wait_for,
+    PATIENCE, SwitchableProxy, TestEnv, TestVote, expected, metric, mix, post_all, post_vote, scrape, wait_for,
 };
 use tokio::sync::Mutex;
 
@@ -55,8 +54,7 @@ fn stream_votes(
 async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
     let env = TestEnv::new().await;
     let base = env.start_grpc_path().await;
-    let port = free_port();
-    let mut consumer = env.spawn_consumer_process(port);
+    let (mut consumer, _) = env.spawn_consumer_process().await;
     let sender = stream_votes(format!("{base}/grpc/votes"), mix(3000), 8, Arc::new(AtomicBool::new(false)));
 
     for round in 1..=3u64 {
@@ -69,7 +67,7 @@ async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
         consumer.start_kill().expect("SIGKILL");
         consumer.wait().await.expect("reaped");
         tracing::info!(round, total = env.counts().await.total, "consumer killed");
-        consumer = env.spawn_consumer_process(port);
+        consumer = env.spawn_consumer_process().await.0;
     }
 
     let accepted = sender.await.expect("sender");
@@ -83,8 +81,9 @@ async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
 async fn two_consumer_replicas_split_the_work_and_count_exactly() {
     let env = TestEnv::new().await;
     let base = env.start_grpc_path().await;
-    let ports = [free_port(), free_port()];
-    let replicas: Vec<_> = ports.iter().map(|port| env.spawn_consumer_process(*port)).collect();
+    let (first, second) = (env.spawn_consumer_process().await, env.spawn_consumer_process().await);
+    let ports = [first.1, second.1];
+    let replicas = [first.0, second.0];
 
     // Keep voting until both replicas have counted some votes (each owns some partitions).
     let stop = Arc::new(AtomicBool::new(false));
@@ -120,8 +119,7 @@ async fn log_pipeline_loses_nothing_when_killed_while_mongodb_is_down_and_counte
     let url = format!("{base}/grpc/votes");
     let mongo = SwitchableProxy::start("127.0.0.1:27017").await;
     let mongo_url = format!("mongodb://127.0.0.1:{}", mongo.port);
-    let port = free_port();
-    let mut consumer = env.spawn_consumer_process_with(port, &mongo_url);
+    let (mut consumer, port) = env.spawn_consumer_process_with(&mongo_url).await;
 
     let first = mix(200);
     post_all(&url, &first, 8).await;
@@ -142,7 +140,7 @@ async fn log_pipeline_loses_nothing_when_killed_while_mongodb_is_down_and_counte
     consumer.start_kill().expect("SIGKILL");
     consumer.wait().await.expect("reaped");
     mongo.set_up(true);
-    let _consumer = env.spawn_consumer_process_with(port, &mongo_url);
+    let _consumer = env.spawn_consumer_process_with(&mongo_url).await;
     assert_eq!(env.wait_for_logs(500).await.len(), 500, "every vote logged once");
     assert_eq!(env.counts().await, expected(&all), "and counted once");
 }
@@ -153,8 +151,7 @@ async fn consumer_counts_every_vote_of_a_topic_recreated_under_it() {
 
     let env = TestEnv::new().await;
     let url = format!("{}/grpc/votes", env.start_grpc_path().await);
-    let port = free_port();
-    let _consumer = env.spawn_consumer_process(port);
+    let (_consumer, port) = env.spawn_consumer_process().await;
 
     let before = mix(120);
     post_all(&url, &before, 8).await;
@@ -197,8 +194,7 @@ async fn consumer_counts_every_vote_of_a_topic_recreated_under_it() {
 async fn a_redis_that_lost_its_last_writes_is_caught_up_from_its_stored_offsets() {
     let env = TestEnv::new().await;
     let url = format!("{}/grpc/votes", env.start_grpc_path().await);
-    let port = free_port();
-    let _consumer = env.spawn_consumer_process(port);
+    let (_consumer, port) = env.spawn_consumer_process().await;
 
     let first = mix(100);
     post_all(&url, &first, 8).await;

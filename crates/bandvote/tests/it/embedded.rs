@@ -10,7 +10,8 @@ use std::{
 };
 
 use crate::support::{
-    MONGO, PATIENCE, TestEnv, embedded_up, expected, free_port, mix, post_all, post_vote, wait_for, wait_ready,
+    MONGO, PATIENCE, TestEnv, embedded_up, expected, mix, port_of, post_all, post_vote, spawn_listening, wait_for,
+    wait_ready,
 };
 use serde_json::Value;
 
@@ -55,9 +56,8 @@ async fn logged(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_on_embedded_storage_counts_and_logs_both_paths_exactly() {
     let dir = data_dir("exact");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = embedded_up(port, &dir).spawn().expect("up starts");
+    let (mut up, base) = spawn_listening(&mut embedded_up(0, &dir)).await;
+    let port = port_of(&base);
     wait_ready(&base).await;
     let ready: Value = reqwest::get(format!("{base}/readyz")).await.expect("readyz").json().await.expect("json");
     assert_eq!(ready["checks"]["storage"], "ok", "{ready}");
@@ -112,9 +112,7 @@ fn committed(db: &rusqlite::Connection, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_202_on_embedded_storage_is_for_a_vote_already_in_the_database() {
     let dir = data_dir("committed");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = embedded_up(port, &dir).spawn().expect("up starts");
+    let (mut up, base) = spawn_listening(&mut embedded_up(0, &dir)).await;
     wait_ready(&base).await;
     let db = rusqlite::Connection::open(dir.join(bandvote_embedded::DATABASE_FILE)).expect("the database opens");
     let client = reqwest::Client::new();
@@ -181,9 +179,8 @@ async fn send_keyed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_stream_then_restart_counts_every_accepted_vote_exactly_once() {
     let dir = data_dir("kill");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = embedded_up(port, &dir).spawn().expect("up starts");
+    let (mut up, base) = spawn_listening(&mut embedded_up(0, &dir)).await;
+    let port = port_of(&base);
     wait_ready(&base).await;
 
     let votes = Arc::new(mix(3000));
@@ -243,24 +240,23 @@ async fn bad_data_directories_fail_with_a_clear_message() {
     // A file where the directory should be.
     let file = data_dir("file");
     std::fs::write(&file, b"not a directory").expect("write");
-    fails_with(free_port(), &file, "cannot create it").await;
+    fails_with(0, &file, "cannot create it").await;
     std::fs::remove_file(&file).expect("clean up");
     // A database that is not one.
     let corrupt = data_dir("corrupt");
     std::fs::create_dir_all(&corrupt).expect("mkdir");
     std::fs::write(corrupt.join("bandvote.db"), vec![0x42; 8192]).expect("write");
-    fails_with(free_port(), &corrupt, "damaged or not a bandvote database").await;
+    fails_with(0, &corrupt, "damaged or not a bandvote database").await;
     std::fs::remove_dir_all(&corrupt).expect("clean up");
     // A directory another `up` is using.
     let busy = data_dir("busy");
-    let port = free_port();
-    let mut first = embedded_up(port, &busy).spawn().expect("up starts");
-    wait_ready(&format!("http://127.0.0.1:{port}")).await;
-    fails_with(free_port(), &busy, "another bandvote process is using it").await;
+    let (mut first, base) = spawn_listening(&mut embedded_up(0, &busy)).await;
+    wait_ready(&base).await;
+    fails_with(0, &busy, "another bandvote process is using it").await;
     stop(&mut first).await;
     std::fs::remove_dir_all(&busy).expect("clean up");
     // Kafka alone cannot run: its consumer writes to Redis and MongoDB.
-    let output = embedded_up(free_port(), &data_dir("kafka"))
+    let output = embedded_up(0, &data_dir("kafka"))
         .args(["--kafka-brokers", crate::support::KAFKA])
         .output()
         .await
@@ -275,12 +271,9 @@ async fn bad_data_directories_fail_with_a_clear_message() {
 async fn each_piece_can_be_switched_to_its_real_server() {
     let env = TestEnv::new().await;
     let dir = data_dir("mixed");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = embedded_up(port, &dir)
-        .args(["--redis-url", &env.redis_url(), "--mongo-url", MONGO, "--mongo-db", &env.mongo_db])
-        .spawn()
-        .expect("up starts");
+    let mut command = embedded_up(0, &dir);
+    command.args(["--redis-url", &env.redis_url(), "--mongo-url", MONGO, "--mongo-db", &env.mongo_db]);
+    let (mut up, base) = spawn_listening(&mut command).await;
     wait_ready(&base).await;
     let votes = mix(120);
     post_all(&format!("{base}/grpc/votes"), &votes[..60], 8).await;
@@ -297,14 +290,17 @@ async fn each_piece_can_be_switched_to_its_real_server() {
 
 /// `bandvote up` with a vote in flight: the headers of a POST sent, its body not yet, so that the
 /// drain after a signal has a request to wait for.
-async fn up_with_a_request_in_flight(name: &str, extra: &[&str]) -> (tokio::process::Child, tokio::net::TcpStream) {
+async fn up_with_a_request_in_flight(
+    name: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, tokio::net::TcpStream, std::sync::Arc<std::sync::Mutex<String>>) {
     use tokio::io::AsyncWriteExt;
 
-    let port = free_port();
-    let mut command = embedded_up(port, &data_dir(name));
+    let mut command = embedded_up(0, &data_dir(name));
     command.args(extra);
-    let child = command.spawn().expect("bandvote up starts");
-    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let (child, base, stderr) = crate::support::spawn_listening_with_stderr(&mut command).await;
+    let port = port_of(&base);
+    wait_ready(&base).await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connects");
     stream
         .write_all(
@@ -314,7 +310,7 @@ async fn up_with_a_request_in_flight(name: &str, extra: &[&str]) -> (tokio::proc
         .expect("headers sent");
     let client_port = stream.local_addr().expect("local address").port();
     read_by_the_server(port, client_port).await;
-    (child, stream)
+    (child, stream, stderr)
 }
 
 /// Waits until the server has accepted the connection from `client_port` and read what was sent
@@ -352,7 +348,7 @@ fn signal(child: &tokio::process::Child, name: &str) {
 
 #[tokio::test]
 async fn a_second_signal_ends_a_draining_process_at_once() {
-    let (mut child, _stream) = up_with_a_request_in_flight("second-signal", &[]).await;
+    let (mut child, _stream, _) = up_with_a_request_in_flight("second-signal", &[]).await;
     signal(&child, "INT");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(child.try_wait().expect("status").is_none(), "the first signal drains: the request in flight holds it");
@@ -366,20 +362,16 @@ async fn a_second_signal_ends_a_draining_process_at_once() {
 
 #[tokio::test]
 async fn a_drain_longer_than_the_grace_period_is_cut_short_with_an_error() {
-    let (mut child, _stream) = up_with_a_request_in_flight("grace", &["--shutdown-grace-secs", "1"]).await;
+    let (mut child, _stream, kept) = up_with_a_request_in_flight("grace", &["--shutdown-grace-secs", "1"]).await;
     signal(&child, "TERM");
     let started = std::time::Instant::now();
-    let output = tokio::time::timeout(Duration::from_secs(8), async {
-        let status = child.wait().await.expect("exit status");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr).await.expect("stderr");
-        }
-        (status, stderr)
-    })
-    .await
-    .expect("the drain is bounded by the grace period");
-    let (status, stderr) = output;
+    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+        .await
+        .expect("the drain is bounded by the grace period")
+        .expect("exit status");
+    // The drain task reads to the end of the pipe, which the exit closed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stderr = kept.lock().expect("stderr").clone();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("grace period"), "{stderr}");
     assert!(started.elapsed() >= Duration::from_millis(900), "the drain had its second");

@@ -389,8 +389,7 @@ async fn a_show_on_the_real_servers_counts_each_round_in_redis_and_logs_it_in_mo
     command.args(["--admin-token", TOKEN]);
     let (_up, base) = spawn_listening(&mut command).await;
     wait_ready(&base).await;
-    let consumer_port = crate::support::free_port();
-    let _consumer = env.spawn_consumer_process(consumer_port);
+    let (_consumer, consumer_port) = env.spawn_consumer_process().await;
     let consumer = format!("http://127.0.0.1:{consumer_port}");
     wait_ready(&consumer).await;
     // Both consumers hold partitions before the first vote: the votes are not all counted by the

@@ -2,14 +2,13 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::support::{TestEnv, expected, free_port, mix, post_all, up};
+use crate::support::{TestEnv, expected, mix, post_all, up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_serves_both_paths_on_one_port_and_counts_exactly() {
     let env = TestEnv::new().await;
-    let port = free_port();
-    let mut process = up(&env, port).stderr(Stdio::piped()).spawn().expect("bandvote up starts");
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut process, base) = crate::support::spawn_listening(&mut up(&env, 0)).await;
+    let port = crate::support::port_of(&base);
     let client = reqwest::Client::new();
     crate::support::wait_ready(&base).await;
 

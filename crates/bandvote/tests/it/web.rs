@@ -21,9 +21,7 @@ async fn the_web_app_follows_votes_live_in_a_browser() {
 async fn the_web_app_follows_votes_live_on_embedded_storage() {
     let dir = std::env::temp_dir().join(format!("bandvote-web-embedded-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let port = crate::support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let up = crate::support::embedded_up(port, &dir).stderr(Stdio::null()).spawn().expect("up starts");
+    let (up, base) = crate::support::spawn_listening(&mut crate::support::embedded_up(0, &dir)).await;
     crate::support::wait_ready(&base).await;
     browse(up, &base, "target/screenshots/embedded").await;
     let _ = std::fs::remove_dir_all(dir);

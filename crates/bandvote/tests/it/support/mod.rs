@@ -268,26 +268,46 @@ impl TestEnv {
         tokio::spawn(app.run(self.shutdown.clone()));
     }
 
-    /// Starts `bandvote consumer` as a child process (so that it can be killed with SIGKILL),
-    /// listening on `port` for health and metrics.
-    pub fn spawn_consumer_process(&self, port: u16) -> tokio::process::Child {
-        self.spawn_consumer_process_with(port, MONGO)
+    /// Starts `bandvote consumer` as a child process (so that it can be killed with SIGKILL), on a
+    /// port the kernel chooses; returns it and that port (for health and metrics).
+    pub async fn spawn_consumer_process(&self) -> (tokio::process::Child, u16) {
+        self.spawn_consumer_process_with(MONGO).await
     }
 
     /// As [`Self::spawn_consumer_process`], with the log written through `mongo_url`.
-    pub fn spawn_consumer_process_with(&self, port: u16, mongo_url: &str) -> tokio::process::Child {
+    pub async fn spawn_consumer_process_with(&self, mongo_url: &str) -> (tokio::process::Child, u16) {
+        use tokio::io::AsyncBufReadExt;
         let config = self.consumer_config();
-        let listen = format!("127.0.0.1:{port}");
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
-            .args(["consumer", "--listen", &listen, "--session-timeout-ms", "3000"])
+        let log = std::env::var("BANDVOTE_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into());
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bandvote"))
+            .args(["consumer", "--listen", "127.0.0.1:0", "--session-timeout-ms", "3000"])
             .args(["--kafka-brokers", KAFKA, "--kafka-topic", &self.topic])
             .args(["--redis-url", &self.redis_url(), "--mongo-url", mongo_url, "--mongo-db", &config.mongo_db])
             .args(["--tally-group", &config.tally_group, "--log-group", &config.log_group])
-            .env("RUST_LOG", std::env::var("BANDVOTE_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into()))
+            // Its listening line names the port.
+            .env("RUST_LOG", format!("{log},bandvote_consumer=info"))
+            .env("BANDVOTE_LOG_FORMAT", "json")
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("consumer process starts")
+            .expect("consumer process starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        let port = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.expect("stderr") {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+                let addr = event["fields"]["addr"].as_str().or_else(|| event["addr"].as_str());
+                if let Some(port) = addr.and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok()) {
+                    return port;
+                }
+            }
+            panic!("the consumer exited before it listened");
+        })
+        .await
+        .expect("the consumer listens in time");
+        // The rest of its log, drained so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, port)
     }
 
     pub async fn mongo(&self) -> mongodb::Collection<Document> {
@@ -622,6 +642,14 @@ pub async fn start_up(env: &TestEnv) -> (tokio::process::Child, String) {
 /// banner (`web app: http://ADDR/`) on stderr, so that no other process can take the port between
 /// a test choosing it and the child binding it. The rest of stderr is drained in the background.
 pub async fn spawn_listening(command: &mut tokio::process::Command) -> (tokio::process::Child, String) {
+    let (child, base, _) = spawn_listening_with_stderr(command).await;
+    (child, base)
+}
+
+/// As [`spawn_listening`]; the rest of stderr is kept, line by line, in the returned buffer.
+pub async fn spawn_listening_with_stderr(
+    command: &mut tokio::process::Command,
+) -> (tokio::process::Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
     use tokio::io::AsyncBufReadExt;
     let mut child = command.stderr(Stdio::piped()).spawn().expect("bandvote starts");
     let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr piped")).lines();
@@ -642,8 +670,21 @@ pub async fn spawn_listening(command: &mut tokio::process::Command) -> (tokio::p
         Ok(None) => panic!("bandvote exited before listening: {seen}"),
         Err(_) => panic!("no listening address within {PATIENCE:?}: {seen}"),
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    let rest = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = std::sync::Arc::clone(&rest);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    (child, base, rest)
+}
+
+/// The port of `base` (`http://host:port`).
+pub fn port_of(base: &str) -> u16 {
+    base.rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_else(|| panic!("no port in {base}"))
 }
 
 /// Waits until `base/readyz` answers 200.
