@@ -273,7 +273,7 @@ async fn a_scheduled_round_on_separate_services_counts_exactly_its_window_and_be
     assert_eq!(result.total, answered.len() as u64);
     let mut expected = bandvote_core::Counts::default();
     for vote in &answered {
-        expected.add(&vote.name, &vote.album);
+        expected.add(vote.name, vote.album);
     }
     assert_eq!((result.bands, result.albums), (expected.bands, expected.albums));
 }
