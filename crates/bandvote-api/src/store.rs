@@ -9,6 +9,7 @@ use std::{
 
 use bandvote_core::{
     Counts,
+    merkle::{Leaf, Proof},
     round::{DEFAULT_ROUND, Round, RoundStore},
 };
 use bandvote_embedded::{EmbeddedRounds, Storage};
@@ -431,6 +432,97 @@ impl Store {
                 .boxed()
             }
         }
+    }
+
+    /// The ids of round `id`'s votes set aside as late (read where the counters are).
+    pub async fn late_ids(&self, id: &str) -> Result<std::collections::HashSet<String>, Unavailable> {
+        match &self.counters {
+            Counters::Embedded(storage) => storage.late_ids(id).await.map_err(|e| Unavailable(e.to_string())),
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await?;
+                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::late_ids(&mut redis, id)).await {
+                    Ok(Ok(ids)) => Ok(ids),
+                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => Err(Unavailable("redis: no answer".into())),
+                }
+            }
+        }
+    }
+
+    /// Vote `vote`'s proof in final round `id`'s tree (stored where the counters are), with its leaf
+    /// from the log; `None` when the vote is not a leaf of it.
+    pub async fn proof(&self, id: &str, vote: &str) -> Result<Option<(Proof, Leaf)>, Unavailable> {
+        let proof = match &self.counters {
+            Counters::Embedded(storage) => storage.proof(id, vote).await.map_err(|e| Unavailable(e.to_string()))?,
+            Counters::Redis { target, connection } => {
+                let mut redis = Self::redis(target, connection).await?;
+                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::merkle::proof(&mut redis, id, vote)).await {
+                    Ok(Ok(proof)) => proof,
+                    Ok(Err(error)) => return Err(Unavailable(format!("redis: {error}"))),
+                    Err(_) => return Err(Unavailable("redis: no answer".into())),
+                }
+            }
+        };
+        let Some(proof) = proof else { return Ok(None) };
+        let leaf = match &self.logs {
+            Logs::Mongo(logs) => {
+                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::log::leaf(logs, id, vote)).await {
+                    Ok(Ok(leaf)) => leaf,
+                    Ok(Err(error)) => return Err(Unavailable(format!("{error:#}"))),
+                    Err(_) => return Err(Unavailable("the log: no answer".into())),
+                }
+            }
+            Logs::Embedded(storage) => storage.leaf(id, vote).await.map_err(|e| Unavailable(e.to_string()))?,
+        };
+        Ok(leaf.map(|leaf| (proof, leaf)))
+    }
+
+    /// Round `id`'s votes in the log as the leaves of its tree, in order (by id), those in `late`
+    /// left out; read a page at a time, so that the bulletin board streams in constant memory.
+    pub fn round_leaves(
+        &self,
+        id: &str,
+        late: std::collections::HashSet<String>,
+    ) -> BoxStream<'static, Result<Leaf, Unavailable>> {
+        let late = Arc::new(late);
+        let stream = match &self.logs {
+            Logs::Mongo(logs) => {
+                let (logs, filter) = (logs.clone(), bandvote_store::log::round_filter(id));
+                let find = async move { logs.find(filter).sort(doc! {"_id": 1}).batch_size(1000).await };
+                futures::stream::once(find)
+                    .try_flatten()
+                    .map_err(|error| Unavailable(format!("mongodb: {error}")))
+                    .try_filter_map(|doc| async move { Ok(bandvote_store::log::leaf_of(&doc)) })
+                    .boxed()
+            }
+            Logs::Embedded(storage) => {
+                const PAGE: u64 = 1000;
+                let (storage, id) = (Arc::clone(storage), id.to_owned());
+                let start = Some((None::<String>, VecDeque::<Leaf>::new()));
+                futures::stream::unfold(start, move |state| {
+                    let (storage, id) = (Arc::clone(&storage), id.clone());
+                    async move {
+                        let (mut after, mut page) = state?;
+                        if page.is_empty() {
+                            match storage.round_leaves_after(&id, after.clone(), PAGE).await {
+                                Ok(next) => page = next.into(),
+                                Err(error) => return Some((Err(Unavailable(error.to_string())), None)),
+                            }
+                        }
+                        let leaf = page.pop_front()?;
+                        after = Some(leaf.id.clone());
+                        Some((Ok(leaf), Some((after, page))))
+                    }
+                })
+                .boxed()
+            }
+        };
+        stream
+            .try_filter(move |leaf| {
+                let counted = !late.contains(&leaf.id);
+                async move { counted }
+            })
+            .boxed()
     }
 
     /// For readiness: the counters' store answers.

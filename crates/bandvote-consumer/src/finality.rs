@@ -20,6 +20,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use anyhow::Context;
 use bandvote_core::{
     Counts,
+    merkle::{Leaf, Tree},
     round::{self, Certified, RoundError, RoundStore},
 };
 use bandvote_embedded::Storage;
@@ -39,6 +40,12 @@ pub trait Progress: Send + Sync {
     fn tallies<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<(Counts, Counts)>>;
     /// Seals round `id` in the counters (idempotent).
     fn seal<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Round `id`'s votes in the log as the leaves of its Merkle tree, in order, less the late ones.
+    fn leaves<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<Leaf>>>;
+    /// Stores round `id`'s tree beside its counters, whose leaves are the votes `ids`.
+    fn store_tree<'a>(&'a self, id: &'a str, tree: &'a Tree, ids: Vec<String>) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// The root of round `id`'s stored tree, if one is stored.
+    fn tree_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>>;
 }
 
 /// Kafka, the Redis counters and the MongoDB log.
@@ -88,6 +95,25 @@ impl Progress for KafkaProgress {
         Box::pin(async move {
             bandvote_store::rounds::seal(&mut self.redis.clone(), id).await.context("failed to seal the round")
         })
+    }
+
+    fn leaves<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<Leaf>>> {
+        Box::pin(async move {
+            let late = bandvote_store::rounds::late_ids(&mut self.redis.clone(), id).await?;
+            bandvote_store::log::round_leaves(&self.logs, id, &late).await
+        })
+    }
+
+    fn store_tree<'a>(&'a self, id: &'a str, tree: &'a Tree, ids: Vec<String>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            bandvote_store::merkle::store(&mut self.redis.clone(), id, tree, &ids)
+                .await
+                .context("failed to store the round's tree")
+        })
+    }
+
+    fn tree_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+        Box::pin(async move { Ok(bandvote_store::merkle::stored_root(&mut self.redis.clone(), id).await?) })
     }
 }
 
@@ -143,6 +169,40 @@ impl Progress for EmbeddedProgress {
             Ok(())
         })
     }
+
+    fn leaves<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<Leaf>>> {
+        Box::pin(async move {
+            let late = match &self.redis {
+                Some(redis) => bandvote_store::rounds::late_ids(&mut redis.clone(), id).await?,
+                None => self.storage.late_ids(id).await?,
+            };
+            match &self.logs {
+                Some(logs) => bandvote_store::log::round_leaves(logs, id, &late).await,
+                None => Ok(self.storage.round_leaves(id, &late).await?),
+            }
+        })
+    }
+
+    fn store_tree<'a>(&'a self, id: &'a str, tree: &'a Tree, ids: Vec<String>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match &self.redis {
+                Some(redis) => bandvote_store::merkle::store(&mut redis.clone(), id, tree, &ids)
+                    .await
+                    .context("failed to store the round's tree")?,
+                None => self.storage.store_tree(id, tree, ids).await?,
+            }
+            Ok(())
+        })
+    }
+
+    fn tree_root<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(match &self.redis {
+                Some(redis) => bandvote_store::merkle::stored_root(&mut redis.clone(), id).await?,
+                None => self.storage.tree_root(id).await?,
+            })
+        })
+    }
 }
 
 /// Makes closed rounds final until `shutdown`.
@@ -163,6 +223,39 @@ pub async fn run(
     }
 }
 
+/// Round `id`'s Merkle tree from its votes in the log (less the late ones), the counts of those
+/// votes, and their ids in the leaves' order.
+async fn build_tree(progress: &dyn Progress, id: &str) -> anyhow::Result<((Tree, Counts), Vec<String>)> {
+    let leaves = progress.leaves(id).await?;
+    let mut counts = Counts::default();
+    let mut hashes = Vec::with_capacity(leaves.len());
+    let mut ids = Vec::with_capacity(leaves.len());
+    for leaf in leaves {
+        counts.add(&leaf.band, &leaf.album);
+        hashes.push(leaf.hash());
+        ids.push(leaf.id);
+    }
+    Ok(((Tree::new(hashes), counts), ids))
+}
+
+/// Stores again the tree of a final round whose tree is gone (Redis lost it, or the round was made
+/// final before receipts existed and has no root): rebuilt from the log, it must have the certified
+/// root, else the log no longer holds the certified votes (logged as an error, nothing stored).
+async fn restore_tree(progress: &dyn Progress, id: &str, certified: &Certified) -> anyhow::Result<()> {
+    let Some(root) = &certified.merkle_root else { return Ok(()) };
+    if progress.tree_root(id).await?.is_some() {
+        return Ok(());
+    }
+    let ((tree, _), ids) = build_tree(progress, id).await?;
+    if bandvote_core::merkle::hex(&tree.root()) != *root {
+        tracing::error!(round = id, "the log's votes of a final round no longer make its certified root");
+        return Ok(());
+    }
+    progress.store_tree(id, &tree, ids).await?;
+    tracing::info!(round = id, leaves = tree.size(), "a final round's tree stored again from the log");
+    Ok(())
+}
+
 /// One look at the closed rounds.
 async fn certify(
     rounds: &dyn RoundStore,
@@ -170,7 +263,13 @@ async fn certify(
     disagreeing: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
-    let waiting: Vec<_> = rounds.load().await?.rounds.into_iter().filter(|r| r.awaits_final(now)).collect();
+    let stored = rounds.load().await?.rounds;
+    for round in &stored {
+        if let Some(certified) = &round.certified {
+            restore_tree(progress, &round.id, certified).await?;
+        }
+    }
+    let waiting: Vec<_> = stored.into_iter().filter(|r| r.awaits_final(now)).collect();
     if waiting.is_empty() || !progress.caught_up().await? {
         return Ok(());
     }
@@ -197,7 +296,15 @@ async fn certify(
             continue;
         }
         let Some(closed_at) = candidate.closes_at else { continue };
-        let certified = Certified::new(&candidate.id, closed_at, counters);
+        // The receipts' tree, from the log's votes of the round: they must be the votes counted.
+        let (tree, ids) = build_tree(progress, &candidate.id).await?;
+        if tree.1 != counters {
+            tracing::error!(round = candidate.id, "a closed round's votes in the log are not its counters: not final");
+            continue;
+        }
+        let root = bandvote_core::merkle::hex(&tree.0.root());
+        progress.store_tree(&candidate.id, &tree.0, ids).await?;
+        let certified = Certified::new(&candidate.id, closed_at, counters, Some((tree.0.size(), root)));
         let written = round::update(rounds, |stored, _| {
             let mut round = stored
                 .iter()
@@ -277,6 +384,8 @@ mod tests {
         caught_up: AtomicBool,
         counters: Mutex<Counts>,
         logged: Mutex<Counts>,
+        leaves: Mutex<Vec<Leaf>>,
+        root: Mutex<Option<String>>,
         asked: Mutex<Vec<String>>,
     }
 
@@ -296,6 +405,27 @@ mod tests {
             self.asked.lock().expect("lock").push(format!("seal {id}"));
             Box::pin(async { Ok(()) })
         }
+
+        fn leaves<'a>(&'a self, _: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<Leaf>>> {
+            let leaves = self.leaves.lock().expect("lock").clone();
+            Box::pin(async move { Ok(leaves) })
+        }
+
+        fn store_tree<'a>(&'a self, id: &'a str, tree: &'a Tree, _: Vec<String>) -> BoxFuture<'a, anyhow::Result<()>> {
+            self.asked.lock().expect("lock").push(format!("tree {id}"));
+            *self.root.lock().expect("lock") = Some(bandvote_core::merkle::hex(&tree.root()));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn tree_root<'a>(&'a self, _: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+            let root = self.root.lock().expect("lock").clone();
+            Box::pin(async move { Ok(root) })
+        }
+    }
+
+    fn leaf(id: &str, band: &str, album: &str) -> Leaf {
+        let (id, round, band, album, year) = (id.into(), "semi".into(), band.into(), album.into(), "1999".into());
+        Leaf { id, round, band, album, year, rank: None }
     }
 
     fn closed(id: &str, ago: Duration) -> Round {
@@ -350,12 +480,23 @@ mod tests {
         assert!(certified(&rounds, "semi").await.is_none());
         assert_eq!(disagreeing, ["semi"]);
 
-        // Agreeing: final with the counters, and the round closed too recently is still not looked at.
+        // Agreeing, but the log's votes (the tree's leaves) are not the counted ones: not final.
         *progress.logged.lock().expect("lock") = counts(&[("A", "x"), ("A", "x"), ("B", "y")]);
+        *progress.leaves.lock().expect("lock") = vec![leaf("1", "A", "x"), leaf("2", "B", "y")];
+        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        assert!(certified(&rounds, "semi").await.is_none());
+
+        // Agreeing: final with the counters and the tree of its votes, the round closed too recently
+        // still not looked at.
+        let leaves = vec![leaf("1", "A", "x"), leaf("2", "B", "y"), leaf("3", "A", "x")];
+        *progress.leaves.lock().expect("lock") = leaves.clone();
         certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
         let result = certified(&rounds, "semi").await.expect("final");
         assert_eq!((result.total, result.bands["A"]), (3, 2));
         assert!(result.verifies());
+        let root = bandvote_core::merkle::hex(&Tree::new(leaves.iter().map(Leaf::hash).collect()).root());
+        assert_eq!((result.leaves, result.merkle_root.as_deref()), (Some(3), Some(root.as_str())));
+        assert!(progress.asked.lock().expect("lock").contains(&"tree semi".to_owned()));
         assert!(certified(&rounds, "late").await.is_none());
         assert!(!progress.asked.lock().expect("lock").iter().any(|asked| asked.ends_with("late")));
     }

@@ -14,6 +14,7 @@
 pub mod counts;
 pub mod http;
 pub mod id;
+pub mod merkle;
 pub mod message;
 pub mod round;
 pub mod time;

@@ -182,19 +182,29 @@ pub struct Certified {
     pub bands: std::collections::BTreeMap<String, u64>,
     /// `<band> / <album>` → votes.
     pub albums: std::collections::BTreeMap<String, u64>,
+    /// The votes in its Merkle tree (see [`crate::merkle`]): one leaf per counted vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<u64>,
+    /// The tree's root, lowercase hex: each voter's receipt is proved against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merkle_root: Option<String>,
     /// Hex SHA-256 of the canonical JSON of the other fields.
     pub sha256: String,
 }
 
 impl Certified {
-    /// The certified result of `round`, closed at `closed_at`, with `counts`.
-    pub fn new(round: &str, closed_at: DateTime<Utc>, counts: crate::Counts) -> Self {
+    /// The certified result of `round`, closed at `closed_at`, with `counts` and the Merkle tree of
+    /// its votes (`tree`: its leaves and root).
+    pub fn new(round: &str, closed_at: DateTime<Utc>, counts: crate::Counts, tree: Option<(u64, String)>) -> Self {
+        let (leaves, merkle_root) = tree.map_or((None, None), |(leaves, root)| (Some(leaves), Some(root)));
         let mut certified = Self {
             round: round.to_owned(),
             closed_at: crate::time::format(closed_at),
             total: counts.total,
             bands: counts.bands,
             albums: counts.albums,
+            leaves,
+            merkle_root,
             sha256: String::new(),
         };
         certified.sha256 = certified.digest();
@@ -203,13 +213,18 @@ impl Certified {
 
     /// The canonical JSON of the result without `sha256`: keys sorted, no spaces.
     pub fn canonical_json(&self) -> String {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "round": self.round,
             "closed_at": self.closed_at,
             "total": self.total,
             "bands": self.bands,
             "albums": self.albums,
         });
+        // A result certified before receipts existed has neither.
+        if let (Some(leaves), Some(root)) = (self.leaves, &self.merkle_root) {
+            value["leaves"] = leaves.into();
+            value["merkle_root"] = root.clone().into();
+        }
         let mut out = String::new();
         write_canonical(&value, &mut out);
         out
@@ -592,7 +607,7 @@ pub async fn delete(store: &dyn RoundStore, id: &str) -> Result<(), UpdateError>
 
 /// Writes `value` as JSON with every object's keys sorted and no spaces, whatever order serde_json
 /// keeps them in (a dependency may turn on its `preserve_order`).
-fn write_canonical(value: &serde_json::Value, out: &mut String) {
+pub(crate) fn write_canonical(value: &serde_json::Value, out: &mut String) {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -772,7 +787,8 @@ mod tests {
         let mut counts = crate::Counts::default();
         counts.add("Alux Nahual", "El Viaje");
         counts.add("Bohemia Suburbana", "Mis palabras");
-        let certified = Certified::new("final", at("2026-12-01T21:15:00Z"), counts);
+        // Certified before receipts existed: no tree.
+        let certified = Certified::new("final", at("2026-12-01T21:15:00Z"), counts.clone(), None);
         assert_eq!(
             certified.canonical_json(),
             r#"{"albums":{"Alux Nahual / El Viaje":1,"Bohemia Suburbana / Mis palabras":1},"bands":{"Alux Nahual":1,"Bohemia Suburbana":1},"closed_at":"2026-12-01T21:15:00.000Z","round":"final","total":2}"#
@@ -781,6 +797,17 @@ mod tests {
         assert!(certified.verifies());
         let mut altered = certified.clone();
         altered.total = 3;
+        assert!(!altered.verifies());
+        // With its tree: the leaves and the root are covered by the digest too.
+        let root = "ab".repeat(32);
+        let certified = Certified::new("final", at("2026-12-01T21:15:00Z"), counts, Some((2, root.clone())));
+        assert!(certified.canonical_json().contains(&format!(r#""leaves":2,"merkle_root":"{root}","round""#)));
+        assert!(certified.verifies());
+        let mut altered = certified.clone();
+        altered.merkle_root = Some("cd".repeat(32));
+        assert!(!altered.verifies());
+        let mut altered = certified;
+        altered.leaves = Some(3);
         assert!(!altered.verifies());
     }
 

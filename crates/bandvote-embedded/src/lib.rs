@@ -28,6 +28,7 @@ use std::{
 
 use bandvote_core::{
     Counts, VoteMessage,
+    merkle::{Leaf, Proof, Tree},
     round::{self, DEFAULT_ROUND, Round, RoundStore, Stored},
 };
 use bandvote_queue::{BoxFuture, CheckError, QueueError, Vote, VoteQueue};
@@ -629,6 +630,158 @@ impl Storage {
                  WHERE round = ?1 AND (received_ms, id) > (?2, ?3) ORDER BY received_ms, id LIMIT ?4",
                 params![id, after_ms, after_id, limit as i64],
             )
+        })
+        .await
+    }
+
+    /// Round `id`'s logged votes as leaves of its Merkle tree, by id (bytewise), after `after`, at
+    /// most `limit` (the votes set aside as late among them: the caller leaves them out).
+    pub async fn round_leaves_after(
+        self: &Arc<Self>,
+        id: &str,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Leaf>, StorageError> {
+        let (id, after) = (id.to_owned(), after.unwrap_or_default());
+        self.with_reader(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT id, name, album, year, rank FROM logs WHERE round = ?1 AND id > ?2                  AND id NOT IN (SELECT id FROM late WHERE round = ?1) ORDER BY id LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![id, after, limit as i64], |r| {
+                let rank: String = r.get(4)?;
+                Ok(Leaf {
+                    id: r.get(0)?,
+                    round: id.clone(),
+                    band: r.get(1)?,
+                    album: r.get(2)?,
+                    year: r.get(3)?,
+                    // The column predates votes without a rank: empty is none.
+                    rank: (!rank.is_empty()).then_some(rank),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Round `id`'s logged votes as leaves, in order, but those in `late` (see
+    /// [`Self::round_leaves_after`]).
+    pub async fn round_leaves(
+        self: &Arc<Self>,
+        id: &str,
+        late: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Leaf>, StorageError> {
+        let (mut leaves, mut after): (Vec<Leaf>, Option<String>) = (Vec::new(), None);
+        loop {
+            let page = self.round_leaves_after(id, after.take(), 50_000).await?;
+            let Some(last) = page.last() else { return Ok(leaves) };
+            after = Some(last.id.clone());
+            leaves.extend(page.into_iter().filter(|leaf| !late.contains(&leaf.id)));
+        }
+    }
+
+    /// The ids of round `id`'s votes set aside as late.
+    pub async fn late_ids(self: &Arc<Self>, id: &str) -> Result<std::collections::HashSet<String>, StorageError> {
+        let id = id.to_owned();
+        self.with_reader(move |db| {
+            let mut statement = db.prepare_cached("SELECT id FROM late WHERE round = ?1")?;
+            let ids = statement.query_map([&id], |r| r.get::<_, String>(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
+    /// Vote `vote` of round `round` in the log, as a leaf.
+    pub async fn leaf(self: &Arc<Self>, round: &str, vote: &str) -> Result<Option<Leaf>, StorageError> {
+        let (round, vote) = (round.to_owned(), vote.to_owned());
+        self.with_reader(move |db| {
+            db.query_row(
+                "SELECT id, name, album, year, rank FROM logs WHERE id = ?1 AND round = ?2",
+                [&vote, &round],
+                |r| {
+                    let rank: String = r.get(4)?;
+                    Ok(Leaf {
+                        id: r.get(0)?,
+                        round: round.clone(),
+                        band: r.get(1)?,
+                        album: r.get(2)?,
+                        year: r.get(3)?,
+                        rank: (!rank.is_empty()).then_some(rank),
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Stores round `id`'s Merkle tree, whose leaves are the votes `ids` (in the leaves' order).
+    pub async fn store_tree(self: &Arc<Self>, id: &str, tree: &Tree, ids: Vec<String>) -> Result<(), StorageError> {
+        let id = id.to_owned();
+        let levels: Vec<Vec<u8>> =
+            tree.levels().iter().map(|level| level.iter().flatten().copied().collect()).collect();
+        let (size, root) = (tree.size() as i64, bandvote_core::merkle::hex(&tree.root()));
+        self.with_sink_write(move |db| {
+            let tx = db.transaction()?;
+            for table in ["merkle_meta", "merkle_levels", "merkle_ids"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE round = ?1"), [&id])?;
+            }
+            {
+                let mut level_row =
+                    tx.prepare_cached("INSERT INTO merkle_levels (round, level, hashes) VALUES (?1, ?2, ?3)")?;
+                for (level, hashes) in levels.iter().enumerate() {
+                    level_row.execute(params![id, level as i64, hashes])?;
+                }
+                let mut id_row = tx.prepare_cached("INSERT INTO merkle_ids (round, id, idx) VALUES (?1, ?2, ?3)")?;
+                for (index, vote) in ids.iter().enumerate() {
+                    id_row.execute(params![id, vote, index as i64])?;
+                }
+            }
+            tx.execute("INSERT INTO merkle_meta (round, size, root) VALUES (?1, ?2, ?3)", params![id, size, root])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// The root of round `id`'s stored tree, if one is stored.
+    pub async fn tree_root(self: &Arc<Self>, id: &str) -> Result<Option<String>, StorageError> {
+        let id = id.to_owned();
+        self.with_reader(move |db| {
+            db.query_row("SELECT root FROM merkle_meta WHERE round = ?1", [&id], |r| r.get(0)).optional()
+        })
+        .await
+    }
+
+    /// The proof of vote `vote` in round `id`'s stored tree; `None` when it is not a leaf of it (or
+    /// no tree is stored). Each node of the path is read from its level by range.
+    pub async fn proof(self: &Arc<Self>, id: &str, vote: &str) -> Result<Option<Proof>, StorageError> {
+        let (id, vote) = (id.to_owned(), vote.to_owned());
+        self.with_reader(move |db| {
+            let tx = db.transaction()?;
+            let meta: Option<(i64, String)> = tx
+                .query_row("SELECT size, root FROM merkle_meta WHERE round = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let index: Option<i64> = tx
+                .query_row("SELECT idx FROM merkle_ids WHERE round = ?1 AND id = ?2", [&id, &vote], |r| r.get(0))
+                .optional()?;
+            let (Some((size, root)), Some(index)) = (meta, index) else { return Ok(None) };
+            let Some(positions) = bandvote_core::merkle::path_positions(size as u64, index as u64) else {
+                return Ok(None);
+            };
+            let mut path = Vec::with_capacity(positions.len());
+            for (level, i) in positions {
+                let rowid: i64 = tx.query_row(
+                    "SELECT rowid FROM merkle_levels WHERE round = ?1 AND level = ?2",
+                    params![id, level as i64],
+                    |r| r.get(0),
+                )?;
+                let blob = tx.blob_open(rusqlite::MAIN_DB, "merkle_levels", "hashes", rowid, true)?;
+                let mut node = [0u8; 32];
+                blob.read_at_exact(&mut node, (i * 32) as usize)?;
+                path.push(node);
+            }
+            tx.finish()?;
+            Ok(Some(Proof { index: index as u64, size: size as u64, path, root }))
         })
         .await
     }

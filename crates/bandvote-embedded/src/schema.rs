@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS round_refusals (
 CREATE TABLE IF NOT EXISTS sealed (round TEXT PRIMARY KEY, at TEXT NOT NULL);
 -- Votes for a sealed round that reached the tally afterwards, set aside, counted nowhere (votes:late).
 CREATE TABLE IF NOT EXISTS late (id TEXT PRIMARY KEY, round TEXT NOT NULL, name TEXT NOT NULL, album TEXT NOT NULL);
+-- A final round's Merkle tree: each level's hashes (32 bytes each) in one blob, read by range; the
+-- leaves' vote ids with their index; size and root, written last (votes:round:<id>:merkle*).
+CREATE TABLE IF NOT EXISTS merkle_levels (round TEXT NOT NULL, level INTEGER NOT NULL, hashes BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS merkle_levels_by_round ON merkle_levels (round, level);
+CREATE TABLE IF NOT EXISTS merkle_ids (
+    round TEXT NOT NULL, id TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (round, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS merkle_meta (round TEXT PRIMARY KEY, size INTEGER NOT NULL, root TEXT NOT NULL);
 ";
 
 /// Run after [`SCHEMA`] and the upgrades, which may add the columns they index.

@@ -13,6 +13,7 @@
 pub mod audit;
 #[cfg(feature = "log")]
 pub mod log;
+pub mod merkle;
 #[cfg(feature = "log")]
 pub mod recount;
 pub mod rounds;

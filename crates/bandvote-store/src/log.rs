@@ -53,6 +53,48 @@ pub fn round_filter(id: &str) -> Document {
     }
 }
 
+/// A log document as a leaf of its round's Merkle tree.
+pub fn leaf_of(document: &Document) -> Option<bandvote_core::merkle::Leaf> {
+    let data = document.get_document("data").ok()?;
+    Some(bandvote_core::merkle::Leaf {
+        id: document.get_str("_id").ok()?.to_owned(),
+        round: document.get_str("round").unwrap_or(bandvote_core::round::DEFAULT_ROUND).to_owned(),
+        band: data.get_str("name").ok()?.to_owned(),
+        album: data.get_str("album").ok()?.to_owned(),
+        year: data.get_str("year").ok()?.to_owned(),
+        rank: data.get_str("rank").ok().map(str::to_owned),
+    })
+}
+
+/// Round `id`'s votes in the log as leaves, in the leaves' order (by id, bytewise), leaving out the
+/// votes `late` (set aside for the round once it was final).
+pub async fn round_leaves(
+    logs: &Collection<Document>,
+    id: &str,
+    late: &std::collections::HashSet<String>,
+) -> anyhow::Result<Vec<bandvote_core::merkle::Leaf>> {
+    let projection = doc! {"_id": 1, "data": 1, "round": 1};
+    let mut cursor = logs.find(round_filter(id)).projection(projection).await.context("failed to read the vote log")?;
+    let mut leaves = Vec::new();
+    while let Some(document) = cursor.try_next().await.context("failed to read the vote log")? {
+        if let Some(leaf) = leaf_of(&document).filter(|leaf| !late.contains(&leaf.id)) {
+            leaves.push(leaf);
+        }
+    }
+    leaves.sort_unstable_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+    Ok(leaves)
+}
+
+/// One logged vote of round `round` as a leaf; `None` when it is not in the log (or in another round).
+pub async fn leaf(
+    logs: &Collection<Document>,
+    round: &str,
+    vote: &str,
+) -> anyhow::Result<Option<bandvote_core::merkle::Leaf>> {
+    let document = logs.find_one(doc! {"_id": vote}).await.context("failed to read the vote log")?;
+    Ok(document.as_ref().and_then(leaf_of).filter(|leaf| leaf.round == round))
+}
+
 /// Round `id`'s votes in the log, counted.
 pub async fn round_counts(logs: &Collection<Document>, id: &str) -> anyhow::Result<Counts> {
     let projection = doc! {"data.name": 1, "data.album": 1};

@@ -163,6 +163,13 @@ pub async fn late(redis: &mut Redis) -> redis::RedisResult<BTreeMap<String, Coun
     Ok(late_counts(entries.values().map(String::as_str)))
 }
 
+/// The ids of round `id`'s votes set aside as late.
+pub async fn late_ids(redis: &mut Redis, id: &str) -> redis::RedisResult<std::collections::HashSet<String>> {
+    let entries: BTreeMap<String, String> = redis::cmd("HGETALL").arg(keys::LATE).query_async(redis).await?;
+    let prefix = format!("{id}\n");
+    Ok(entries.into_iter().filter(|(_, entry)| entry.starts_with(&prefix)).map(|(vote, _)| vote).collect())
+}
+
 /// Counts `<round>\n<band>\n<album>` entries per round.
 pub fn late_counts<'a>(entries: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Counts> {
     let mut rounds: BTreeMap<String, Counts> = BTreeMap::new();

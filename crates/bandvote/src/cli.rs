@@ -144,6 +144,29 @@ pub enum RoundCommand {
         /// The round.
         id: String,
     },
+    /// Checks a final round's certified result against its leaves (the bulletin board: the counts
+    /// and the Merkle root recomputed), and receipts against their proofs; from the API, or offline
+    /// from saved files. Exits non-zero on any mismatch, saying which.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `round verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The round.
+    pub id: String,
+    /// The certified result, saved from GET /api/rounds/ID/result [default: from the API].
+    #[arg(long, value_name = "FILE")]
+    pub result: Option<std::path::PathBuf>,
+    /// The leaves, saved from GET /api/rounds/ID/leaves.jsonl [default: from the API].
+    #[arg(long, value_name = "FILE")]
+    pub leaves: Option<std::path::PathBuf>,
+    /// A receipt (a vote id) whose proof the API gives (repeatable).
+    #[arg(long = "receipt", value_name = "VOTE_ID")]
+    pub receipts: Vec<String>,
+    /// A proof saved from GET /api/rounds/ID/proof/VOTE_ID (repeatable).
+    #[arg(long = "proof", value_name = "FILE")]
+    pub proofs: Vec<std::path::PathBuf>,
 }
 
 /// A round as `round create` and `round edit` describe it.

@@ -5,6 +5,7 @@
 mod cli;
 mod config_file;
 mod load;
+mod receipts;
 mod round;
 mod up;
 

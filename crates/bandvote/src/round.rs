@@ -12,6 +12,7 @@ pub async fn run(args: RoundArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
     let api = args.api.trim_end_matches('/');
     let request = match &args.command {
+        RoundCommand::Verify(verify) => return crate::receipts::verify(&client, api, verify).await,
         RoundCommand::List => client.get(format!("{api}/api/rounds")),
         RoundCommand::Create(spec) => client.post(format!("{api}/api/admin/rounds")).json(&body_of(spec)?),
         RoundCommand::Edit(spec) => client.put(format!("{api}/api/admin/rounds/{}", spec.id)).json(&body_of(spec)?),

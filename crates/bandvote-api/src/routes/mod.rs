@@ -28,6 +28,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/results", get(get_results))
         .route("/api/rounds", get(rounds::get_rounds))
         .route("/api/rounds/{id}/result", get(rounds::get_round_result))
+        .route("/api/rounds/{id}/proof/{vote}", get(rounds::get_round_proof))
+        .route("/api/rounds/{id}/leaves.jsonl", get(rounds::get_round_leaves))
         .route("/api/logs", get(get_logs))
         .route("/api/stream", get(get_stream))
         .route("/api/openapi.json", get(get_openapi))

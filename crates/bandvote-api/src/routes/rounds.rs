@@ -147,16 +147,93 @@ pub async fn get_round_result(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Result<Response, ApiError> {
-    let Some(round) = find(&state, &id).await? else {
+    Ok(json(StatusCode::OK, final_round(&state, &id, &headers, &extensions).await?))
+}
+
+/// The final round `id` whose results the asker may see: `409` for the default round, a round not
+/// final yet, or one whose results are hidden (but to the operator).
+async fn final_round(
+    state: &ApiState,
+    id: &str,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Result<bandvote_core::round::Certified, ApiError> {
+    let Some(round) = find(state, id).await? else {
         return Err(ApiError::client(StatusCode::CONFLICT, "the default round is never closed", None));
     };
-    if round.is_hidden() && !is_operator(&state, &headers, client_address(&extensions)) {
+    if round.is_hidden() && !is_operator(state, headers, client_address(extensions)) {
         return Err(ApiError::client(StatusCode::CONFLICT, "the results are hidden until the host reveals them", None));
     }
-    match round.certified {
-        Some(certified) => Ok(json(StatusCode::OK, certified)),
-        None => Err(ApiError::client(StatusCode::CONFLICT, format!("round {id} is not final yet"), None)),
+    round.certified.ok_or_else(|| ApiError::client(StatusCode::CONFLICT, format!("round {id} is not final yet"), None))
+}
+
+/// `GET /api/rounds/{id}/proof/{vote}`: a receipt's proof that its vote is a leaf of the round's
+/// certified Merkle tree (DESIGN.md, "Receipts"): the leaf, its index, the tree's size, RFC 6962's
+/// audit path and the root; `404` for a vote not counted in the round, `409` before it is final.
+pub async fn get_round_proof(
+    State(state): State<ApiState>,
+    Path((id, vote)): Path<(String, String)>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+) -> Result<Response, ApiError> {
+    let certified = final_round(&state, &id, &headers, &extensions).await?;
+    let Some(root) = certified.merkle_root else {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            format!("round {id} was certified without receipts"),
+            None,
+        ));
+    };
+    let Some((proof, leaf)) = state.store.proof(&id, &vote).await? else {
+        return Err(ApiError::client(StatusCode::NOT_FOUND, format!("vote {vote} is not counted in round {id}"), None));
+    };
+    if proof.root != root {
+        return Err(ApiError::unavailable_because(
+            format!("round {id}'s stored tree is not its certified one yet"),
+            std::time::Duration::from_secs(5),
+        ));
     }
+    let path: Vec<String> = proof.path.iter().map(bandvote_core::merkle::hex).collect();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "round": id,
+            "leaf": leaf,
+            "index": proof.index,
+            "size": proof.size,
+            "path": path,
+            "merkle_root": root,
+        }),
+    ))
+}
+
+/// `GET /api/rounds/{id}/leaves.jsonl`: the bulletin board, every leaf of the final round's tree,
+/// one canonical JSON per line, in the tree's order, streamed from the log a page at a time.
+pub async fn get_round_leaves(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+) -> Result<Response, ApiError> {
+    let certified = final_round(&state, &id, &headers, &extensions).await?;
+    if certified.merkle_root.is_none() {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            format!("round {id} was certified without receipts"),
+            None,
+        ));
+    }
+    let late = state.store.late_ids(&id).await?;
+    let lines = state.store.round_leaves(&id, late).map(|leaf| match leaf {
+        Ok(leaf) => Ok(Bytes::from(leaf.canonical_json() + "\n")),
+        Err(error) => {
+            tracing::warn!(%error, "leaves cut off");
+            Err(std::io::Error::other(error.0))
+        }
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl; charset=utf-8"));
+    Ok(response)
 }
 
 /// `band,album,votes`, one row per album of the round, for the operator.

@@ -294,10 +294,12 @@ async fn a_show(show: &Show) {
     assert!(certified.verifies(), "{certified:?}");
     // Checked as anyone would, outside bandvote: keys sorted, no spaces, then sha256sum.
     let canonical = format!(
-        r#"{{"albums":{},"bands":{},"closed_at":"{}","round":"semi","total":{}}}"#,
+        r#"{{"albums":{},"bands":{},"closed_at":"{}","leaves":{},"merkle_root":"{}","round":"semi","total":{}}}"#,
         serde_json::to_string(&certified.albums).expect("json"),
         serde_json::to_string(&certified.bands).expect("json"),
         certified.closed_at,
+        certified.leaves.expect("leaves"),
+        certified.merkle_root.as_deref().expect("a root"),
         certified.total
     );
     let mut sha256sum = std::process::Command::new("sha256sum")

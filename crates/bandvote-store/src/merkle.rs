@@ -1,0 +1,98 @@
+//! A final round's Merkle tree in Redis, beside its counters (see `bandvote_core::merkle`): each
+//! level as one string of 32-byte hashes (`votes:round:<id>:merkle:<level>`), the vote ids in a
+//! sorted set whose members all score 0, so that `ZRANK` is a vote's index in the bytewise order of
+//! the leaves (`votes:round:<id>:merkle:ids`), and `votes:round:<id>:merkle` = `{size, levels,
+//! root}`, written last: a tree is there once that hash is. A proof is one `ZRANK` and one
+//! `GETRANGE` per level, whatever the round's size.
+
+use bandvote_core::merkle::{Hash, Proof, Tree, path_positions};
+use redis::aio::ConnectionLike;
+
+use crate::keys::ROUND_PREFIX;
+
+/// Members per `ZADD` when the ids are written.
+const CHUNK: usize = 10_000;
+
+fn meta_key(id: &str) -> String {
+    format!("{ROUND_PREFIX}{id}:merkle")
+}
+
+fn level_key(id: &str, level: usize) -> String {
+    format!("{ROUND_PREFIX}{id}:merkle:{level}")
+}
+
+fn ids_key(id: &str) -> String {
+    format!("{ROUND_PREFIX}{id}:merkle:ids")
+}
+
+/// Stores round `id`'s tree, whose leaves are the votes `ids` (in the leaves' order).
+pub async fn store(redis: &mut impl ConnectionLike, id: &str, tree: &Tree, ids: &[String]) -> redis::RedisResult<()> {
+    let levels = tree.levels().len();
+    let mut clear = redis::pipe();
+    clear.del(meta_key(id)).ignore().del(ids_key(id)).ignore();
+    for level in 0..levels.max(64) {
+        clear.del(level_key(id, level)).ignore();
+    }
+    clear.query_async::<()>(redis).await?;
+    for (level, hashes) in tree.levels().iter().enumerate() {
+        let bytes: Vec<u8> = hashes.iter().flatten().copied().collect();
+        redis::cmd("SET").arg(level_key(id, level)).arg(bytes).query_async::<()>(redis).await?;
+    }
+    for chunk in ids.chunks(CHUNK) {
+        let mut add = redis::cmd("ZADD");
+        add.arg(ids_key(id));
+        for vote in chunk {
+            add.arg(0).arg(vote);
+        }
+        add.query_async::<()>(redis).await?;
+    }
+    let root = bandvote_core::merkle::hex(&tree.root());
+    redis::cmd("HSET")
+        .arg(meta_key(id))
+        .arg("size")
+        .arg(tree.size())
+        .arg("levels")
+        .arg(levels)
+        .arg("root")
+        .arg(root)
+        .query_async(redis)
+        .await
+}
+
+/// The root of round `id`'s stored tree, if one is stored.
+pub async fn stored_root(redis: &mut impl ConnectionLike, id: &str) -> redis::RedisResult<Option<String>> {
+    redis::cmd("HGET").arg(meta_key(id)).arg("root").query_async(redis).await
+}
+
+/// The proof of vote `vote` in round `id`'s stored tree; `None` when the vote is not a leaf of it
+/// (or no tree is stored).
+pub async fn proof(redis: &mut impl ConnectionLike, id: &str, vote: &str) -> redis::RedisResult<Option<Proof>> {
+    let (index, size, root): (Option<u64>, Option<u64>, Option<String>) = redis::pipe()
+        .cmd("ZRANK")
+        .arg(ids_key(id))
+        .arg(vote)
+        .cmd("HGET")
+        .arg(meta_key(id))
+        .arg("size")
+        .cmd("HGET")
+        .arg(meta_key(id))
+        .arg("root")
+        .query_async(redis)
+        .await?;
+    let (Some(index), Some(size), Some(root)) = (index, size, root) else { return Ok(None) };
+    let Some(positions) = path_positions(size, index) else { return Ok(None) };
+    let mut read = redis::pipe();
+    for (level, i) in &positions {
+        let start = i * 32;
+        read.cmd("GETRANGE").arg(level_key(id, *level)).arg(start).arg(start + 31);
+    }
+    let nodes: Vec<Vec<u8>> = if positions.is_empty() { Vec::new() } else { read.query_async(redis).await? };
+    let path: Option<Vec<Hash>> = nodes.into_iter().map(|node| Hash::try_from(node.as_slice()).ok()).collect();
+    let Some(path) = path else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a stored tree level is cut short",
+        )));
+    };
+    Ok(Some(Proof { index, size, path, root }))
+}
