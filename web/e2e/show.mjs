@@ -12,7 +12,11 @@
 // audience's address. The console's round activity counts a vote off the ballot and, after the
 // close, a late one. The console's Close asks first, and a double-click on it neither closes nor
 // reveals. The closed round offers nothing to tap; "certifying… N s", then final with the winner;
-// the reveal builds the bars up on the projector and names the winner. Then the hidden round takes
+// the reveal builds the bars up on the projector and names the winner. The phone's receipt says
+// nothing of the certified result before the round is final, waits for the reveal while the round
+// is final but hidden, then checks its vote's proof in the browser and says the vote is in the
+// certified result; a receipt the round never counted, and a proof altered on its way, are said to
+// be so. Then the hidden round takes
 // votes: its bands appear in no public answer (results, all-time, logs, the stream's first event)
 // nor on the phone or the projector, while the console sees them. Spanish throughout (`?lang=es`).
 // Exits non-zero on the first failure.
@@ -32,7 +36,10 @@ mkdirSync(shots, { recursive: true })
 
 const SECRET = { name: 'Los Secretos Ocultos', album: 'Nadie Sabe', year: '2020' }
 /** English that must not show on a Spanish page. */
-const ENGLISH = ['Voting', 'Vote for', 'Results will', 'Sign in', 'Votes per', 'Receipt', 'Close voting', 'certifying', 'Winner', 'Scan to vote', 'reconnecting', 'live ·', 'Cancel', 'Rounds', 'ballot']
+const ENGLISH = ['Voting', 'Vote for', 'Results will', 'Sign in', 'Votes per', 'Receipt', 'Close voting', 'certifying', 'Winner', 'Scan to vote', 'reconnecting', 'live ·', 'Cancel', 'Rounds', 'ballot', 'certified result', 'How this is checked', 'Check again']
+/** What the phone says of its vote once the final's certified result is checked. */
+const VERIFIED = 'Tu voto por Alux Nahual (El Viaje) está en el resultado certificado.'
+const WAITING = 'Tu voto se comprobará con el resultado certificado cuando se revelen los resultados.'
 
 async function json(path, headers = {}) {
   const response = await fetch(`${base}${path}`, { headers })
@@ -209,6 +216,7 @@ try {
   await phone.reload()
   await until('the receipt after a reload', text(phone, 'receipt-id'), (t) => t === receipt)
   check((await choices.count()) === 0, 'no ballot once voted')
+  check((await phone.getByTestId('receipt-check').count()) === 0, 'no word of the certified result before the round is final')
 
   // More votes, from outside (no rank, no year); one off the ballot is refused.
   const sent = [['Bohemia Suburbana', 'Mis palabras'], ['Bohemia Suburbana', 'Mis palabras'], ['Bohemia Suburbana', 'Mis palabras'], ['Viernes Verde', 'Sesiones'], ['Viernes Verde', 'Sesiones']]
@@ -267,6 +275,8 @@ try {
   check(/sha256 [0-9a-f]{64}/.test(await op.getByTestId('certified').innerText()), 'the certified hash')
   await spanish(op, 'the console')
   await op.screenshot({ path: `${shots}/admin.png`, fullPage: true })
+  // Final but hidden: the certified result is not public yet, so the phone waits for the reveal.
+  await until('the phone waiting for the reveal to check its vote', text(phone, 'receipt-check'), (t) => t === WAITING)
 
   // The reveal, confirmed: the projector builds the bars up, then names the winner.
   await slot('final', 'reveal').click()
@@ -280,6 +290,45 @@ try {
   await spanish(screen, 'the projector')
   await screen.screenshot({ path: `${shots}/screen.png` })
   await until('the bars on the phone', () => phone.locator('[data-testid=band-bars] li').count(), (n) => n === 3)
+
+  // The phone checks its vote's proof against the certified result, in the browser.
+  const certified = JSON.parse((await json('/api/rounds/final/result')).body)
+  check(/^[0-9a-f]{64}$/.test(certified.merkle_root) && certified.leaves === certified.total && certified.total === 6, `the certified result's tree: ${JSON.stringify(certified)}`)
+  const unknown = await json('/api/rounds/final/proof/not-a-counted-vote')
+  check(unknown.status === 404, `the proof of a vote never counted answered ${unknown.status} ${unknown.body}`)
+  await until('the vote checked on the phone', text(phone, 'receipt-check'), (t) => t === VERIFIED)
+  await phone.getByTestId('receipt').scrollIntoViewIfNeeded()
+  await spanish(phone, 'the phone with its vote checked')
+  await phone.screenshot({ path: `${shots}/receipt-verified.png` })
+  await phone.getByTestId('receipt-how').locator('summary').tap()
+  check((await phone.getByTestId('receipt-root').innerText()) === `${certified.merkle_root.slice(0, 12)}…`, 'the phone shows the certified root')
+  check((await phone.getByTestId('receipt-leaves').innerText()) === '6', 'the phone shows the votes in the tree')
+  const how = await phone.getByTestId('receipt-how').innerText()
+  check(how.includes('Cómo se comprueba') && how.includes('huellas intermedias'), `the explanation, in Spanish: ${how}`)
+  // Another phone keeps a receipt the round never counted; a third gets its true proof altered.
+  const kept = JSON.parse(await phone.evaluate(() => localStorage.getItem('bandvote.receipt.final')))
+  check(kept?.id === receipt, `the phone keeps its receipt: ${JSON.stringify(kept)}`)
+  const cases = [
+    [{ ...kept, id: 'not-a-counted-vote' }, false, 'Tu voto no aparece en el resultado certificado.'],
+    [kept, true, 'La prueba no coincide con el resultado certificado: no se pudo confirmar tu voto.'],
+  ]
+  for (const [keeps, alter, says] of cases) {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, hasTouch: true, isMobile: true })
+    await context.addInitScript((value) => localStorage.setItem('bandvote.receipt.final', value), JSON.stringify(keeps))
+    const other = await context.newPage()
+    watch(other, 'another phone')
+    if (alter) {
+      await other.route('**/api/rounds/final/proof/**', async (route) => {
+        const response = await route.fetch()
+        const proof = await response.json()
+        proof.path[0] = (proof.path[0][0] === '0' ? '1' : '0') + proof.path[0].slice(1)
+        await route.fulfill({ response, json: proof })
+      })
+    }
+    await other.goto(`${base}/?lang=es`)
+    await until(`another phone: ${says}`, text(other, 'receipt-check'), (t) => t === says)
+    await context.close()
+  }
 
   // The hidden free-text round: its bands reach only the console.
   await slot('secreta', 'open').click()
@@ -311,7 +360,7 @@ try {
   check(!(await phone.evaluate(() => document.body.innerText)).includes('Secretos'), 'the phone logs show the hidden band')
 
   check(errors.length === 0, `no page errors: ${errors.join('; ')}`)
-  console.log(`OK: a show in Spanish: ballot edited, phone vote ${receipt} kept across a reload, QR ${audienceUrl}, close confirmed, final, revealed, hidden round kept hidden`)
+  console.log(`OK: a show in Spanish: ballot edited, phone vote ${receipt} kept across a reload, QR ${audienceUrl}, close confirmed, final, revealed, vote found in the certified result (root ${certified.merkle_root.slice(0, 12)}…), hidden round kept hidden`)
 } finally {
   await browser.close()
 }

@@ -233,6 +233,11 @@ export interface Certified {
   total: number
   bands: Record<string, number>
   albums: Record<string, number>
+  /** The number of votes counted in the round: the leaves of its Merkle tree (absent for a round
+   * certified before receipts could be checked). */
+  leaves?: number
+  /** The root of the round's Merkle tree of counted votes (RFC 6962), lowercase hex. */
+  merkle_root?: string | null
   sha256: string
 }
 

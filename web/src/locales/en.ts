@@ -67,6 +67,23 @@ export default {
     voted: 'Your vote is in',
     inRound: 'in {round}, at {time}',
     id: 'Receipt',
+    check: {
+      waiting: 'Your vote will be checked against the certified result once the results are revealed.',
+      checking: 'Checking your vote…',
+      verified: 'Your vote for {band} ({album}) is in the certified result.',
+      missing: 'Your vote was not found in the certified result.',
+      mismatch: 'The proof does not match the certified result: your vote could not be confirmed.',
+      different: 'The certified result holds another vote under your receipt: {band} ({album}).',
+      unavailable: 'Your vote could not be checked just now.',
+      again: 'Check again',
+    },
+    how: {
+      title: 'How this is checked',
+      explain:
+        'Your browser recomputes the certified result’s fingerprint (its Merkle root) from your vote alone, and compares the two. | Your browser recomputes the certified result’s fingerprint (its Merkle root) from your vote and {n} hash sent by the server, and compares the two. | Your browser recomputes the certified result’s fingerprint (its Merkle root) from your vote and {n} hashes sent by the server, and compares the two.',
+      root: 'Fingerprint',
+      votes: 'Votes in the result',
+    },
   },
   free: {
     title: 'Vote',

@@ -69,6 +69,23 @@ const es: typeof en = {
     voted: 'Tu voto quedó registrado',
     inRound: 'en {round}, a las {time}',
     id: 'Comprobante',
+    check: {
+      waiting: 'Tu voto se comprobará con el resultado certificado cuando se revelen los resultados.',
+      checking: 'Comprobando tu voto…',
+      verified: 'Tu voto por {band} ({album}) está en el resultado certificado.',
+      missing: 'Tu voto no aparece en el resultado certificado.',
+      mismatch: 'La prueba no coincide con el resultado certificado: no se pudo confirmar tu voto.',
+      different: 'El resultado certificado tiene otro voto con tu comprobante: {band} ({album}).',
+      unavailable: 'No se pudo comprobar tu voto en este momento.',
+      again: 'Comprobar de nuevo',
+    },
+    how: {
+      title: 'Cómo se comprueba',
+      explain:
+        'Tu navegador recalcula la huella del resultado certificado (su raíz de Merkle) solo a partir de tu voto, y compara ambas. | Tu navegador recalcula la huella del resultado certificado (su raíz de Merkle) a partir de tu voto y de {n} huella intermedia que envía el servidor, y compara ambas. | Tu navegador recalcula la huella del resultado certificado (su raíz de Merkle) a partir de tu voto y de {n} huellas intermedias que envía el servidor, y compara ambas.',
+      root: 'Huella',
+      votes: 'Votos en el resultado',
+    },
   },
   free: {
     title: 'Votar',

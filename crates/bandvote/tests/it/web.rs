@@ -52,7 +52,15 @@ async fn the_operator_console_runs_a_round_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs Chromium and the web app's node modules; scripts/test installs them and runs this test"]
 async fn a_whole_show_runs_on_phone_projector_and_console() {
-    let shots = ["phone.png", "phone-offline.png", "phone-receipt.png", "screen-reveal.png", "screen.png", "admin.png"];
+    let shots = [
+        "phone.png",
+        "phone-offline.png",
+        "phone-receipt.png",
+        "receipt-verified.png",
+        "screen-reveal.png",
+        "screen.png",
+        "admin.png",
+    ];
     run_as_operator("show", &shots).await;
 }
 
