@@ -40,10 +40,31 @@ pub fn document() -> Value {
                 }
             }},
             "/api/rounds/{id}/result": {"get": {
-                "summary": "A final round's certified result: {round, closed_at, total, bands, albums, sha256}, sha256 being the hex SHA-256 of the object without it as canonical JSON (keys sorted, no spaces)",
+                "summary": "A final round's certified result: {round, closed_at, total, bands, albums, leaves, merkle_root, sha256}: leaves and merkle_root are the RFC 6962 Merkle tree of its counted votes, sha256 the hex SHA-256 of the object without it as canonical JSON (keys sorted, no spaces)",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "the certified result"},
+                    "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "not final yet (or hidden, for the public)", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/rounds/{id}/proof/{vote}": {"get": {
+                "summary": "A receipt's proof: {round, leaf: {album, band, id, rank, round, year}, index, size, path, merkle_root}, path being RFC 6962's audit path (hex, from the leaf up) of the leaf at index in the certified tree of size leaves",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "vote", "in": "path", "required": true, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "the proof"},
+                    "404": {"description": "no such round, or the vote is not counted in it", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "not final yet (or hidden, for the public)", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/rounds/{id}/leaves.jsonl": {"get": {
+                "summary": "The bulletin board: every leaf of the final round's tree, one canonical JSON per line, ordered by id (bytewise); its counts are the certified ones and its RFC 6962 root the merkle_root",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the leaves", "content": {"application/jsonl": {}}},
                     "404": {"description": "no such round", "content": {"application/json": {"schema": error}}},
                     "409": {"description": "not final yet (or hidden, for the public)", "content": {"application/json": {"schema": error}}}
                 }
