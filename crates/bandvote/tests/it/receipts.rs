@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{TestEnv, embedded_up, mix, spawn_listening, up, wait_for, wait_ready};
+use crate::support::{PATIENCE, TestEnv, embedded_up, mix, spawn_listening, up, wait_for, wait_ready};
 
 const TOKEN: &str = "operator-token-receipts-01";
 
@@ -278,5 +278,120 @@ async fn every_receipt_of_a_final_round_is_proved_on_the_real_servers() {
     let size: Option<u64> =
         redis::cmd("HGET").arg("votes:round:semi:merkle").arg("size").query_async(&mut redis).await.expect("hget");
     assert_eq!(size, Some(40));
+    // A Redis that lost the tree (a recount does not touch it; a lost Redis does): the consumer stores
+    // it again from the log, with the certified root, and the proofs answer again.
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("votes:round:semi:merkle*").query_async(&mut redis).await.expect("keys");
+    assert!(keys.len() >= 3, "{keys:?}");
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.expect("del");
+    let client = reqwest::Client::new();
+    let proof = wait_for("the tree stored again", PATIENCE, || async {
+        let answer = client.get(format!("{base}/api/rounds/semi/proof/phone-1")).send().await.ok()?;
+        (answer.status() == 200).then_some(answer.json::<Value>().await.ok()?)
+    })
+    .await;
+    assert_eq!(proof["size"], 40);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The peak resident memory of this process so far, in MiB.
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// The median and p99 of `samples`, in ms.
+fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99))
+}
+
+/// BENCHMARKS.md, "Receipts": the tree of a million votes (hashing the leaves, building the
+/// levels; time and memory), stored in Redis and in the embedded database, and a proof's latency
+/// from each (1,000 proofs of random leaves). `cargo test --release -p bandvote --test it --
+/// --ignored receipts::a_million --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench receipts runs it in a release build"]
+async fn a_million_votes_tree_and_proofs() {
+    use bandvote_core::merkle::{Leaf, Tree};
+    let n: usize = std::env::var("RECEIPTS_LEAVES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let bands = ["Alux Nahual", "Bohemia Suburbana", "Ranferí Aguilar", "Viernes Verde 🎸"];
+    let before = peak_mib();
+    let started = std::time::Instant::now();
+    let mut ids: Vec<String> = (0..n).map(|i| format!("phone-{i:09}")).collect();
+    ids.sort();
+    let hashes: Vec<[u8; 32]> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let band = bands[i % bands.len()].to_owned();
+            Leaf {
+                id: id.clone(),
+                round: "final".into(),
+                band,
+                album: "El Viaje".into(),
+                year: "2011".into(),
+                rank: None,
+            }
+            .hash()
+        })
+        .collect();
+    let hashed = started.elapsed();
+    let tree = Tree::new(hashes);
+    let built = started.elapsed() - hashed;
+    let levels_mib = tree.levels().iter().map(|l| l.len() * 32).sum::<usize>() as f64 / (1 << 20) as f64;
+    let peak = peak_mib() - before;
+
+    let env = TestEnv::new().await;
+    let mut redis = env.redis().await;
+    let started = std::time::Instant::now();
+    bandvote_store::merkle::store(&mut redis, "final", &tree, &ids).await.expect("stored in redis");
+    let redis_store = started.elapsed();
+    let used: String = redis::cmd("INFO").arg("memory").query_async(&mut redis).await.expect("info");
+    let redis_mib = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / (1 << 20) as f64;
+    let dir = std::env::temp_dir().join(format!("bandvote-receipts-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = bandvote_embedded::Storage::open(&dir, Duration::from_secs(3600)).expect("storage");
+    let started = std::time::Instant::now();
+    storage.store_tree("final", &tree, ids.clone()).await.expect("stored embedded");
+    let embedded_store = started.elapsed();
+
+    let (mut from_redis, mut from_embedded) = (Vec::new(), Vec::new());
+    let root = tree.root();
+    for k in 0..1000u64 {
+        let index = (k * 7_919 + 13) % n as u64;
+        let vote = &ids[index as usize];
+        let started = std::time::Instant::now();
+        let proof = bandvote_store::merkle::proof(&mut redis, "final", vote).await.expect("proof").expect("a leaf");
+        from_redis.push(started.elapsed());
+        assert!(bandvote_core::merkle::verify(&tree.levels()[0][index as usize], index, n as u64, &proof.path, &root));
+        let started = std::time::Instant::now();
+        let proof = storage.proof("final", vote).await.expect("proof").expect("a leaf");
+        from_embedded.push(started.elapsed());
+        assert_eq!(proof.index, index);
+    }
+    let ((redis_p50, redis_p99), (embedded_p50, embedded_p99)) = (quantiles(from_redis), quantiles(from_embedded));
+    println!(
+        "| leaves | hash the leaves | build the levels | levels | peak RSS added | store: Redis / embedded | Redis memory after | proof p50 / p99: Redis | embedded |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {n} | {:.2} s | {:.2} s | {levels_mib:.0} MiB | {peak:.0} MiB | {:.1} s / {:.1} s | {redis_mib:.0} MiB | {redis_p50:.2} / {redis_p99:.2} ms | {embedded_p50:.2} / {embedded_p99:.2} ms |",
+        hashed.as_secs_f64(),
+        built.as_secs_f64(),
+        redis_store.as_secs_f64(),
+        embedded_store.as_secs_f64(),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
