@@ -318,6 +318,7 @@ fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
 /// --ignored receipts::a_million --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: scripts/bench receipts runs it in a release build"]
+#[allow(clippy::print_stdout, reason = "a benchmark: its table is its output")]
 async fn a_million_votes_tree_and_proofs() {
     use bandvote_core::merkle::{Leaf, Tree};
     let n: usize = std::env::var("RECEIPTS_LEAVES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
