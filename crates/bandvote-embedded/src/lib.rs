@@ -645,20 +645,9 @@ impl Storage {
         let (id, after) = (id.to_owned(), after.unwrap_or_default());
         self.with_reader(move |db| {
             let mut statement = db.prepare_cached(
-                "SELECT id, name, album, year, rank FROM logs WHERE round = ?1 AND id > ?2                  AND id NOT IN (SELECT id FROM late WHERE round = ?1) ORDER BY id LIMIT ?3",
+                "SELECT id, name, album, year, rank FROM logs WHERE round = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
-            let rows = statement.query_map(params![id, after, limit as i64], |r| {
-                let rank: String = r.get(4)?;
-                Ok(Leaf {
-                    id: r.get(0)?,
-                    round: id.clone(),
-                    band: r.get(1)?,
-                    album: r.get(2)?,
-                    year: r.get(3)?,
-                    // The column predates votes without a rank: empty is none.
-                    rank: (!rank.is_empty()).then_some(rank),
-                })
-            })?;
+            let rows = statement.query_map(params![id, after, limit as i64], |r| leaf_of(r, &id))?;
             rows.collect()
         })
         .await
@@ -698,17 +687,7 @@ impl Storage {
             db.query_row(
                 "SELECT id, name, album, year, rank FROM logs WHERE id = ?1 AND round = ?2",
                 [&vote, &round],
-                |r| {
-                    let rank: String = r.get(4)?;
-                    Ok(Leaf {
-                        id: r.get(0)?,
-                        round: round.clone(),
-                        band: r.get(1)?,
-                        album: r.get(2)?,
-                        year: r.get(3)?,
-                        rank: (!rank.is_empty()).then_some(rank),
-                    })
-                },
+                |r| leaf_of(r, &round),
             )
             .optional()
         })
@@ -844,6 +823,20 @@ fn set_position(db: &Connection, pipeline: &str, seq: u64) -> rusqlite::Result<(
         params![pipeline, seq as i64],
     )
     .map(drop)
+}
+
+/// A row `id, name, album, year, rank` of the log as a leaf of round `round`'s tree.
+fn leaf_of(row: &rusqlite::Row<'_>, round: &str) -> rusqlite::Result<Leaf> {
+    let rank: String = row.get(4)?;
+    Ok(Leaf {
+        id: row.get(0)?,
+        round: round.to_owned(),
+        band: row.get(1)?,
+        album: row.get(2)?,
+        year: row.get(3)?,
+        // The column predates votes without a rank: empty is none.
+        rank: (!rank.is_empty()).then_some(rank),
+    })
 }
 
 fn query_logs(db: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Logged>> {

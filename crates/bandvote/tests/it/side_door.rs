@@ -88,6 +88,20 @@ async fn rounds(env: &TestEnv) {
     assert_eq!(store.load().await.expect("rounds").rounds.len(), 3);
 }
 
+/// Starts a grpc-producer behind [`guard`]; its base URL.
+async fn grpc_producer(env: &TestEnv) -> String {
+    let config = ProducerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kafka: env.kafka(),
+        guard: guard(env),
+        ..ProducerConfig::default()
+    };
+    let producer = bandvote_ingest::producer::App::build(config, FrontDoor::Grpc).await.expect("producer");
+    let upstream = format!("http://{}", producer.local_addr().expect("addr"));
+    tokio::spawn(producer.run(env.shutdown.clone()));
+    upstream
+}
+
 fn guard(env: &TestEnv) -> Guard {
     let url = SecretString::from(env.redis_url());
     Guard {
@@ -130,15 +144,7 @@ async fn producers_take_votes_from_the_gateways_only_for_a_round_that_could_take
     assert_eq!(line("bandvote_producer_round_refusals_total"), "bandvote_producer_round_refusals_total 4");
 
     // The grpc-producer.
-    let config = ProducerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kafka: env.kafka(),
-        guard: guard(&env),
-        ..ProducerConfig::default()
-    };
-    let producer = bandvote_ingest::producer::App::build(config, FrontDoor::Grpc).await.expect("producer");
-    let upstream = format!("http://{}", producer.local_addr().expect("addr"));
-    tokio::spawn(producer.run(env.shutdown.clone()));
+    let upstream = grpc_producer(&env).await;
     wait_ready(&upstream).await;
     let mut grpc = VoteServiceClient::connect(upstream.clone()).await.expect("connects");
     let vote = |round: &str, secret: Option<&str>| {
@@ -209,15 +215,7 @@ async fn a_scheduled_round_on_separate_services_counts_exactly_its_window_and_be
     round::update(&store, |rounds, now| round::create(rounds, scheduled.clone(), now)).await.expect("scheduled");
 
     // The gRPC path and the wasm path, each a producer and a gateway, with the secret and the rounds.
-    let config = ProducerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kafka: env.kafka(),
-        guard: guard(&env),
-        ..ProducerConfig::default()
-    };
-    let producer = bandvote_ingest::producer::App::build(config, FrontDoor::Grpc).await.expect("producer");
-    let upstream = format!("http://{}", producer.local_addr().expect("addr"));
-    tokio::spawn(producer.run(env.shutdown.clone()));
+    let upstream = grpc_producer(&env).await;
     let gateway = bandvote_ingest::grpc_gateway::App::build(bandvote_ingest::grpc_gateway::GatewayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         upstream,
