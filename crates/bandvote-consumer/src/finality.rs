@@ -211,11 +211,15 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut disagreeing: Vec<String> = Vec::new();
+    let (mut disagreeing, mut unrestorable) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(INTERVAL) => {}
+        }
+        let restored = restore_trees(rounds.as_ref(), progress.as_ref(), &mut unrestorable).await;
+        if let Err(error) = restored {
+            tracing::debug!(error = format!("{error:#}"), "a final round's tree not stored again yet");
         }
         if let Err(error) = certify(rounds.as_ref(), progress.as_ref(), &mut disagreeing).await {
             tracing::debug!(error = format!("{error:#}"), "rounds not made final yet");
@@ -241,18 +245,39 @@ async fn build_tree(progress: &dyn Progress, id: &str) -> anyhow::Result<((Tree,
 /// Stores again the tree of a final round whose tree is gone (Redis lost it, or the round was made
 /// final before receipts existed and has no root): rebuilt from the log, it must have the certified
 /// root, else the log no longer holds the certified votes (logged as an error, nothing stored).
-async fn restore_tree(progress: &dyn Progress, id: &str, certified: &Certified) -> anyhow::Result<()> {
+async fn restore_tree(
+    progress: &dyn Progress,
+    id: &str,
+    certified: &Certified,
+    reported: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let Some(root) = &certified.merkle_root else { return Ok(()) };
-    if progress.tree_root(id).await?.is_some() {
+    if progress.tree_root(id).await?.is_some() || reported.iter().any(|r| r == id) {
         return Ok(());
     }
     let ((tree, _), ids) = build_tree(progress, id).await?;
     if bandvote_core::merkle::hex(&tree.root()) != *root {
+        // Once per round and process: the log will not change back by itself.
         tracing::error!(round = id, "the log's votes of a final round no longer make its certified root");
+        reported.push(id.to_owned());
         return Ok(());
     }
     progress.store_tree(id, &tree, ids).await?;
     tracing::info!(round = id, leaves = tree.size(), "a final round's tree stored again from the log");
+    Ok(())
+}
+
+/// Stores again the trees the final rounds lost (see [`restore_tree`]).
+async fn restore_trees(
+    rounds: &dyn RoundStore,
+    progress: &dyn Progress,
+    reported: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    for round in rounds.load().await?.rounds {
+        if let Some(certified) = &round.certified {
+            restore_tree(progress, &round.id, certified, reported).await?;
+        }
+    }
     Ok(())
 }
 
@@ -263,13 +288,7 @@ async fn certify(
     disagreeing: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
-    let stored = rounds.load().await?.rounds;
-    for round in &stored {
-        if let Some(certified) = &round.certified {
-            restore_tree(progress, &round.id, certified).await?;
-        }
-    }
-    let waiting: Vec<_> = stored.into_iter().filter(|r| r.awaits_final(now)).collect();
+    let waiting: Vec<_> = rounds.load().await?.rounds.into_iter().filter(|r| r.awaits_final(now)).collect();
     if waiting.is_empty() || !progress.caught_up().await? {
         return Ok(());
     }
