@@ -747,13 +747,14 @@ impl Storage {
             let Some(positions) = bandvote_core::merkle::path_positions(size as u64, index as u64) else {
                 return Ok(None);
             };
+            // Each level's row, found once.
+            let rows: HashMap<i64, i64> = {
+                let mut levels = tx.prepare_cached("SELECT level, rowid FROM merkle_levels WHERE round = ?1")?;
+                levels.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+            };
             let mut path = Vec::with_capacity(positions.len());
             for (level, i) in positions {
-                let rowid: i64 = tx.query_row(
-                    "SELECT rowid FROM merkle_levels WHERE round = ?1 AND level = ?2",
-                    params![id, level as i64],
-                    |r| r.get(0),
-                )?;
+                let rowid = *rows.get(&(level as i64)).ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 let blob = tx.blob_open(rusqlite::MAIN_DB, "merkle_levels", "hashes", rowid, true)?;
                 let mut node = [0u8; 32];
                 blob.read_at_exact(&mut node, (i * 32) as usize)?;
