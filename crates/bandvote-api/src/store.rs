@@ -9,7 +9,7 @@ use std::{
 
 use bandvote_core::{
     Counts,
-    merkle::{Leaf, Proof},
+    merkle::{Leaf, Lookup, Proof},
     round::{DEFAULT_ROUND, Round, RoundStore},
 };
 use bandvote_embedded::{EmbeddedRounds, Storage};
@@ -450,7 +450,8 @@ impl Store {
     }
 
     /// Vote `vote`'s proof in final round `id`'s tree (stored where the counters are), with its leaf
-    /// from the log; `None` when the vote is not a leaf of it.
+    /// from the log; `None` when the vote is not a leaf of it; unavailable while no tree is stored
+    /// (the consumer stores it again from the log).
     pub async fn proof(&self, id: &str, vote: &str) -> Result<Option<(Proof, Leaf)>, Unavailable> {
         let proof = match &self.counters {
             Counters::Embedded(storage) => storage.proof(id, vote).await.map_err(|e| Unavailable(e.to_string()))?,
@@ -463,7 +464,11 @@ impl Store {
                 }
             }
         };
-        let Some(proof) = proof else { return Ok(None) };
+        let proof = match proof {
+            Lookup::Found(proof) => proof,
+            Lookup::NotALeaf => return Ok(None),
+            Lookup::NoTree => return Err(Unavailable(format!("round {id}'s tree is not stored yet"))),
+        };
         let leaf = match &self.logs {
             Logs::Mongo(logs) => {
                 match tokio::time::timeout(READ_TIMEOUT, bandvote_store::log::leaf(logs, id, vote)).await {

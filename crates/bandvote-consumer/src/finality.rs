@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// How often closed rounds are looked at.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a final round whose log does not make its certified root waits before it is looked at again.
+const RETRY_MISMATCH: Duration = Duration::from_secs(60);
+
 /// Where the pipelines' progress and a round's two tallies are read.
 pub trait Progress: Send + Sync {
     /// Whether both pipelines have applied everything the queue holds now.
@@ -211,7 +214,7 @@ pub async fn run(
     progress: Arc<dyn Progress>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (mut disagreeing, mut unrestorable) = (Vec::new(), Vec::new());
+    let (mut disagreeing, mut unrestorable) = (Vec::new(), HashMap::new());
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -249,17 +252,19 @@ async fn restore_tree(
     progress: &dyn Progress,
     id: &str,
     certified: &Certified,
-    reported: &mut Vec<String>,
+    reported: &mut HashMap<String, std::time::Instant>,
 ) -> anyhow::Result<()> {
     let Some(root) = &certified.merkle_root else { return Ok(()) };
-    if progress.tree_root(id).await?.is_some() || reported.iter().any(|r| r == id) {
+    let recently = reported.get(id).is_some_and(|at| at.elapsed() < RETRY_MISMATCH);
+    if recently || progress.tree_root(id).await?.is_some() {
         return Ok(());
     }
     let ((tree, _), ids) = build_tree(progress, id).await?;
     if bandvote_core::merkle::hex(&tree.root()) != *root {
-        // Once per round and process: the log will not change back by itself.
-        tracing::error!(round = id, "the log's votes of a final round no longer make its certified root");
-        reported.push(id.to_owned());
+        // A late vote logged before the tally set it aside makes a passing difference; anything
+        // else stays. Looked at again a minute later.
+        tracing::error!(round = id, "the log's votes of a final round do not make its certified root");
+        reported.insert(id.to_owned(), std::time::Instant::now());
         return Ok(());
     }
     progress.store_tree(id, &tree, ids).await?;
@@ -267,14 +272,16 @@ async fn restore_tree(
     Ok(())
 }
 
-/// Stores again the trees the final rounds lost (see [`restore_tree`]).
+/// Seals the final rounds again (a Redis that lost its last writes may have lost a seal; sealing is
+/// idempotent) and stores again the trees they lost (see [`restore_tree`]).
 async fn restore_trees(
     rounds: &dyn RoundStore,
     progress: &dyn Progress,
-    reported: &mut Vec<String>,
+    reported: &mut HashMap<String, std::time::Instant>,
 ) -> anyhow::Result<()> {
     for round in rounds.load().await?.rounds {
         if let Some(certified) = &round.certified {
+            progress.seal(&round.id).await?;
             restore_tree(progress, &round.id, certified, reported).await?;
         }
     }
@@ -318,7 +325,14 @@ async fn certify(
         // The receipts' tree, from the log's votes of the round: they must be the votes counted.
         let (tree, ids) = build_tree(progress, &candidate.id).await?;
         if tree.1 != counters {
-            tracing::error!(round = candidate.id, "a closed round's votes in the log are not its counters: not final");
+            let tree_key = format!("{} (leaves)", candidate.id);
+            if !disagreeing.contains(&tree_key) {
+                tracing::error!(
+                    round = candidate.id,
+                    "a closed round's votes in the log are not its counters: not final"
+                );
+                disagreeing.push(tree_key);
+            }
             continue;
         }
         let root = bandvote_core::merkle::hex(&tree.0.root());

@@ -87,6 +87,17 @@ pub struct Proof {
     pub root: String,
 }
 
+/// What a stored tree says of a vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// No tree is stored for the round (not final yet, or being stored again).
+    NoTree,
+    /// The vote is not one of its leaves.
+    NotALeaf,
+    /// The vote's proof.
+    Found(Proof),
+}
+
 /// Every level of a tree, the leaves' hashes first, the root last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {

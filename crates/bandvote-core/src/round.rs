@@ -155,17 +155,28 @@ pub const MAX_GATEWAY_WAIT_MS: u64 = 10_000;
 /// The longest a producer may wait for the queue's acknowledgement, in ms (refused beyond).
 pub const MAX_PRODUCE_TIMEOUT_MS: u64 = 5_000;
 
-/// How long after a round's close a vote a gateway admitted for it may still reach its producer: a
-/// gateway's refresh (200 ms) and the longest a gateway waits for its producer. A producer refuses a
-/// vote for a round closed longer ago than this: no gateway sent it.
-pub const HANDOFF: Duration = Duration::from_millis(200 + MAX_GATEWAY_WAIT_MS);
+/// The oldest view of the rounds a gateway or a producer takes a vote for a round on, in ms: an
+/// operator's close is seen only through the rounds' store, so an older view answers `503`.
+pub const MAX_ROUNDS_VIEW_AGE_MS: u64 = 1_000;
 
-/// How long after a round's close a vote answered `202` for it may still reach the queue: a
-/// gateway's refresh (200 ms), the longest a gateway waits for its producer
-/// ([`MAX_GATEWAY_WAIT_MS`]) and the producer's produce timeout ([`MAX_PRODUCE_TIMEOUT_MS`]), with a
-/// margin. A round is final once the counters have applied everything queued this long after its
-/// close.
-pub const SETTLE: Duration = Duration::from_millis(200 + MAX_GATEWAY_WAIT_MS + MAX_PRODUCE_TIMEOUT_MS + 1_600);
+/// [`MAX_ROUNDS_VIEW_AGE_MS`].
+pub const MAX_ROUNDS_VIEW_AGE: Duration = Duration::from_millis(MAX_ROUNDS_VIEW_AGE_MS);
+
+/// The longest a producer waits for the queue beyond its produce timeout (its delivery report), in ms.
+pub const PRODUCE_REPORT_SLACK_MS: u64 = 1_000;
+
+/// How long after a round's close a vote a gateway admitted for it may still reach its producer: the
+/// gateway's view of the rounds at its oldest and the longest a gateway waits for its producer. A
+/// producer refuses a vote for a round closed longer ago than this: no gateway sent it.
+pub const HANDOFF: Duration = Duration::from_millis(MAX_ROUNDS_VIEW_AGE_MS + MAX_GATEWAY_WAIT_MS);
+
+/// How long after a round's close a vote answered `202` for it may still reach the queue: the
+/// hand-off ([`HANDOFF`]), the producer's produce timeout ([`MAX_PRODUCE_TIMEOUT_MS`]) and its wait
+/// for the delivery report beyond it, with a margin for the clocks. A round is sealed and made final
+/// once the counters have applied everything queued this long after its close.
+pub const SETTLE: Duration = Duration::from_millis(
+    MAX_ROUNDS_VIEW_AGE_MS + MAX_GATEWAY_WAIT_MS + MAX_PRODUCE_TIMEOUT_MS + PRODUCE_REPORT_SLACK_MS + 1_600,
+);
 
 /// A final round's result: `{"round", "closed_at", "total", "bands", "albums", "sha256"}`, where
 /// `sha256` is the hex SHA-256 of the object without it, as canonical JSON (keys sorted, no
@@ -818,7 +829,8 @@ mod tests {
             change(&[create(&[], new("semi"), now).expect("created")], "semi", Action::Open, now).expect("open");
         let round = change(&[round], "semi", Action::Close, at("2026-12-01T20:10:00Z")).expect("closed");
         assert!(!round.awaits_final(at("2026-12-01T20:10:10Z")));
-        assert!(round.awaits_final(at("2026-12-01T20:10:17Z")));
+        assert!(!round.awaits_final(at("2026-12-01T20:10:18Z")));
+        assert!(round.awaits_final(at("2026-12-01T20:10:19Z")));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::{
 
 use bandvote_core::{
     Counts, VoteMessage,
-    merkle::{Leaf, Proof, Tree},
+    merkle::{Leaf, Lookup, Proof, Tree},
     round::{self, DEFAULT_ROUND, Round, RoundStore, Stored},
 };
 use bandvote_queue::{BoxFuture, CheckError, QueueError, Vote, VoteQueue};
@@ -731,9 +731,9 @@ impl Storage {
         .await
     }
 
-    /// The proof of vote `vote` in round `id`'s stored tree; `None` when it is not a leaf of it (or
-    /// no tree is stored). Each node of the path is read from its level by range.
-    pub async fn proof(self: &Arc<Self>, id: &str, vote: &str) -> Result<Option<Proof>, StorageError> {
+    /// What round `id`'s stored tree says of vote `vote` (its proof, or not a leaf, or no tree). Each
+    /// node of the path is read from its level by range.
+    pub async fn proof(self: &Arc<Self>, id: &str, vote: &str) -> Result<Lookup, StorageError> {
         let (id, vote) = (id.to_owned(), vote.to_owned());
         self.with_reader(move |db| {
             let tx = db.transaction()?;
@@ -743,9 +743,10 @@ impl Storage {
             let index: Option<i64> = tx
                 .query_row("SELECT idx FROM merkle_ids WHERE round = ?1 AND id = ?2", [&id, &vote], |r| r.get(0))
                 .optional()?;
-            let (Some((size, root)), Some(index)) = (meta, index) else { return Ok(None) };
+            let Some((size, root)) = meta else { return Ok(Lookup::NoTree) };
+            let Some(index) = index else { return Ok(Lookup::NotALeaf) };
             let Some(positions) = bandvote_core::merkle::path_positions(size as u64, index as u64) else {
-                return Ok(None);
+                return Ok(Lookup::NotALeaf);
             };
             // Each level's row, found once.
             let rows: HashMap<i64, i64> = {
@@ -761,7 +762,7 @@ impl Storage {
                 path.push(node);
             }
             tx.finish()?;
-            Ok(Some(Proof { index: index as u64, size: size as u64, path, root }))
+            Ok(Lookup::Found(Proof { index: index as u64, size: size as u64, path, root }))
         })
         .await
     }

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS merkle_meta (round TEXT PRIMARY KEY, size INTEGER NOT
 ";
 
 /// Run after [`SCHEMA`] and the upgrades, which may add the columns they index.
-const INDEXES: &str = "CREATE INDEX IF NOT EXISTS logs_by_round ON logs (round, received_ms, id);";
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS logs_by_round ON logs (round, received_ms, id);
+    CREATE INDEX IF NOT EXISTS logs_by_round_id ON logs (round, id);";
 
 /// Opens a connection with the settings every connection uses: WAL, fsync on commit, a wait when
 /// another connection holds the write lock.

@@ -107,10 +107,9 @@ pub async fn service(
     if let Some(secret) = &guard.secret {
         router = secret.require(router);
     }
+    // The gate's refresh is its owner's to run: a producer of its own (`App::build`), or `up`, whose
+    // gateways share it.
     let mut service = Service::new(router);
-    if let Some(gate) = &guard.rounds {
-        service = crate::rounds::with_gate(service, gate);
-    }
     service = match kafka {
         Some(kafka) => {
             let probe = kafka.clone();

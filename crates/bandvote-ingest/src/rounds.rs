@@ -41,6 +41,8 @@ pub fn stamped(stamp: &str) -> Option<String> {
 pub struct RoundGate {
     store: Arc<dyn RoundStore>,
     known: RwLock<Option<Arc<Vec<Round>>>>,
+    /// When the rounds were last read.
+    read_at: RwLock<Option<std::time::Instant>>,
     /// Votes refused since the last write to the store: (round, reason) → votes.
     refused: std::sync::Mutex<std::collections::HashMap<(String, &'static str), u64>>,
 }
@@ -48,7 +50,7 @@ pub struct RoundGate {
 impl RoundGate {
     /// A gate over `store`, which knows no round until its first read.
     pub fn new(store: Arc<dyn RoundStore>) -> Arc<Self> {
-        Arc::new(Self { store, known: RwLock::new(None), refused: Default::default() })
+        Arc::new(Self { store, known: RwLock::new(None), read_at: RwLock::new(None), refused: Default::default() })
     }
 
     /// A gate over the rounds in the Redis at `url`, if one is given.
@@ -68,6 +70,11 @@ impl RoundGate {
             return Err(ApiError::unavailable_because("the rounds are not known yet", Duration::from_secs(1)));
         };
         match round::admit(&rounds, chrono::Utc::now()) {
+            // An operator's close is seen only through the store: a view older than the bound a
+            // round's finality counts on may take a vote after the close. Refused until read again.
+            Admission::Open(id) if id != round::DEFAULT_ROUND && self.stale() => {
+                Err(ApiError::unavailable_because("the rounds cannot be read right now", Duration::from_secs(1)))
+            }
             Admission::Open(id) => {
                 let ballot = rounds.iter().find(|r| r.id == id).map_or(&[][..], |r| &r.ballot);
                 Ok((id, complete(ballot, vote)?))
@@ -90,6 +97,9 @@ impl RoundGate {
         let Some(rounds) = self.known.read().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Err(tonic::Status::unavailable("the rounds are not known yet"));
         };
+        if round != round::DEFAULT_ROUND && self.stale() {
+            return Err(tonic::Status::unavailable("the rounds cannot be read right now"));
+        }
         let now = chrono::Utc::now();
         let handoff = chrono::Duration::from_std(round::HANDOFF).unwrap_or_default();
         let taken = match rounds.iter().find(|r| r.id == round) {
@@ -140,14 +150,25 @@ impl RoundGate {
 
     /// Reads the rounds again.
     pub async fn refresh(&self) -> Result<(), round::StoreError> {
+        let asked = std::time::Instant::now();
         let stored = self.store.load().await?;
         *self.known.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(stored.rounds));
+        *self.read_at.write().unwrap_or_else(|e| e.into_inner()) = Some(asked);
         Ok(())
     }
 
+    /// Whether the rounds were last read longer ago than [`round::MAX_ROUNDS_VIEW_AGE`].
+    fn stale(&self) -> bool {
+        self.read_at
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() > round::MAX_ROUNDS_VIEW_AGE)
+    }
+
     /// Reads the rounds every [`REFRESH`] until `shutdown`. While the store does not answer, the
-    /// rounds last read still hold: they change only through that store, and scheduled instants are
-    /// decided here.
+    /// rounds last read still hold for what they refuse (scheduled instants are decided here), but
+    /// once they are older than [`round::MAX_ROUNDS_VIEW_AGE`] a vote for a round gets `503`: the
+    /// store alone tells an operator's close.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut failing = false;
         loop {
@@ -163,7 +184,7 @@ impl RoundGate {
                 }
                 Ok(()) => {}
                 Err(error) if !failing => {
-                    tracing::warn!(%error, "cannot read the rounds; the last ones read still hold");
+                    tracing::warn!(%error, "cannot read the rounds; votes for a round get 503 until they are read again");
                     failing = true;
                 }
                 Err(_) => {}
@@ -293,6 +314,23 @@ mod tests {
         let response = axum::response::IntoResponse::into_response(refused);
         let retry: u64 = response.headers()["retry-after"].to_str().expect("text").parse().expect("seconds");
         assert!((85..=90).contains(&retry), "{retry}");
+    }
+
+    #[tokio::test]
+    async fn a_view_of_the_rounds_older_than_the_bound_takes_no_vote_for_a_round() {
+        let gate = RoundGate::new(Arc::new(Fixed(vec![round("semi", -5)])));
+        gate.refresh().await.expect("read");
+        assert!(gate.admit(vote(VOTE)).is_ok() && gate.hands_over("semi").is_ok());
+        // The store stopped answering a while ago: an operator's close would not be seen.
+        let old = std::time::Instant::now() - round::MAX_ROUNDS_VIEW_AGE - Duration::from_millis(100);
+        *gate.read_at.write().expect("lock") = Some(old);
+        assert_eq!(gate.admit(vote(VOTE)).map_err(|e| e.status()).err(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(gate.hands_over("semi").map_err(|s| s.code()).err(), Some(tonic::Code::Unavailable));
+        // Without rounds nothing closes: the default round still takes votes.
+        let gate = RoundGate::new(Arc::new(Fixed(vec![])));
+        gate.refresh().await.expect("read");
+        *gate.read_at.write().expect("lock") = Some(old);
+        assert!(gate.admit(vote(VOTE)).is_ok() && gate.hands_over("default").is_ok());
     }
 
     #[tokio::test]

@@ -233,7 +233,7 @@ pub struct KafkaArgs {
     #[arg(long, env = "BANDVOTE_KAFKA_REPLICATION", default_value_t = 1)]
     pub kafka_replication: i32,
     /// Milliseconds a vote may wait for Kafka's acknowledgement before the client gets 503 (at most
-    /// 5000: a round becomes final 17 s after its close, once no vote answered 202 can still arrive).
+    /// 5000: a round becomes final 18.6 s after its close, once no vote answered 202 can still arrive).
     #[arg(long, env = "BANDVOTE_PRODUCE_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=bandvote_core::round::MAX_PRODUCE_TIMEOUT_MS))]
     pub produce_timeout_ms: u64,

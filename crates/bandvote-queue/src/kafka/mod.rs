@@ -207,7 +207,8 @@ impl KafkaProducer {
         let delivery = self.inner.producer.send(record, Timeout::After(timeout));
         // librdkafka reports every message within `message.timeout.ms`; the outer bound only guards
         // against a report that never comes.
-        let result = match tokio::time::timeout(timeout + Duration::from_secs(1), delivery).await {
+        let slack = Duration::from_millis(bandvote_core::round::PRODUCE_REPORT_SLACK_MS);
+        let result = match tokio::time::timeout(timeout + slack, delivery).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(classify(error)),
             Err(_) => Err(QueueError::Unavailable("no delivery report within the produce timeout".into())),
