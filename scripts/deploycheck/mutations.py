@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COPY = ["scripts", "deploy", "Dockerfile", ".dockerignore", "crates/bandvote-runtime/src/metrics.rs"]
+COPY = ["scripts", "deploy", "Dockerfile", ".dockerignore", ".gitignore", "crates/bandvote-runtime/src/metrics.rs"]
 
 KAFKA = "deploy/k8s/base/kafka.yaml"
 # (what the bug was, file, text to replace, replacement)
