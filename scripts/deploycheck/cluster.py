@@ -410,9 +410,11 @@ def workload_why(kind, name, pods, events):
 
 def run(script, bin_dir, crd_dirs, renders, operator_pods, fail):
     print("== A real control plane (kube-apiserver, controller manager, scheduler, kwok's fake nodes)")
+    started = time.monotonic()
     with ControlPlane(script, bin_dir) as cp:
         install_crds(cp, crd_dirs, fail)
         storage_classes(cp)
         for render, docs in renders.items():
             pods = [p for p in operator_pods if p["where"].split(" of ")[-1].startswith(render + " ")]
             check_render(cp, render, docs, pods, fail)
+    print(f"   control plane checks: {time.monotonic() - started:.0f} s")
