@@ -5,8 +5,8 @@ For each render, on a cluster reset to empty (no namespace bandvote, no nodes):
 1. the CRDs as their projects ship them are installed once (Gateway API, cert-manager and KEDA from
    their Go modules, Strimzi's generated from its API model by its own crd-generator);
 2. the namespace bandvote is created enforcing the restricted Pod Security Standard, with the
-   Secret bandvote-secrets as the guide creates it, and fake nodes shaped like the render's node
-   pool (NODE_POOLS);
+   Secret bandvote-secrets with the keys the guide (deploy/README.md) creates it with, and fake
+   nodes shaped like the render's node pool (NODE_POOLS);
 3. the render is applied server-side as `kubectl apply -k` would (an object without a namespace goes
    to `default`): every object must be accepted by the API server (OpenAPI and CRD schemas, CEL
    rules, admission);
@@ -34,6 +34,7 @@ are left out and checked in check_deploy.py).
 import json
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
 import time
@@ -52,7 +53,7 @@ NODE_POOLS = {
     "deploy/k8s/overlays/gke-small": (3, "e2-standard-2"),
     "deploy/k8s/overlays/production": (3, "e2-standard-2"),
 }
-SECRET_KEYS = ("redis-password", "mongo-root-password", "mongo-password", "grafana-admin-password", "admin-token", "ingest-secret")
+GUIDE = pathlib.Path(__file__).resolve().parents[2] / "deploy/README.md"
 ROLLOUT_SECONDS = 90
 
 
@@ -224,8 +225,14 @@ def check_render(cp, render, docs, operator_pods, fail):
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {
         "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}}
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(namespace), check=True)
+    # The Secret with the keys the guide's `kubectl create secret generic bandvote-secrets` gives it:
+    # a key the manifests read and the guide leaves out stops the pods (missing_references).
+    guide = GUIDE.read_text()
+    command = guide[guide.index("create secret generic bandvote-secrets"):]
+    command = command[:command.index("\n\n") if "\n\n" in command else len(command)].split("\nkubectl ", 1)[0]
+    keys = re.findall(r"--from-literal=([\w.-]+)=", command)
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bandvote-secrets", "namespace": NAMESPACE},
-              "stringData": {k: "x" * 32 for k in SECRET_KEYS}}
+              "stringData": {k: "x" * 32 for k in keys}}
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret), check=True)
     # What `kubectl apply -k` sends, server-side (GKE's own kinds are unknown to this API server).
     applied = [d for d in docs if not d["apiVersion"].startswith("networking.gke.io/")]

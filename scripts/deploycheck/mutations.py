@@ -64,6 +64,7 @@ BREAKS = [
     ("32 gateways trust no proxy", "deploy/k8s/base/api.yaml", "            - name: BANDVOTE_TRUSTED_PROXIES\n              valueFrom: {configMapKeyRef: {name: load-balancer, key: trusted-proxies}}\n", ""),
     ("32 Grafana reaches the Sentinels", "deploy/k8s/components/redis-sentinel/kustomization.yaml", "values: [consumer, api, grpc, wasm]}\n          ports:\n            - {port: 26379}", "values: [consumer, api, grpc, wasm, grafana]}\n          ports:\n            - {port: 26379}"),
     ("32 compose .env not ignored by git", ".gitignore", "/deploy/compose/.env\n", ""),
+    ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
 
 
