@@ -65,7 +65,11 @@ class ControlPlane:
 
     def __enter__(self):
         started = time.monotonic()
-        subprocess.run([self.script, "up", str(self.state)], check=True)
+        if subprocess.run([self.script, "up", str(self.state)], check=False).returncode != 0:
+            logs = "\n".join(f"{log.name}: {' '.join(log.read_text().strip().splitlines()[-3:])[-500:]}"
+                              for log in sorted((self.state / "logs").glob("*.log")))
+            self.__exit__()
+            raise SystemExit(f"control plane: did not start; the last lines of its logs:\n{logs}")
         print(f"   control plane up in {time.monotonic() - started:.1f} s ({self.state})")
         return self
 
