@@ -1,12 +1,17 @@
 """Puts each known deployment bug (files that passed the offline checks yet a current cluster refused)
 back, one at a time, in a scratch copy of the files, and shows that scripts/check_deploy.py catches
-it: prints the first FAIL line for each, and exits 1 if some break went unnoticed. Not part of CI
-(each break re-renders and re-runs the Strimzi model, a few minutes in all); run it by hand after
-changing a check, with the environment check-deploy sets:
+it: prints the first FAIL line for each (and the first of the control plane's, for the breaks run
+against it), and exits 1 if some break went unnoticed or the unbroken copy does not pass. Not part
+of CI (each break re-renders and re-runs the Strimzi model; the breaks marked `cluster` also start
+the control plane, a minute or two each); run it by hand after changing a check, with the
+environment check-deploy sets (ONLY=text runs the breaks whose title contains it):
 
     eval "$(scripts/tools env)"; . deploy/versions.env
-    BANDVOTE_JAVA=... BANDVOTE_STRIMZI_CLASSPATH=... BANDVOTE_CRD_DIRS=... \
+    BANDVOTE_JAVA=... BANDVOTE_STRIMZI_CLASSPATH=... BANDVOTE_CRD_DIRS=... BANDVOTE_STRIMZI_CRDS=... \
+        BANDVOTE_CONTROL_PLANE=... \
         "$BANDVOTE_PYTHON" scripts/deploycheck/mutations.py "$BANDVOTE_KUSTOMIZE" target/debug/bandvote docker-compose
+
+The other breaks run with BANDVOTE_CONTROL_PLANE=skip (the offline checks alone).
 """
 
 import os
@@ -17,7 +22,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COPY = ["scripts", "deploy", "Dockerfile", ".dockerignore", "crates/bandvote-runtime/src/metrics.rs"]
+COPY = ["scripts", "deploy", "Dockerfile", ".dockerignore", ".gitignore", "crates/bandvote-runtime/src/metrics.rs"]
 
 KAFKA = "deploy/k8s/base/kafka.yaml"
 # (what the bug was, file, text to replace, replacement)
@@ -37,10 +42,10 @@ BREAKS = [
     ("5 replicas in the Deployment", "deploy/k8s/base/consumer.yaml", "spec:\n  selector:\n    matchLabels: {app.kubernetes.io/name: consumer}\n  template", "spec:\n  replicas: 2\n  selector:\n    matchLabels: {app.kubernetes.io/name: consumer}\n  template"),
     ("5 more consumers than partitions", "deploy/k8s/base/consumer.yaml", "maxReplicaCount: 6", "maxReplicaCount: 10"),
     ("5 no scale-down stabilisation", "deploy/k8s/base/consumer.yaml", "stabilizationWindowSeconds: 600", "stabilizationWindowSeconds: 0"),
-    ("5 PDB minAvailable 1 with one replica", "deploy/k8s/base/api.yaml", "  maxUnavailable: 1\n", "  minAvailable: 1\n"),
+    ("5 PDB minAvailable 1 with one replica", "deploy/k8s/base/api.yaml", "  maxUnavailable: 1\n", "  minAvailable: 1\n", "cluster"),
     ("5 .env in the build context", ".dockerignore", "**/.env\n", ""),
     ("5 Redis password in its args", "deploy/k8s/base/redis.yaml", "exec redis-server /etc/redis/redis.conf", "exec redis-server /etc/redis/redis.conf --requirepass $(REDISCLI_AUTH)"),
-    ("5 Redis without maxmemory", "deploy/k8s/base/redis.yaml", "    maxmemory 768mb\n", ""),
+    ("5 Redis without maxmemory", "deploy/k8s/base/redis.conf", "maxmemory 768mb\n", ""),
     ("5 apps as MongoDB's root user", "deploy/k8s/base/api.yaml", "mongodb://bandvote:$(MONGO_PASSWORD)@mongodb:27017/bandvote?authSource=bandvote", "mongodb://root:$(MONGO_PASSWORD)@mongodb:27017/?authSource=admin"),
     ("5 Grafana downloads its plugin", "deploy/k8s/base/grafana.yaml", "          env:\n", "          env:\n            - {name: GF_INSTALL_PLUGINS, value: redis-datasource}\n"),
     ("5 Redis Service not headless", "deploy/k8s/base/redis.yaml", "  clusterIP: None\n", ""),
@@ -52,22 +57,53 @@ BREAKS = [
     ("6 stat over strings reduces numbers only", "deploy/grafana/dashboards/contest-live.json", '"fields": "/.*/"', '"fields": ""'),
     ("6 time series without $time", "deploy/grafana/dashboards/contest-live.json", '"$time",', '"$streamId",'),
     ("6 1 s refresh under the 5 s minimum", "deploy/grafana/Dockerfile", "    GF_DASHBOARDS_MIN_REFRESH_INTERVAL=1s\n", "    GF_X=1\n"),
+    ("32 production objects without a namespace (land in default)", "deploy/k8s/overlays/production/kustomization.yaml", "\nnamespace: bandvote\n", "\n", "cluster"),
+    ("32 HealthCheckPolicy port without portSpecification", "deploy/k8s/base/gateway.yaml", "httpHealthCheck: {portSpecification: USE_FIXED_PORT, port: 3000,", "httpHealthCheck: {port: 3000,"),
+    ("32 Kafka anti-affinity selects the entity operator too", "deploy/k8s/overlays/production/kustomization.yaml", "strimzi.io/name: bandvote-kafka}", "strimzi.io/kind: Kafka}", "cluster"),
+    ("32 one consumer at least", "deploy/k8s/base/consumer.yaml", "minReplicaCount: 2", "minReplicaCount: 1"),
+    ("32 gateways trust no proxy", "deploy/k8s/base/api.yaml", "            - name: BANDVOTE_TRUSTED_PROXIES\n              valueFrom: {configMapKeyRef: {name: load-balancer, key: trusted-proxies}}\n", ""),
+    ("32 Grafana reaches the Sentinels", "deploy/k8s/components/redis-sentinel/kustomization.yaml", "values: [consumer, api, grpc, wasm]}\n          ports:\n            - {port: 26379}", "values: [consumer, api, grpc, wasm, grafana]}\n          ports:\n            - {port: 26379}"),
+    ("32 compose .env not ignored by git", ".gitignore", "/deploy/compose/.env\n", ""),
+    ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
+
+
+def cluster_line(lines):
+    return next((l for l in lines if l.startswith("FAIL control plane:")), None)
+
+
+def run_check(args, mutate=None, cluster=False):
+    """Runs check_deploy.py on a scratch copy, broken by mutate(scratch) first; returns
+    (exit code, FAIL lines), or None when mutate found nothing to break."""
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        for item in COPY:
+            source, target = ROOT / item, scratch / item
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+        if mutate and not mutate(scratch):
+            return None
+        env = dict(os.environ)
+        if not cluster:
+            env["BANDVOTE_CONTROL_PLANE"] = "skip"
+        result = subprocess.run([sys.executable, str(scratch / "scripts/check_deploy.py"), *args],
+                                capture_output=True, text=True, check=False, env=env)
+        return result.returncode, [l.strip() for l in result.stdout.splitlines() if l.strip().startswith("FAIL")]
 
 
 def main():
     args = sys.argv[1:4]
     missed = 0
     only = os.environ.get("ONLY", "")
-    for title, path, old, new in BREAKS:
-        if only not in title:
-            continue
-        with tempfile.TemporaryDirectory() as scratch:
-            scratch = pathlib.Path(scratch)
-            for item in COPY:
-                source, target = ROOT / item, scratch / item
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    selected = [b for b in BREAKS if only in b[0]]
+    cluster = any(len(b) > 4 for b in selected)
+    code, fails = run_check(args, cluster=cluster)
+    if code != 0:
+        print(f"[unbroken copy] does not pass: {fails[:3]}")
+        sys.exit(1)
+    print(f"[unbroken copy] passes{' (with the control plane)' if cluster else ''}")
+    for title, path, old, new, *flags in selected:
+        def mutate(scratch, path=path, old=old, new=new):
             if "grafana" in path and path.endswith(".json"):  # the k8s copies must stay equal
                 extra = scratch / "deploy/k8s/base/grafana" / pathlib.Path(path).name
             else:
@@ -75,19 +111,28 @@ def main():
             for file in filter(None, [scratch / path, extra]):
                 text = file.read_text()
                 if old not in text:
-                    print(f"[{title}] the text to break is not in {path} any more; update mutations.py")
-                    missed += 1
-                    break
+                    return False
                 file.write_text(text.replace(old, new, 1))
-            else:
-                result = subprocess.run([sys.executable, str(scratch / "scripts/check_deploy.py"), *args],
-                                        capture_output=True, text=True, check=False)
-                fails = [l.strip() for l in result.stdout.splitlines() if l.strip().startswith("FAIL")]
-                if result.returncode == 0 or not fails:
-                    print(f"[{title}] NOT CAUGHT")
-                    missed += 1
-                else:
-                    print(f"[{title}] {fails[0]}")
+            return True
+
+        outcome = run_check(args, mutate, cluster="cluster" in flags)
+        if outcome is None:
+            print(f"[{title}] the text to break is not in {path} any more; update mutations.py")
+            missed += 1
+            continue
+        code, fails = outcome
+        if code == 0 or not fails:
+            print(f"[{title}] NOT CAUGHT")
+            missed += 1
+            continue
+        print(f"[{title}] {fails[0]}")
+        if "cluster" in flags:
+            line = cluster_line(fails)
+            if line is None:
+                print("    NOT CAUGHT by the control plane")
+                missed += 1
+            elif line != fails[0]:
+                print(f"    {line}")
     sys.exit(1 if missed else 0)
 
 
