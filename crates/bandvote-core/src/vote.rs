@@ -169,7 +169,7 @@ fn text(fields: &Map<String, Value>, field: &'static str) -> Result<String, Vote
 /// "Ο": UTS #39's mixed-script detection and its confusables; Latin with Han, Japanese or Korean is
 /// allowed, as its "highly restrictive" level does, and so is a letter that reads as no Latin one,
 /// such as "Δ"). Each would split one band's votes between names that read the same. Runs of
-/// spaces are not refused: [`text`] makes them one space, as it composes accents.
+/// spaces are not refused: the field check makes them one space, as it composes accents.
 pub fn look_alike(text: &str) -> Option<&'static str> {
     if text.contains("  ") {
         return Some("must not contain two spaces in a row");

@@ -47,12 +47,6 @@ impl IngestSecret {
         Ok(Self { header })
     }
 
-    /// A random secret (244 random bits), for the services of one process.
-    pub fn random() -> Self {
-        let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        Self::new(&SecretString::from(value)).expect("64 hex characters")
-    }
-
     /// The header value to send.
     pub fn header(&self) -> &HeaderValue {
         &self.header

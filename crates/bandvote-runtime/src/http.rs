@@ -43,7 +43,7 @@ pub struct Limits {
     /// [`DEFAULT_MAX_CONNECTIONS`] (`--max-connections`).
     pub max_connections: usize,
     /// Connections open at once from one client address (the TCP peer, IPv6 by /64:
-    /// [`client_group`]); the next ones are closed at once. A trusted proxy's connections are
+    /// [`client_group`](crate::client::client_group)); the next ones are closed at once. A trusted proxy's connections are
     /// not counted per client (they carry many clients). 0: no such cap. Default
     /// [`DEFAULT_MAX_CONNECTIONS_PER_CLIENT`] (`--max-connections-per-client`).
     pub max_connections_per_client: usize,
