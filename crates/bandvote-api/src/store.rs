@@ -106,6 +106,15 @@ enum Logs {
     Embedded(Arc<Storage>),
 }
 
+/// A read from Redis within [`READ_TIMEOUT`]; its error, or no answer, as [`Unavailable`].
+async fn redis_read<T>(read: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, Unavailable> {
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
+        Err(_) => Err(Unavailable("redis: no answer".into())),
+    }
+}
+
 /// Where results and logs are read: Redis (connected on first use, then kept and re-established)
 /// or the embedded database, and MongoDB or the embedded database.
 pub struct Store {
@@ -249,11 +258,7 @@ impl Store {
             Counters::Embedded(storage) => storage.round_counts(id).await.map_err(|e| Unavailable(e.to_string())),
             Counters::Redis { target, connection } => {
                 let mut redis = Self::redis(target, connection).await?;
-                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::counts(&mut redis, id)).await {
-                    Ok(Ok(counts)) => Ok(counts),
-                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
-                    Err(_) => Err(Unavailable("redis: no answer".into())),
-                }
+                redis_read(bandvote_store::rounds::counts(&mut redis, id)).await
             }
         }
     }
@@ -295,11 +300,7 @@ impl Store {
             Counters::Embedded(storage) => storage.late().await.map_err(|e| Unavailable(e.to_string())),
             Counters::Redis { target, connection } => {
                 let mut redis = Self::redis(target, connection).await?;
-                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::late(&mut redis)).await {
-                    Ok(Ok(late)) => Ok(late),
-                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
-                    Err(_) => Err(Unavailable("redis: no answer".into())),
-                }
+                redis_read(bandvote_store::rounds::late(&mut redis)).await
             }
         }
     }
@@ -440,11 +441,7 @@ impl Store {
             Counters::Embedded(storage) => storage.late_ids(id).await.map_err(|e| Unavailable(e.to_string())),
             Counters::Redis { target, connection } => {
                 let mut redis = Self::redis(target, connection).await?;
-                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::rounds::late_ids(&mut redis, id)).await {
-                    Ok(Ok(ids)) => Ok(ids),
-                    Ok(Err(error)) => Err(Unavailable(format!("redis: {error}"))),
-                    Err(_) => Err(Unavailable("redis: no answer".into())),
-                }
+                redis_read(bandvote_store::rounds::late_ids(&mut redis, id)).await
             }
         }
     }
@@ -457,11 +454,7 @@ impl Store {
             Counters::Embedded(storage) => storage.proof(id, vote).await.map_err(|e| Unavailable(e.to_string()))?,
             Counters::Redis { target, connection } => {
                 let mut redis = Self::redis(target, connection).await?;
-                match tokio::time::timeout(READ_TIMEOUT, bandvote_store::merkle::proof(&mut redis, id, vote)).await {
-                    Ok(Ok(proof)) => proof,
-                    Ok(Err(error)) => return Err(Unavailable(format!("redis: {error}"))),
-                    Err(_) => return Err(Unavailable("redis: no answer".into())),
-                }
+                redis_read(bandvote_store::merkle::proof(&mut redis, id, vote)).await?
             }
         };
         let proof = match proof {

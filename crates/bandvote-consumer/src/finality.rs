@@ -220,11 +220,19 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(INTERVAL) => {}
         }
-        let restored = restore_trees(rounds.as_ref(), progress.as_ref(), &mut unrestorable).await;
+        // One read of the rounds for the pass.
+        let stored = match rounds.load().await {
+            Ok(stored) => stored.rounds,
+            Err(error) => {
+                tracing::debug!(%error, "the rounds could not be read");
+                continue;
+            }
+        };
+        let restored = restore_trees(&stored, progress.as_ref(), &mut unrestorable).await;
         if let Err(error) = restored {
             tracing::debug!(error = format!("{error:#}"), "a final round's tree not stored again yet");
         }
-        if let Err(error) = certify(rounds.as_ref(), progress.as_ref(), &mut disagreeing).await {
+        if let Err(error) = certify(rounds.as_ref(), &stored, progress.as_ref(), &mut disagreeing).await {
             tracing::debug!(error = format!("{error:#}"), "rounds not made final yet");
         }
     }
@@ -275,11 +283,11 @@ async fn restore_tree(
 /// Seals the final rounds again (a Redis that lost its last writes may have lost a seal; sealing is
 /// idempotent) and stores again the trees they lost (see [`restore_tree`]).
 async fn restore_trees(
-    rounds: &dyn RoundStore,
+    stored: &[round::Round],
     progress: &dyn Progress,
     reported: &mut HashMap<String, std::time::Instant>,
 ) -> anyhow::Result<()> {
-    for round in rounds.load().await?.rounds {
+    for round in stored {
         if let Some(certified) = &round.certified {
             progress.seal(&round.id).await?;
             restore_tree(progress, &round.id, certified, reported).await?;
@@ -288,14 +296,16 @@ async fn restore_trees(
     Ok(())
 }
 
-/// One look at the closed rounds.
+/// One look at the closed rounds among `stored` (the rounds as read for this pass); a result is
+/// written through `rounds`.
 async fn certify(
     rounds: &dyn RoundStore,
+    stored: &[round::Round],
     progress: &dyn Progress,
     disagreeing: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
-    let waiting: Vec<_> = rounds.load().await?.rounds.into_iter().filter(|r| r.awaits_final(now)).collect();
+    let waiting: Vec<_> = stored.iter().filter(|r| r.awaits_final(now)).cloned().collect();
     if waiting.is_empty() || !progress.caught_up().await? {
         return Ok(());
     }
@@ -483,6 +493,12 @@ mod tests {
         counts
     }
 
+    /// One pass of `certify` over the rounds as stored now.
+    async fn look(rounds: &Memory, progress: &Fake, disagreeing: &mut Vec<String>) {
+        let stored = rounds.load().await.expect("rounds").rounds;
+        certify(rounds, &stored, progress, disagreeing).await.expect("a look");
+    }
+
     async fn certified(rounds: &Memory, id: &str) -> Option<Certified> {
         rounds.load().await.expect("rounds").rounds.into_iter().find(|r| r.id == id)?.certified
     }
@@ -502,13 +518,13 @@ mod tests {
         let mut disagreeing = Vec::new();
 
         // Not caught up: nothing is compared, sealed or certified.
-        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        look(&rounds, &progress, &mut disagreeing).await;
         assert!(progress.asked.lock().expect("lock").is_empty());
         assert!(certified(&rounds, "semi").await.is_none());
 
         // Caught up, but the counters hold a vote the log does not: sealed, not final.
         progress.caught_up.store(true, Ordering::SeqCst);
-        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        look(&rounds, &progress, &mut disagreeing).await;
         assert_eq!(*progress.asked.lock().expect("lock"), ["seal semi", "tallies semi"]);
         assert!(certified(&rounds, "semi").await.is_none());
         assert_eq!(disagreeing, ["semi"]);
@@ -516,14 +532,14 @@ mod tests {
         // Agreeing, but the log's votes (the tree's leaves) are not the counted ones: not final.
         *progress.logged.lock().expect("lock") = counts(&[("A", "x"), ("A", "x"), ("B", "y")]);
         *progress.leaves.lock().expect("lock") = vec![leaf("1", "A", "x"), leaf("2", "B", "y")];
-        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        look(&rounds, &progress, &mut disagreeing).await;
         assert!(certified(&rounds, "semi").await.is_none());
 
         // Agreeing: final with the counters and the tree of its votes, the round closed too recently
         // still not looked at.
         let leaves = vec![leaf("1", "A", "x"), leaf("2", "B", "y"), leaf("3", "A", "x")];
         *progress.leaves.lock().expect("lock") = leaves.clone();
-        certify(&rounds, &progress, &mut disagreeing).await.expect("a look");
+        look(&rounds, &progress, &mut disagreeing).await;
         let result = certified(&rounds, "semi").await.expect("final");
         assert_eq!((result.total, result.bands["A"]), (3, 2));
         assert!(result.verifies());
