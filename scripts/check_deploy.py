@@ -911,6 +911,12 @@ def check_dashboards(overrides):
             seconds = grafana_panels.duration_seconds(refresh)
             if seconds is None or seconds < minimum:
                 fail(f"{path.name}: refresh {refresh} is below Grafana's min_refresh_interval ({settings.get('GF_DASHBOARDS_MIN_REFRESH_INTERVAL', '5s')}): Grafana raises it")
+            # Grafana starts the dashboard's timer only for an interval of its time picker's list.
+            intervals = (dashboard.get("timepicker") or {}).get("refresh_intervals") or grafana_panels.DEFAULT_REFRESH_INTERVALS
+            if refresh not in intervals:
+                fail(f"{path.name}: refresh {refresh} is not in timepicker.refresh_intervals {intervals}: no timer starts")
+        for problem in grafana_panels.variable_problems(dashboard):
+            fail(f"{path.name}: {problem}")
         for panel in dashboard.get("panels", []):
             try:
                 problems = grafana_panels.panel_problems(panel)

@@ -30,6 +30,11 @@ STREAM_FIELDS = {"votes:timeline": ["n", "total"]}
 
 STRING_REDUCERS = {"first", "firstNotNull", "last", "lastNotNull"}
 
+# The refresh picker's intervals when a dashboard's timepicker gives none (Grafana's
+# packages/grafana-ui RefreshPicker `defaultIntervals`): a dashboard refresh outside its picker's
+# list starts no timer.
+DEFAULT_REFRESH_INTERVALS = ["5s", "10s", "30s", "1m", "5m", "15m", "30m", "1h", "2h", "1d"]
+
 
 # A round's keys (`votes:round:$round:band`, with the dashboard's variable) hold what the
 # all-time keys hold.
@@ -94,6 +99,22 @@ def _fields_regex(spec):
     return re.compile("^" + re.escape(spec) + "$")
 
 
+def variable_problems(dashboard):
+    """The dashboard's `round` variable must offer the round to watch first: it reads the
+    consumers' ordered list and keeps its order (Grafana picks the first option on opening)."""
+    problems = []
+    for variable in (dashboard.get("templating") or {}).get("list", []):
+        if variable.get("name") != "round":
+            continue
+        if variable.get("query") != "LRANGE rounds:picker 0 -1":
+            problems.append(f"variable round: query {variable.get('query')!r} does not read rounds:picker in its order")
+        if variable.get("sort", 0) != 0:
+            problems.append(f"variable round: sort {variable.get('sort')} reorders the picker (the open round is not first)")
+        if variable.get("current"):
+            problems.append(f"variable round: a saved current value {variable.get('current')} is kept over the open round")
+    return problems
+
+
 def panel_problems(panel):
     """What Grafana would show as "No data" (or refuse) for one panel fed by Redis queries."""
     problems = []
@@ -101,6 +122,9 @@ def panel_problems(panel):
     for target in panel.get("targets", []):
         if (target.get("datasource") or {}).get("type") != "redis-datasource":
             return []  # Prometheus panels: their series are checked against /metrics elsewhere
+        if target.get("command") == "xrange" and (target.get("start") or target.get("end")):
+            problems.append(f"XRANGE {target.get('keyName')} from {target.get('start')} to {target.get('end')} reads past the "
+                            "dashboard's time range (without start and end the plugin reads the time range)")
         frame = redis_frame(target)
         if frame is None:
             problems.append(f"query {target.get('command')} {target.get('keyName')} is not modelled")

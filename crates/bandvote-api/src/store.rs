@@ -153,11 +153,11 @@ impl Store {
                 )
             }
         };
-        // The rounds live beside the counters: in the embedded database whenever `up` has one
-        // open (its gateways read them there too), else in the counters' Redis.
+        // The rounds live beside the counters: in the embedded database when `up` counts there,
+        // else in the counters' Redis (where `up`'s gateways read them too).
         let rounds: Arc<dyn RoundStore> = match embedded {
-            Some(e) => Arc::new(EmbeddedRounds(Arc::clone(&e.storage))),
-            None => Arc::new(RedisRounds::new(redis_url)?),
+            Some(e) if e.counters => Arc::new(EmbeddedRounds(Arc::clone(&e.storage))),
+            _ => Arc::new(RedisRounds::new(redis_url)?),
         };
         Ok(Self { counters, logs, rounds })
     }

@@ -215,6 +215,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (mut disagreeing, mut unrestorable) = (Vec::new(), HashMap::new());
+    let mut picker = Picker::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -228,12 +229,39 @@ pub async fn run(
                 continue;
             }
         };
+        picker.publish(rounds.as_ref(), &stored).await;
         let restored = restore_trees(&stored, progress.as_ref(), &mut unrestorable).await;
         if let Err(error) = restored {
             tracing::debug!(error = format!("{error:#}"), "a final round's tree not stored again yet");
         }
         if let Err(error) = certify(rounds.as_ref(), &stored, progress.as_ref(), &mut disagreeing).await {
             tracing::debug!(error = format!("{error:#}"), "rounds not made final yet");
+        }
+    }
+}
+
+/// How often the round picker's order is written again though unchanged (a restarted Redis may
+/// have lost it).
+const PICKER_REFRESH: Duration = Duration::from_secs(10);
+
+/// The round picker's order as last published (see [`round::picker_order`]).
+#[derive(Default)]
+struct Picker {
+    published: Option<(Vec<String>, std::time::Instant)>,
+}
+
+impl Picker {
+    /// Publishes the order of `stored` if it changed (a scheduled round opened by itself, a round
+    /// was created, closed or removed) or was last written [`PICKER_REFRESH`] ago.
+    async fn publish(&mut self, rounds: &dyn RoundStore, stored: &[round::Round]) {
+        let order = round::picker_order(stored, chrono::Utc::now());
+        let fresh = self.published.as_ref().is_some_and(|(last, at)| *last == order && at.elapsed() < PICKER_REFRESH);
+        if fresh {
+            return;
+        }
+        match rounds.publish_picker(&order).await {
+            Ok(()) => self.published = Some((order, std::time::Instant::now())),
+            Err(error) => tracing::debug!(%error, "the round picker's order not written"),
         }
     }
 }

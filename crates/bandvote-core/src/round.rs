@@ -575,6 +575,28 @@ pub trait RoundStore: Send + Sync {
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<std::collections::BTreeMap<String, u64>, StoreError>>;
+    /// Publishes the rounds' ids in [`picker_order`] where dashboards read them (Redis's
+    /// `rounds:picker`); a store no dashboard reads keeps nothing.
+    fn publish_picker<'a>(&'a self, order: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = order;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The rounds' ids in the order a round picker offers them, so that its first is the one to watch:
+/// the open rounds (the latest opened first), then the scheduled ones (the soonest first, those
+/// with no opening time last), then the closed ones (the latest closed first).
+pub fn picker_order(rounds: &[Round], now: DateTime<Utc>) -> Vec<String> {
+    let mut sorted: Vec<&Round> = rounds.iter().collect();
+    sorted.sort_by_key(|round| {
+        let at = |instant: Option<DateTime<Utc>>| instant.map_or(i64::MAX, |at| at.timestamp_millis());
+        match round.state(now) {
+            State::Open => (0, -round.opens_at.map_or(0, |at| at.timestamp_millis())),
+            State::Scheduled => (1, at(round.opens_at)),
+            State::Closed => (2, -round.closes_at.map_or(0, |at| at.timestamp_millis())),
+        }
+    });
+    sorted.into_iter().map(|round| round.id.clone()).collect()
 }
 
 /// Why [`update`] did not change a round.
@@ -721,6 +743,31 @@ mod tests {
         assert_eq!(rounds[0].state(at("2026-12-01T20:19:59.999Z")), State::Open);
         assert_eq!(rounds[0].state(at("2026-12-01T20:20:00Z")), State::Closed);
         assert_eq!(admit(&rounds, at("2026-12-01T20:20:00Z")), Admission::Closed { opens_in: None });
+    }
+
+    #[test]
+    fn the_picker_offers_the_open_round_first() {
+        let now = at("2026-12-01T21:00:00Z");
+        let round = |id: &str, opens: Option<&str>, closes: Option<&str>| {
+            let mut round = create(&[], new(id), at("2026-12-01T19:00:00Z")).expect("created");
+            round.opens_at = opens.map(at);
+            round.closes_at = closes.map(at);
+            round
+        };
+        let rounds = [
+            round("a-first-heat", Some("2026-12-01T19:00:00Z"), Some("2026-12-01T19:30:00Z")),
+            round("b-second-heat", Some("2026-12-01T20:00:00Z"), Some("2026-12-01T20:30:00Z")),
+            round("encore", None, None),
+            round("final", Some("2026-12-01T22:00:00Z"), None),
+            round("semi", Some("2026-12-01T20:45:00Z"), None),
+            round("z-later", Some("2026-12-01T23:00:00Z"), None),
+        ];
+        assert_eq!(rounds[4].state(now), State::Open);
+        let order = picker_order(&rounds, now);
+        assert_eq!(order, ["semi", "final", "z-later", "encore", "b-second-heat", "a-first-heat"]);
+        // At the final's opening time it is the one to watch.
+        assert_eq!(picker_order(&rounds, at("2026-12-01T22:00:00Z"))[0], "final");
+        assert!(picker_order(&[], now).is_empty());
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub mod keys {
     pub const ROUNDS: &str = "rounds";
     /// Integer, changes to `rounds` so far.
     pub const ROUNDS_VERSION: &str = "rounds:version";
+    /// List of the rounds' ids, the one to watch first (open, then scheduled, then closed; see
+    /// `bandvote_core::round::picker_order`): the dashboards' round picker. The consumers write it.
+    pub const ROUNDS_PICKER: &str = "rounds:picker";
     /// Hash round id → when it was sealed: the tally counts no more votes for these rounds.
     pub const SEALED: &str = "votes:sealed";
     /// Hash vote id → `<round>\n<band>\n<album>`: votes for a sealed round that reached the tally

@@ -145,6 +145,18 @@ impl RoundStore for RedisRounds {
             redis::cmd("HGETALL").arg(keys::round_refused(id)).query_async(&mut redis).await.map_err(failed)
         })
     }
+
+    fn publish_picker<'a>(&'a self, order: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut redis = self.connection().await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().del(keys::ROUNDS_PICKER).ignore();
+            if !order.is_empty() {
+                pipe.rpush(keys::ROUNDS_PICKER, order).ignore();
+            }
+            pipe.query_async::<()>(&mut redis).await.map_err(failed)
+        })
+    }
 }
 
 /// Round `id`'s counters in Redis (`votes:round:<id>:band`, `:album`, `:total`), read together.

@@ -94,14 +94,18 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         .transpose()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
 
-    // The gateways and the producer read the rounds where the API writes them: the embedded
-    // database when one is open, else the counters' Redis.
+    // The rounds live beside the counters (the seals the tally reads are there too): in Redis when
+    // the counters are, where the dashboards read them as well; else in the embedded database. The
+    // gateways, the producer, the API and the finality task all read them there.
     let rounds: Arc<dyn RoundStore> = match (&embedded, &config.redis_url) {
-        (Some(storage), _) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
-        (None, Some(url)) => Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?),
+        (_, Some(url)) => Arc::new(bandvote_store::rounds::RedisRounds::new(url.expose_secret())?),
+        (Some(storage), None) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
         (None, None) => unreachable!("without Redis the embedded storage is open"),
     };
-    let gate = RoundGate::new(rounds);
+    if let (Some(storage), Some(_)) = (&embedded, &config.redis_url) {
+        carry_rounds_over(storage, rounds.as_ref()).await?;
+    }
+    let gate = RoundGate::new(Arc::clone(&rounds));
 
     // The producer, both front doors, served in process: the gRPC and HTTP hops stay real.
     let grace = GatewayConfig::default().grace;
@@ -147,7 +151,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
             let mut consumer = Consumer::embedded(Arc::clone(storage), counters, log, prune).await?.into_service();
             // Closed rounds become final here, wherever the counters and the log are: the embedded
             // queue holds both pipelines' positions.
-            let rounds: Arc<dyn RoundStore> = Arc::new(EmbeddedRounds(Arc::clone(storage)));
+            let rounds = Arc::clone(&rounds);
             let redis = match &config.redis_url {
                 Some(url) => Some(
                     bandvote_store::redis_client::RedisTarget::parse(url.expose_secret())?
@@ -231,6 +235,22 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
     shutdown.cancel();
     producer.await.context("the producer panicked")??;
     served
+}
+
+/// Rounds an earlier `up` kept in its embedded database beside counters in Redis (before the rounds
+/// moved to Redis with them) are written to Redis once, if it has none yet.
+async fn carry_rounds_over(storage: &Arc<Storage>, redis: &dyn RoundStore) -> anyhow::Result<()> {
+    let kept = EmbeddedRounds(Arc::clone(storage)).load().await?.rounds;
+    let mut current = redis.load().await?;
+    if kept.is_empty() || !current.rounds.is_empty() {
+        return Ok(());
+    }
+    for round in &kept {
+        anyhow::ensure!(redis.save(current.version, round).await?, "the rounds in redis changed while carried over");
+        current.version += 1;
+    }
+    tracing::info!(rounds = kept.len(), "the rounds kept in the embedded database carried over to redis");
+    Ok(())
 }
 
 /// What runs where, and the URLs to open.

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::support::{
-    PATIENCE, TestEnv, expected, mix, post_all, post_vote, repo_root, spawn_listening, start_up, up, wait_for,
-    wait_ready,
+    MONGO, PATIENCE, TestEnv, embedded_up, expected, mix, post_all, post_vote, repo_root, spawn_listening, start_up,
+    up, wait_for, wait_ready,
 };
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -44,14 +44,57 @@ fn per_round(target: &Value) -> bool {
     target["keyName"].as_str().is_some_and(|key| key.contains("$round"))
 }
 
-/// The contest dashboard's `round` variable: on a show with rounds, its query lists them, and every
-/// query of the round's panels, with the round picked, gives that round's counts, not the all-time
-/// ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_round_panels_give_the_counts_of_the_round_picked() {
+/// The contest dashboard's `round` variable, as the plugin runs it and Grafana orders it: the
+/// options its query gives (the plugin splits the query into a command, a key and arguments), sorted
+/// as the variable's `sort` says.
+async fn round_options(redis: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/dashboards/contest-live.json")).expect("readable"),
+    )
+    .expect("JSON");
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == "round")
+        .expect("a round variable")
+        .clone();
+    assert_eq!(variable["datasource"]["uid"], "bandvote-redis");
+    let words: Vec<&str> = variable["query"].as_str().expect("a query").split_whitespace().collect();
+    let mut query = redis::cmd(words[0]);
+    for word in &words[1..] {
+        query.arg(*word);
+    }
+    let mut options: Vec<String> = query.query_async(redis).await.expect("the variable's query");
+    // Grafana's variable sort: 0 keeps the query's order, 1 and 2 are alphabetical.
+    match variable["sort"].as_u64().unwrap_or(0) {
+        0 => {}
+        1 => options.sort(),
+        2 => options.sort_by(|a, b| b.cmp(a)),
+        other => panic!("no model of the variable sort {other}; add one to this test"),
+    }
+    options
+}
+
+/// Under a show with rounds, the contest dashboard opens on the open round (the first option of its
+/// `round` variable, what Grafana picks), ahead of a scheduled round whose id sorts first and a
+/// closed one; every query of the round's panels, with the round picked, gives that round's counts,
+/// not the all-time ones. On every `bandvote up` layout that has Redis: where the counters are, the
+/// rounds are, so the panels are never empty.
+async fn the_round_panels_follow_the_open_round(layout: &[&str]) {
     const TOKEN: &str = "grafana-test-token";
     let env = TestEnv::new().await;
-    let mut command = up(&env, 0);
+    let dir = std::env::temp_dir().join(format!("bandvote-grafana-{}", env.id));
+    let mut command = if layout.contains(&"kafka") {
+        up(&env, 0)
+    } else {
+        let mut command = embedded_up(0, &dir);
+        command.args(["--redis-url", &env.redis_url()]);
+        if layout.contains(&"mongodb") {
+            command.args(["--mongo-url", MONGO, "--mongo-db", &env.mongo_db]);
+        }
+        command
+    };
     command.args(["--admin-token", TOKEN]);
     let (_up, base) = spawn_listening(&mut command).await;
     wait_ready(&base).await;
@@ -68,8 +111,18 @@ async fn the_round_panels_give_the_counts_of_the_round_picked() {
         }
         async move { request.send().await.expect("answer").status().as_u16() }
     };
-    let semi = serde_json::json!({"id": "semi", "title": "Semi-final", "results": "hidden"});
+    let heat = serde_json::json!({"id": "heat", "title": "Heat"});
+    assert_eq!(admin("rounds", Some(heat)).await, 201);
+    assert_eq!(admin("rounds/heat/open", None).await, 200);
+    assert_eq!(admin("rounds/heat/close", None).await, 200);
+    // The semi-final closes within the hour; the encore opens after it, by itself.
+    let at = |hours| {
+        (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let semi = serde_json::json!({"id": "semi", "title": "Semi-final", "results": "hidden", "closes_at": at(1)});
     assert_eq!(admin("rounds", Some(semi)).await, 201);
+    let encore = serde_json::json!({"id": "a-encore", "title": "Encore", "opens_at": at(2)});
+    assert_eq!(admin("rounds", Some(encore)).await, 201);
     let round = mix(47);
     let first = round[0].clone();
     // The gateway sees the round (votes are refused until it opens), then sees it open: the first
@@ -95,29 +148,20 @@ async fn the_round_panels_give_the_counts_of_the_round_picked() {
         }
     })
     .await;
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("deploy/grafana/dashboards/contest-live.json")).expect("readable"),
-    )
-    .expect("JSON");
-    let variable = dashboard["templating"]["list"]
-        .as_array()
-        .expect("variables")
-        .iter()
-        .find(|v| v["name"] == "round")
-        .expect("a round variable");
-    assert_eq!(variable["datasource"]["uid"], "bandvote-redis");
-    let words: Vec<&str> = variable["query"].as_str().expect("a query").split_whitespace().collect();
-    let mut query = redis::cmd(words[0]);
-    for word in &words[1..] {
-        query.arg(*word);
-    }
-    let listed: Vec<String> = query.query_async(&mut redis).await.expect("the variable's query");
-    assert_eq!(listed, ["semi"]);
+    let options = wait_for("the dashboard's round picker", PATIENCE, || {
+        let mut redis = redis.clone();
+        async move {
+            let options = round_options(&mut redis).await;
+            (options.first().map(String::as_str) == Some("semi")).then_some(options)
+        }
+    })
+    .await;
+    assert_eq!(options, ["semi", "a-encore", "heat"], "open, then scheduled, then closed");
 
     let want = expected(&round);
     let mut checked = BTreeSet::new();
     for (panel, target) in targets().into_iter().filter(|(_, t)| per_round(t)) {
-        let key = target["keyName"].as_str().expect("a key").replace("$round", "semi");
+        let key = target["keyName"].as_str().expect("a key").replace("$round", &options[0]);
         match (target["command"].as_str().expect("a command"), key.as_str()) {
             ("get", "votes:round:semi:total") => {
                 let total: u64 = redis.get(&key).await.expect("GET");
@@ -136,6 +180,22 @@ async fn the_round_panels_give_the_counts_of_the_round_picked() {
         checked.insert(key);
     }
     assert_eq!(checked.len(), 3, "the round's total, bands and albums: {checked:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_round_panels_follow_the_open_round_on_every_server() {
+    the_round_panels_follow_the_open_round(&["kafka", "redis", "mongodb"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_round_panels_follow_the_open_round_with_redis_only() {
+    the_round_panels_follow_the_open_round(&["redis"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_round_panels_follow_the_open_round_with_redis_and_mongodb() {
+    the_round_panels_follow_the_open_round(&["redis", "mongodb"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -175,7 +235,12 @@ async fn every_redis_query_of_the_dashboards_gives_the_counts_of_the_votes_sent(
                 }
             }
             ("xrange", "votes:timeline") => {
-                let (start, end) = (target["start"].as_str().unwrap_or("-"), target["end"].as_str().unwrap_or("+"));
+                // Without a start and an end the plugin reads the dashboard's time range
+                // (`<from ms>-0` to `<to ms>-0`); the dashboards' range is the last 15 minutes.
+                let now = chrono::Utc::now().timestamp_millis();
+                let (from, to) = (format!("{}-0", now - 15 * 60 * 1000), format!("{now}-0"));
+                let start = target["start"].as_str().unwrap_or(&from);
+                let end = target["end"].as_str().unwrap_or(&to);
                 let entries: redis::streams::StreamRangeReply = redis.xrange(key, start, end).await.expect("XRANGE");
                 let field = |entry: &redis::streams::StreamId, name: &str| -> u64 {
                     entry.get::<String>(name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{panel}: {name}"))
