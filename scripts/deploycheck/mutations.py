@@ -9,7 +9,9 @@ environment check-deploy sets (ONLY=text runs the breaks whose title contains it
     eval "$(scripts/tools env)"; . deploy/versions.env
     BANDVOTE_JAVA=... BANDVOTE_STRIMZI_CLASSPATH=... BANDVOTE_CRD_DIRS=... BANDVOTE_STRIMZI_CRDS=... \
         BANDVOTE_CONTROL_PLANE=... \
-        "$BANDVOTE_PYTHON" scripts/deploycheck/mutations.py "$BANDVOTE_KUSTOMIZE" target/debug/bandvote docker-compose
+        "$BANDVOTE_PYTHON" scripts/deploycheck/mutations.py "$BANDVOTE_KUSTOMIZE" target/debug/bandvote COMPOSE_CONFIG
+
+(COMPOSE_CONFIG: the compose-go program check-deploy builds, ~/.cache/bandvote/compose-go-*/compose-config.)
 
 The other breaks run with BANDVOTE_CONTROL_PLANE=skip (the offline checks alone).
 """
@@ -64,6 +66,9 @@ BREAKS = [
     ("32 gateways trust no proxy", "deploy/k8s/base/api.yaml", "            - name: BANDVOTE_TRUSTED_PROXIES\n              valueFrom: {configMapKeyRef: {name: load-balancer, key: trusted-proxies}}\n", ""),
     ("32 Grafana reaches the Sentinels", "deploy/k8s/components/redis-sentinel/kustomization.yaml", "values: [consumer, api, grpc, wasm]}\n          ports:\n            - {port: 26379}", "values: [consumer, api, grpc, wasm, grafana]}\n          ports:\n            - {port: 26379}"),
     ("32 compose .env not ignored by git", ".gitignore", "/deploy/compose/.env\n", ""),
+    ("compose: an obsolete `version:` (Compose v2 warns)", "deploy/compose/docker-compose.yml", "\nx-bandvote: &bandvote\n", "\nversion: \"3.8\"\nx-bandvote: &bandvote\n"),
+    ("compose: a misspelt healthcheck key (the spec's schema)", "deploy/compose/docker-compose.yml", "      timeout: 10s\n      retries: 30\n", "      timeout: 10s\n      retires: 30\n"),
+    ("compose: a Sentinel on the network of a service that does not exist", "deploy/compose/redis-sentinel.yml", 'network_mode: "service:redis-2"', 'network_mode: "service:redis-3"'),
     ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
 
