@@ -282,14 +282,69 @@ def run_strimzi_model(objects):
             if ignored in annotations:
                 fail(f"{where}: annotation {ignored} has been ignored since Strimzi 0.48 (node pools and KRaft are the only mode)")
         if obj["kind"] == "Kafka":
-            version = obj["spec"]["kafka"].get("version")
-            if version != VERSIONS["KAFKA_VERSION"]:
-                fail(f"{where}: Kafka {version}, deploy/versions.env pins {VERSIONS['KAFKA_VERSION']}")
-            if version and ".".join(version.split(".")[:2]) not in VERSIONS["STRIMZI_KAFKA_LINES"].split():
-                fail(f"{where}: Strimzi {VERSIONS['STRIMZI_VERSION']} does not run Kafka {version} (lines {VERSIONS['STRIMZI_KAFKA_LINES']})")
+            check_kafka_versions(where, obj["spec"]["kafka"])
         if obj["kind"] in ("KafkaNodePool", "KafkaTopic") and obj["metadata"].get("labels", {}).get("strimzi.io/cluster") != "bandvote":
             fail(f"{where}: {obj['kind']} must carry the label strimzi.io/cluster=bandvote")
     return out["pods"]
+
+
+def version_tuple(version):
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+@functools.cache
+def strimzi_built_kafka():
+    """The Kafka the pinned Strimzi operator is built against: `kafka.version` of its published
+    parent POM (io.strimzi:strimzi, fetched by scripts/check-deploy). Strimzi runs no newer Kafka."""
+    path = os.environ.get("BANDVOTE_STRIMZI_POM")
+    if not path:
+        return None
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pathlib.Path(path).read_text())
+    return found.group(1).strip() if found else None
+
+
+def metadata_version_verdicts(versions):
+    """Kafka's own MetadataVersion (kafka-server-common at KAFKA_VERSION) on each metadata version:
+    {version: None if accepted, else why not}."""
+    java, classpath = os.environ.get("BANDVOTE_JAVA"), os.environ.get("BANDVOTE_KAFKA_CLASSPATH")
+    result = subprocess.run([java, "-cp", classpath, str(ROOT / "scripts/deploycheck/kafka/MetadataVersionCheck.java"), *versions],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return {v: f"MetadataVersionCheck.java failed: {result.stderr.strip()[-500:]}" for v in versions}
+    verdicts = {}
+    for line in result.stdout.splitlines():
+        version, _, verdict = line.partition(" ")
+        verdicts[version] = None if verdict == "ok" else verdict
+    return verdicts
+
+
+def check_kafka_versions(where, kafka):
+    """A Kafka resource's version and metadataVersion. Strimzi's list of the Kafka versions it runs
+    (kafka-versions.yaml) is in no artifact it publishes, so three sources: deploy/versions.env's
+    STRIMZI_KAFKA_LINES, copied by hand from that file (see the citation there); the Kafka its
+    published parent POM builds the operator against (an upper bound); and Kafka's own
+    MetadataVersion at the pinned release for metadataVersion."""
+    version, pinned = kafka.get("version"), VERSIONS["KAFKA_VERSION"]
+    strimzi = VERSIONS["STRIMZI_VERSION"]
+    if version != pinned:
+        fail(f"{where}: Kafka {version}, deploy/versions.env pins {pinned}")
+    if not version:
+        return
+    if ".".join(version.split(".")[:2]) not in VERSIONS["STRIMZI_KAFKA_LINES"].split():
+        fail(f"{where}: Strimzi {strimzi} does not run Kafka {version} (lines {VERSIONS['STRIMZI_KAFKA_LINES']}, from its kafka-versions.yaml)")
+    built = strimzi_built_kafka()
+    if built is None:
+        fail(f"{where}: Strimzi {strimzi}'s parent POM (BANDVOTE_STRIMZI_POM) is not there or names no kafka.version (run scripts/check-deploy)")
+    elif version_tuple(version) > version_tuple(built):
+        fail(f"{where}: Kafka {version} is newer than the Kafka {built} Strimzi {strimzi} is built against (kafka.version of io.strimzi:strimzi:{strimzi}); it does not run it")
+    metadata = kafka.get("metadataVersion")
+    if metadata is not None:
+        if not os.environ.get("BANDVOTE_KAFKA_CLASSPATH"):
+            fail(f"{where}: BANDVOTE_KAFKA_CLASSPATH (kafka-server-common {pinned}) is not set (run scripts/check-deploy)")
+            return
+        why = metadata_version_verdicts([str(metadata)]).get(str(metadata), "no verdict")
+        if why:
+            fail(f"{where}: metadataVersion {metadata}: Kafka {pinned} {why}")
 
 
 def strimzi_network_policies(kafka, namespace):
