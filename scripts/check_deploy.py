@@ -890,6 +890,31 @@ def check_compose_sentinel():
                 fail(f"compose redis-sentinel {name}: {key} is not the Sentinels' URL of {asked} ({url})")
 
 
+# What a client without a password may send a Sentinel: bandvote's clients (redis-rs asks SENTINEL
+# MASTERS and SLAVES), primary.sh and the probes. Everything else (SET, MONITOR, REMOVE, FAILOVER,
+# CONFIG, ACL, SHUTDOWN: a pod that reaches port 26379 could point every client at its own Redis)
+# takes the Sentinels' own user.
+SENTINEL_READS = {"+ping", "+sentinel|masters", "+sentinel|master", "+sentinel|slaves", "+sentinel|replicas",
+                  "+sentinel|get-master-addr-by-name"}
+
+
+def check_sentinel_acl():
+    """The Sentinel's configuration (components/redis-sentinel/scripts/sentinel.sh, run by the
+    production overlay and compose's redis-sentinel.yml): the default user only asks."""
+    print("== Sentinel users (components/redis-sentinel/scripts/sentinel.sh)")
+    script = (ROOT / "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh").read_text()
+    users = dict(re.findall(r"^user (\S+) (.*)$", script, re.M))
+    default = users.get("default", "").split()
+    if "-@all" not in default or default.index("-@all") > min((i for i, r in enumerate(default) if r.startswith("+")), default=99):
+        fail("sentinel.sh: the default user (no password: bandvote's clients give a Sentinel none) must start from -@all")
+    extra = [r for r in default if r.startswith(("+", "~", "&", "%", "allcommands", "allkeys", "allchannels")) and r not in SENTINEL_READS]
+    if extra:
+        fail(f"sentinel.sh: the default user may also {extra}: whoever reaches port 26379 could reconfigure the Sentinels")
+    peer = re.search(r"^sentinel sentinel-user (\S+)$", script, re.M)
+    if not peer or not re.search(r"^sentinel sentinel-pass \S+$", script, re.M) or not users.get(peer.group(1), "").count(">"):
+        fail("sentinel.sh: the Sentinels must log in to each other as a user with a password (sentinel sentinel-user / sentinel-pass)")
+
+
 def compose_mount(volume):
     """(type, target) of a volume of the loader's model (always the long syntax there; an anonymous
     volume is a volume too, gone with its container)."""
@@ -1088,6 +1113,7 @@ def main():
                     lambda message: fail(f"control plane: {message}"))
     compose = check_compose()
     check_compose_sentinel()
+    check_sentinel_acl()
     check_build()
     grafana_env = {}
     for docs in renders.values():

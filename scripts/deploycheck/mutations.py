@@ -70,6 +70,7 @@ BREAKS = [
         ("deploy/compose/docker-compose.yml", "apache/kafka:4.3.0", "apache/kafka:4.4.0")]),
     ("32 metadataVersion newer than the Kafka", KAFKA, "    version: 4.3.0\n", "    version: 4.3.0\n    metadataVersion: 4.4-IV0\n"),
     ("32 HTTPS listener's Secret only once the ACME order completes", "deploy/k8s/components/tls/issuer.yaml", '  annotations:\n    cert-manager.io/issue-temporary-certificate: "true"\n', "", "cluster"),
+    ("32 Sentinel's default user may reconfigure it", "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh", "user default on nopass resetchannels -@all +ping", "user default on nopass resetchannels -@all +@all +ping"),
     ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
 
