@@ -13,7 +13,8 @@
    every arrow of the data flow is open, and the internet, other namespaces and other pods reach
    nothing else. The Gateway's routes send each public path to its Service and never /metrics or
    /readyz.
-5. Autoscaling, disruption budgets, images, Redis/MongoDB settings, Kafka placement and versions,
+5. Autoscaling, disruption budgets, images, Redis/MongoDB settings, the Sentinels' users, Kafka
+   placement and versions (against Strimzi's published parent POM and Kafka's own MetadataVersion),
    compose volumes, the image build (Dockerfile, .dockerignore), Cloud Run's path to the stores,
    and the cluster guide's pinned versions.
 6. Dashboards as Grafana draws them (deploycheck/grafana_panels.py): the fields each panel keeps
@@ -36,8 +37,10 @@
 
 Usage: check_deploy.py KUSTOMIZE BANDVOTE_BINARY COMPOSE_CONFIG (deploycheck/compose, built)
 Environment (set by scripts/check-deploy): BANDVOTE_JAVA (Java 21 or newer),
-BANDVOTE_STRIMZI_CLASSPATH (io.strimzi:api and its dependencies), BANDVOTE_CRD_DIRS (directories
-of CRD YAML files, separated by ':'), BANDVOTE_STRIMZI_CRDS (Strimzi's CRDs, generated),
+BANDVOTE_STRIMZI_CLASSPATH (io.strimzi:api and its dependencies), BANDVOTE_STRIMZI_POM (Strimzi's
+parent POM), BANDVOTE_KAFKA_CLASSPATH (org.apache.kafka:kafka-server-common at KAFKA_VERSION),
+BANDVOTE_CRD_DIRS (directories of CRD YAML files, separated by ':'), BANDVOTE_STRIMZI_CRDS
+(Strimzi's CRDs, generated),
 BANDVOTE_CONTROL_PLANE (the directory of the control plane's binaries).
 """
 
