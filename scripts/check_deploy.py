@@ -13,14 +13,19 @@
    every arrow of the data flow is open, and the internet, other namespaces and other pods reach
    nothing else. The Gateway's routes send each public path to its Service and never /metrics or
    /readyz.
-5. Autoscaling, disruption budgets, images, Redis/MongoDB settings, Kafka placement and versions,
+5. Autoscaling, disruption budgets, images, Redis/MongoDB settings, the Sentinels' users, Kafka
+   placement and versions (against Strimzi's published parent POM and Kafka's own MetadataVersion),
    compose volumes, the image build (Dockerfile, .dockerignore), Cloud Run's path to the stores,
    and the cluster guide's pinned versions.
 6. Dashboards as Grafana draws them (deploycheck/grafana_panels.py): the fields each panel keeps
    through its transformations, and refresh intervals the provisioned Grafana allows.
-7. `docker-compose config` accepts deploy/compose/docker-compose.yml, alone and with
-   redis-sentinel.yml: its nodes run the production overlay's scripts under the names the scripts
-   ask, each with a Sentinel on its network, and every app's Redis is the Sentinels'.
+7. Compose v2's own loader (compose-go, deploycheck/compose) loads deploy/compose/docker-compose.yml,
+   alone and with redis-sentinel.yml, as `docker compose config` would: `.env` values from
+   .env.example, interpolation, the Compose Specification's schema, consistency, no warning (an
+   obsolete `version:` for one); and refuses it without the passwords. On the model it prints:
+   ports, volumes, images, healthchecks, proxy and Prometheus targets; with redis-sentinel.yml its
+   nodes run the production overlay's scripts under the names the scripts ask, each with a Sentinel
+   on its network, and every app's Redis is the Sentinels'.
 8. A real control plane (deploycheck/cluster.py, deploycheck/control-plane): each render applied
    server-side to kube-apiserver with the CRDs as their projects ship them, into a namespace that
    enforces "restricted" Pod Security, nothing left in `default`; every Deployment, StatefulSet
@@ -30,10 +35,12 @@
    bandvote container exists in `bandvote <role> --help`; every probe, Service, route backend,
    Prometheus target and proxy route points at a port some bandvote service listens on.
 
-Usage: check_deploy.py KUSTOMIZE BANDVOTE_BINARY DOCKER_COMPOSE
+Usage: check_deploy.py KUSTOMIZE BANDVOTE_BINARY COMPOSE_CONFIG (deploycheck/compose, built)
 Environment (set by scripts/check-deploy): BANDVOTE_JAVA (Java 21 or newer),
-BANDVOTE_STRIMZI_CLASSPATH (io.strimzi:api and its dependencies), BANDVOTE_CRD_DIRS (directories
-of CRD YAML files, separated by ':'), BANDVOTE_STRIMZI_CRDS (Strimzi's CRDs, generated),
+BANDVOTE_STRIMZI_CLASSPATH (io.strimzi:api and its dependencies), BANDVOTE_STRIMZI_POM (Strimzi's
+parent POM), BANDVOTE_KAFKA_CLASSPATH (org.apache.kafka:kafka-server-common at KAFKA_VERSION),
+BANDVOTE_CRD_DIRS (directories of CRD YAML files, separated by ':'), BANDVOTE_STRIMZI_CRDS
+(Strimzi's CRDs, generated),
 BANDVOTE_CONTROL_PLANE (the directory of the control plane's binaries).
 """
 
@@ -278,14 +285,69 @@ def run_strimzi_model(objects):
             if ignored in annotations:
                 fail(f"{where}: annotation {ignored} has been ignored since Strimzi 0.48 (node pools and KRaft are the only mode)")
         if obj["kind"] == "Kafka":
-            version = obj["spec"]["kafka"].get("version")
-            if version != VERSIONS["KAFKA_VERSION"]:
-                fail(f"{where}: Kafka {version}, deploy/versions.env pins {VERSIONS['KAFKA_VERSION']}")
-            if version and ".".join(version.split(".")[:2]) not in VERSIONS["STRIMZI_KAFKA_LINES"].split():
-                fail(f"{where}: Strimzi {VERSIONS['STRIMZI_VERSION']} does not run Kafka {version} (lines {VERSIONS['STRIMZI_KAFKA_LINES']})")
+            check_kafka_versions(where, obj["spec"]["kafka"])
         if obj["kind"] in ("KafkaNodePool", "KafkaTopic") and obj["metadata"].get("labels", {}).get("strimzi.io/cluster") != "bandvote":
             fail(f"{where}: {obj['kind']} must carry the label strimzi.io/cluster=bandvote")
     return out["pods"]
+
+
+def version_tuple(version):
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+@functools.cache
+def strimzi_built_kafka():
+    """The Kafka the pinned Strimzi operator is built against: `kafka.version` of its published
+    parent POM (io.strimzi:strimzi, fetched by scripts/check-deploy). Strimzi runs no newer Kafka."""
+    path = os.environ.get("BANDVOTE_STRIMZI_POM")
+    if not path:
+        return None
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pathlib.Path(path).read_text())
+    return found.group(1).strip() if found else None
+
+
+def metadata_version_verdicts(versions):
+    """Kafka's own MetadataVersion (kafka-server-common at KAFKA_VERSION) on each metadata version:
+    {version: None if accepted, else why not}."""
+    java, classpath = os.environ.get("BANDVOTE_JAVA"), os.environ.get("BANDVOTE_KAFKA_CLASSPATH")
+    result = subprocess.run([java, "-cp", classpath, str(ROOT / "scripts/deploycheck/kafka/MetadataVersionCheck.java"), *versions],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return {v: f"MetadataVersionCheck.java failed: {result.stderr.strip()[-500:]}" for v in versions}
+    verdicts = {}
+    for line in result.stdout.splitlines():
+        version, _, verdict = line.partition(" ")
+        verdicts[version] = None if verdict == "ok" else verdict
+    return verdicts
+
+
+def check_kafka_versions(where, kafka):
+    """A Kafka resource's version and metadataVersion. Strimzi's list of the Kafka versions it runs
+    (kafka-versions.yaml) is in no artifact it publishes, so three sources: deploy/versions.env's
+    STRIMZI_KAFKA_LINES, copied by hand from that file (see the citation there); the Kafka its
+    published parent POM builds the operator against (an upper bound); and Kafka's own
+    MetadataVersion at the pinned release for metadataVersion."""
+    version, pinned = kafka.get("version"), VERSIONS["KAFKA_VERSION"]
+    strimzi = VERSIONS["STRIMZI_VERSION"]
+    if version != pinned:
+        fail(f"{where}: Kafka {version}, deploy/versions.env pins {pinned}")
+    if not version:
+        return
+    if ".".join(version.split(".")[:2]) not in VERSIONS["STRIMZI_KAFKA_LINES"].split():
+        fail(f"{where}: Strimzi {strimzi} does not run Kafka {version} (lines {VERSIONS['STRIMZI_KAFKA_LINES']}, from its kafka-versions.yaml)")
+    built = strimzi_built_kafka()
+    if built is None:
+        fail(f"{where}: Strimzi {strimzi}'s parent POM (BANDVOTE_STRIMZI_POM) is not there or names no kafka.version (run scripts/check-deploy)")
+    elif version_tuple(version) > version_tuple(built):
+        fail(f"{where}: Kafka {version} is newer than the Kafka {built} Strimzi {strimzi} is built against (kafka.version of io.strimzi:strimzi:{strimzi}); it does not run it")
+    metadata = kafka.get("metadataVersion")
+    if metadata is not None:
+        if not os.environ.get("BANDVOTE_KAFKA_CLASSPATH"):
+            fail(f"{where}: BANDVOTE_KAFKA_CLASSPATH (kafka-server-common {pinned}) is not set (run scripts/check-deploy)")
+            return
+        why = metadata_version_verdicts([str(metadata)]).get(str(metadata), "no verdict")
+        if why:
+            fail(f"{where}: metadataVersion {metadata}: Kafka {pinned} {why}")
 
 
 def strimzi_network_policies(kafka, namespace):
@@ -688,29 +750,42 @@ def check_trusted_proxies(name, docs, deployments):
                 fail(f"{where}: BANDVOTE_TRUSTED_PROXIES {value!r} leaves out Google's front ends {front_end}")
 
 
-def check_compose():
-    print("== deploy/compose/docker-compose.yml")
-    path = ROOT / "deploy/compose/docker-compose.yml"
-    # Every password is required (no fallbacks): the example file supplies them for the check.
-    env_file = ROOT / "deploy/compose/.env.example"
-    result = subprocess.run([COMPOSE, "-f", str(path), "--env-file", str(env_file), "config"],
-                            capture_output=True, text=True, check=False)
+COMPOSE_DIR = ROOT / "deploy/compose"
+
+
+def compose_config(files, env_file):
+    """The model Compose v2's loader makes of `files` (in deploy/compose, merged in order) with the
+    variables of `env_file` and none of this process's environment: (model or None, errors)."""
+    args = [COMPOSE, "-strict", "-project-directory", str(COMPOSE_DIR), "-env-file", str(env_file)]
+    result = subprocess.run(args + [str(COMPOSE_DIR / f) for f in files], capture_output=True, text=True,
+                            check=False, env={"PATH": os.environ["PATH"]})
+    if result.returncode == 3:  # loaded, with warnings
+        return json.loads(result.stdout), result.stderr.strip()
     if result.returncode != 0:
-        fail(f"docker-compose config: {result.stderr.strip()}")
-        return
-    config = yaml.safe_load(result.stdout)
+        return None, result.stderr.strip()
+    return json.loads(result.stdout), ""
+
+
+def check_compose():
+    print("== deploy/compose/docker-compose.yml (Compose v2's loader)")
+    # Every password is required (no fallbacks): the example file supplies them for the check.
+    config, errors = compose_config(["docker-compose.yml"], ROOT / "deploy/compose/.env.example")
+    if errors:
+        fail(f"compose config: {errors[-2000:]}")
+    if config is None:
+        return None
     ports = {}
     for name, service in config["services"].items():
         if not is_bandvote_image(service.get("image", "")):
             continue
-        command = service.get("command", [])
-        port = check_bandvote_container(f"compose {name}", command, list(service.get("environment", {})))
+        command = service.get("command") or []
+        port = check_bandvote_container(f"compose {name}", command, list(service.get("environment") or {}))
         ports[name] = port
         test = " ".join(service.get("healthcheck", {}).get("test", []))
         if f":{port}/" not in test:
             fail(f"compose {name}: healthcheck `{test}` does not probe port {port}")
     for name, service in config["services"].items():
-        for dependency in service.get("depends_on", {}):
+        for dependency in service.get("depends_on") or {}:
             if dependency not in config["services"]:
                 fail(f"compose {name}: depends on unknown service {dependency}")
     targets = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())["scrape_configs"][0]["static_configs"][0]["targets"]
@@ -726,14 +801,13 @@ def check_compose():
         if not re.search(rf"location (= )?{internal} \{{ return", nginx):
             fail(f"compose nginx.conf: {internal} of the API reaches the public (location / passes it)")
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty:
-        bare = subprocess.run([COMPOSE, "-f", str(path), "--env-file", empty.name, "config"],
-                              capture_output=True, text=True, check=False, env={"PATH": os.environ["PATH"]})
-    if bare.returncode == 0:
+        bare, _ = compose_config(["docker-compose.yml"], empty.name)
+    if bare is not None:
         fail("compose: starts without passwords (a password has a fallback value)")
-    grafana_ports = [str(p) for p in config["services"]["grafana"].get("ports", [])]
-    if not grafana_ports or not all(p.startswith("127.0.0.1:") for p in grafana_ports):
+    grafana_ports = config["services"]["grafana"].get("ports") or []
+    if not grafana_ports or not all(p.get("host_ip") == "127.0.0.1" for p in grafana_ports):
         fail(f"compose grafana: published on every interface ({grafana_ports}); bind it to 127.0.0.1")
-    published = [p for s in config["services"].values() for p in s.get("ports", [])]
+    published = [p for s in config["services"].values() for p in s.get("ports") or []]
     if len(published) != 2:
         fail(f"compose: exactly two published ports (the app and Grafana), found {published}")
     # Data survives `docker compose down` / `up` only on named volumes, where each image writes.
@@ -741,7 +815,7 @@ def check_compose():
     data_dirs = {"kafka": services["kafka"]["environment"].get("KAFKA_LOG_DIRS", "/tmp/kraft-combined-logs"),
                  "redis": "/data", "mongodb": "/data/db"}
     for name, directory in data_dirs.items():
-        mounts = [m for m in map(compose_mount, services[name].get("volumes", [])) if m[0] == "volume"]
+        mounts = [m for m in map(compose_mount, services[name].get("volumes") or []) if m[0] == "volume"]
         if not any(directory == target or directory.startswith(target.rstrip("/") + "/") for _, target in mounts):
             fail(f"compose {name}: writes its data to {directory}, which is on no named volume ({[t for _, t in mounts]}); down/up loses it")
     if services["kafka"]["image"] != f"apache/kafka:{VERSIONS['KAFKA_VERSION']}":
@@ -750,7 +824,7 @@ def check_compose():
         if services[name]["image"] != VERSIONS[key]:
             fail(f"compose {name}: image {services[name]['image']} is not the pinned {VERSIONS[key]}")
     # Redis: no password on a command line, a memory cap that never evicts.
-    redis_command = " ".join(services["redis"].get("command", []))
+    redis_command = " ".join(services["redis"].get("command") or [])
     if "--requirepass" in redis_command:
         fail("compose redis: the password is on redis-server's command line (visible in /proc)")
     if "--maxmemory " not in redis_command or "--maxmemory-policy noeviction" not in redis_command:
@@ -773,15 +847,13 @@ def check_compose():
 
 def check_compose_sentinel():
     """deploy/compose/redis-sentinel.yml over docker-compose.yml: the production overlay's Redis."""
-    print("== deploy/compose/redis-sentinel.yml")
-    base, override = ROOT / "deploy/compose/docker-compose.yml", ROOT / "deploy/compose/redis-sentinel.yml"
-    result = subprocess.run([COMPOSE, "-f", str(base), "-f", str(override), "--env-file",
-                             str(ROOT / "deploy/compose/.env.example"), "config"],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        fail(f"docker-compose config with redis-sentinel.yml: {result.stderr.strip()}")
+    print("== deploy/compose/redis-sentinel.yml over docker-compose.yml (Compose v2's loader)")
+    config, errors = compose_config(["docker-compose.yml", "redis-sentinel.yml"], ROOT / "deploy/compose/.env.example")
+    if errors:
+        fail(f"compose config with redis-sentinel.yml: {errors[-2000:]}")
+    if config is None:
         return
-    services = yaml.safe_load(result.stdout)["services"]
+    services = config["services"]
     scripts = ROOT / "deploy/k8s/components/redis-sentinel/scripts"
     # The names primary.sh asks, in order: each must be a node running redis.sh with that name, its
     # data on a named volume, and a Sentinel on its network under the same name.
@@ -799,7 +871,7 @@ def check_compose_sentinel():
         service = services[node]
         if service.get("command") != ["sh", "/scripts/redis.sh"] or service["environment"].get("BANDVOTE_REDIS_NODE") != host:
             fail(f"compose redis-sentinel {node}: does not run redis.sh as {host}")
-        mounts = dict((t, k) for k, t in map(compose_mount, service.get("volumes", [])))
+        mounts = dict((t, k) for k, t in map(compose_mount, service.get("volumes") or []))
         if mounts.get("/data") != "volume":
             fail(f"compose redis-sentinel {node}: /data is on no named volume")
         for target in ("/scripts", "/etc/redis/redis.conf"):
@@ -821,15 +893,35 @@ def check_compose_sentinel():
                 fail(f"compose redis-sentinel {name}: {key} is not the Sentinels' URL of {asked} ({url})")
 
 
+# What a client without a password may send a Sentinel: bandvote's clients (redis-rs asks SENTINEL
+# MASTERS and SLAVES), primary.sh and the probes. Everything else (SET, MONITOR, REMOVE, FAILOVER,
+# CONFIG, ACL, SHUTDOWN: a pod that reaches port 26379 could point every client at its own Redis)
+# takes the Sentinels' own user.
+SENTINEL_READS = {"+ping", "+sentinel|masters", "+sentinel|master", "+sentinel|slaves", "+sentinel|replicas",
+                  "+sentinel|get-master-addr-by-name"}
+
+
+def check_sentinel_acl():
+    """The Sentinel's configuration (components/redis-sentinel/scripts/sentinel.sh, run by the
+    production overlay and compose's redis-sentinel.yml): the default user only asks."""
+    print("== Sentinel users (components/redis-sentinel/scripts/sentinel.sh)")
+    script = (ROOT / "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh").read_text()
+    users = dict(re.findall(r"^user (\S+) (.*)$", script, re.M))
+    default = users.get("default", "").split()
+    if "-@all" not in default or default.index("-@all") > min((i for i, r in enumerate(default) if r.startswith("+")), default=99):
+        fail("sentinel.sh: the default user (no password: bandvote's clients give a Sentinel none) must start from -@all")
+    extra = [r for r in default if r.startswith(("+", "~", "&", "%", "allcommands", "allkeys", "allchannels")) and r not in SENTINEL_READS]
+    if extra:
+        fail(f"sentinel.sh: the default user may also {extra}: whoever reaches port 26379 could reconfigure the Sentinels")
+    peer = re.search(r"^sentinel sentinel-user (\S+)$", script, re.M)
+    if not peer or not re.search(r"^sentinel sentinel-pass \S+$", script, re.M) or not users.get(peer.group(1), "").count(">"):
+        fail("sentinel.sh: the Sentinels must log in to each other as a user with a password (sentinel sentinel-user / sentinel-pass)")
+
+
 def compose_mount(volume):
-    """(type, target) of a compose volume, in the long or the short ("source:target:mode") syntax."""
-    if isinstance(volume, dict):
-        return volume.get("type"), volume.get("target")
-    parts = volume.split(":")
-    if len(parts) == 1:
-        return "volume", parts[0]  # anonymous: gone with the container, but a volume
-    kind = "bind" if parts[0].startswith((".", "/", "~")) else "volume"
-    return kind, parts[1]
+    """(type, target) of a volume of the loader's model (always the long syntax there; an anonymous
+    volume is a volume too, gone with its container)."""
+    return volume.get("type"), volume.get("target")
 
 
 def check_build():
@@ -1030,6 +1122,7 @@ def main():
                     lambda message: fail(f"control plane: {message}"))
     compose = check_compose()
     check_compose_sentinel()
+    check_sentinel_acl()
     check_build()
     grafana_env = {}
     for docs in renders.values():

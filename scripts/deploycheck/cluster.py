@@ -11,7 +11,13 @@ For each render, on a cluster reset to empty (no namespace bandvote, no nodes):
    to `default`): every object must be accepted by the API server (OpenAPI and CRD schemas, CEL
    rules, admission);
 4. nothing may be left in `default`;
-5. KEDA's part is played by hand (each ScaledObject's target scaled to its minReplicaCount); the pods
+5. cert-manager's first step is played by hand: a Certificate annotated
+   cert-manager.io/issue-temporary-certificate gets its Secret at once (cert-manager's issuing
+   controller writes a self-signed certificate there while the ACME order runs); every Secret a
+   Gateway listener's certificateRefs names must then exist: one that only an ACME order would
+   create leaves the listener unresolved, and GKE may refuse the whole Gateway, so the HTTP-01
+   challenge on its plain-HTTP listener is never served and the Secret never comes;
+   KEDA's part is played by hand too (each ScaledObject's target scaled to its minReplicaCount); the pods
    the Strimzi operator would make (a Kafka node per node-pool replica, the entity operator) are
    created with the labels Strimzi gives them (Labels.generateDefaultLabels: strimzi.io/cluster,
    strimzi.io/kind, strimzi.io/name), the security contexts its security provider computes
@@ -27,7 +33,8 @@ For each render, on a cluster reset to empty (no namespace bandvote, no nodes):
    requests against the nodes' allocatable, and whether they would still fit with one node lost.
 
 What this does not do: run any container (probes, commands, images, network policies, the operators
-and their controllers are not exercised), or know GKE's own CRDs (networking.gke.io: those objects
+and their controllers are not exercised; cert-manager's and KEDA's first steps are played as above),
+or know GKE's own CRDs (networking.gke.io: those objects
 are left out and checked in check_deploy.py).
 """
 
@@ -262,6 +269,7 @@ def check_render(cp, render, docs, operator_pods, fail):
             leftovers.append(f"{item['kind']}/{name}")
     if leftovers:
         fail(f"{render}: `kubectl apply -k` leaves {', '.join(sorted(leftovers))} in the namespace default")
+    check_gateway_certificates(cp, render, docs, fail)
     # KEDA: the autoscaler keeps minReplicaCount pods.
     for scaled in (d for d in docs if d["kind"] == "ScaledObject"):
         target = scaled["spec"]["scaleTargetRef"]["name"]
@@ -294,6 +302,35 @@ def check_render(cp, render, docs, operator_pods, fail):
     drained = drain(cp, render, workloads, made, fail) if not pending else "not drained"
     print(f"   {render}: {len(applied)} objects applied, {len(pods)} pods on {count} × {machine}"
           f" ({', '.join(f'{n}: {len(p)}' for n, p in sorted(spread.items()))}), {drained}, in {time.monotonic() - started:.1f} s")
+
+
+TEMPORARY_CERTIFICATE = "cert-manager.io/issue-temporary-certificate"
+
+
+def check_gateway_certificates(cp, render, docs, fail):
+    """cert-manager's temporary certificates written, then every Gateway listener's Secret present."""
+    temporary = [{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                  "metadata": {"name": c["spec"]["secretName"], "namespace": NAMESPACE,
+                               "annotations": {"cert-manager.io/certificate-name": c["metadata"]["name"]}},
+                  "stringData": {"tls.crt": "temporary", "tls.key": "temporary"}}
+                 for c in docs if c["kind"] == "Certificate" and c["apiVersion"].startswith("cert-manager.io/")
+                 and (c["metadata"].get("annotations") or {}).get(TEMPORARY_CERTIFICATE) == "true"]
+    if temporary:
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(temporary), check=True)
+    secrets = {s["metadata"]["name"] for s in cp.get("secrets", "-n", NAMESPACE)}
+    issued_later = {c["spec"]["secretName"]: c["metadata"]["name"] for c in docs if c["kind"] == "Certificate"}
+    for gateway in cp.get("gateways.gateway.networking.k8s.io", "-n", NAMESPACE):
+        for listener in gateway["spec"]["listeners"]:
+            for ref in (listener.get("tls") or {}).get("certificateRefs") or []:
+                if ref.get("kind", "Secret") != "Secret" or ref.get("group", "") != "" or ref.get("namespace", NAMESPACE) != NAMESPACE:
+                    continue
+                if ref["name"] in secrets:
+                    continue
+                why = (f"Certificate/{issued_later[ref['name']]} creates it only once its order completes (no {TEMPORARY_CERTIFICATE}: \"true\")"
+                       if ref["name"] in issued_later else "no object of the render creates it and no Certificate issues it")
+                fail(f"{render} Gateway/{gateway['metadata']['name']} listener {listener['name']}: Secret {ref['name']} does not exist"
+                     f" when the Gateway is applied ({why}); GKE may refuse the whole Gateway, and the HTTP-01 challenge"
+                     f" on its plain-HTTP listener is then never served")
 
 
 def quantity(value):

@@ -4,12 +4,8 @@ it: prints the first FAIL line for each (and the first of the control plane's, f
 against it), and exits 1 if some break went unnoticed or the unbroken copy does not pass. Not part
 of CI (each break re-renders and re-runs the Strimzi model; the breaks marked `cluster` also start
 the control plane, a minute or two each); run it by hand after changing a check, with the
-environment check-deploy sets (ONLY=text runs the breaks whose title contains it):
-
-    eval "$(scripts/tools env)"; . deploy/versions.env
-    BANDVOTE_JAVA=... BANDVOTE_STRIMZI_CLASSPATH=... BANDVOTE_CRD_DIRS=... BANDVOTE_STRIMZI_CRDS=... \
-        BANDVOTE_CONTROL_PLANE=... \
-        "$BANDVOTE_PYTHON" scripts/deploycheck/mutations.py "$BANDVOTE_KUSTOMIZE" target/debug/bandvote docker-compose
+environment check-deploy sets, which `scripts/check-deploy --mutations` does (ONLY=text runs the
+breaks whose title contains it).
 
 The other breaks run with BANDVOTE_CONTROL_PLANE=skip (the offline checks alone).
 """
@@ -64,6 +60,17 @@ BREAKS = [
     ("32 gateways trust no proxy", "deploy/k8s/base/api.yaml", "            - name: BANDVOTE_TRUSTED_PROXIES\n              valueFrom: {configMapKeyRef: {name: load-balancer, key: trusted-proxies}}\n", ""),
     ("32 Grafana reaches the Sentinels", "deploy/k8s/components/redis-sentinel/kustomization.yaml", "values: [consumer, api, grpc, wasm]}\n          ports:\n            - {port: 26379}", "values: [consumer, api, grpc, wasm, grafana]}\n          ports:\n            - {port: 26379}"),
     ("32 compose .env not ignored by git", ".gitignore", "/deploy/compose/.env\n", ""),
+    ("compose: an obsolete `version:` (Compose v2 warns)", "deploy/compose/docker-compose.yml", "\nx-bandvote: &bandvote\n", "\nversion: \"3.8\"\nx-bandvote: &bandvote\n"),
+    ("compose: a misspelt healthcheck key (the spec's schema)", "deploy/compose/docker-compose.yml", "      timeout: 10s\n      retries: 30\n", "      timeout: 10s\n      retires: 30\n"),
+    ("compose: a Sentinel on the network of a service that does not exist", "deploy/compose/redis-sentinel.yml", 'network_mode: "service:redis-2"', 'network_mode: "service:redis-3"'),
+    ("32 Kafka 4.4.0, the hand list bumped with it (Strimzi 1.2.0 runs no 4.4.x)", [
+        ("deploy/versions.env", "KAFKA_VERSION=4.3.0", "KAFKA_VERSION=4.4.0"),
+        ("deploy/versions.env", 'STRIMZI_KAFKA_LINES="4.2 4.3"', 'STRIMZI_KAFKA_LINES="4.2 4.3 4.4"'),
+        (KAFKA, "version: 4.3.0", "version: 4.4.0"),
+        ("deploy/compose/docker-compose.yml", "apache/kafka:4.3.0", "apache/kafka:4.4.0")]),
+    ("32 metadataVersion newer than the Kafka", KAFKA, "    version: 4.3.0\n", "    version: 4.3.0\n    metadataVersion: 4.4-IV0\n"),
+    ("32 HTTPS listener's Secret only once the ACME order completes", "deploy/k8s/components/tls/issuer.yaml", '  annotations:\n    cert-manager.io/issue-temporary-certificate: "true"\n', "", "cluster"),
+    ("32 Sentinel's default user may reconfigure it", "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh", "user default on nopass resetchannels -@all +ping", "user default on nopass resetchannels -@all +@all +ping"),
     ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
 
@@ -96,23 +103,28 @@ def main():
     missed = 0
     only = os.environ.get("ONLY", "")
     selected = [b for b in BREAKS if only in b[0]]
-    cluster = any(len(b) > 4 for b in selected)
+    cluster = any("cluster" in b for b in selected)
     code, fails = run_check(args, cluster=cluster)
     if code != 0:
         print(f"[unbroken copy] does not pass: {fails[:3]}")
         sys.exit(1)
     print(f"[unbroken copy] passes{' (with the control plane)' if cluster else ''}")
-    for title, path, old, new, *flags in selected:
-        def mutate(scratch, path=path, old=old, new=new):
-            if "grafana" in path and path.endswith(".json"):  # the k8s copies must stay equal
-                extra = scratch / "deploy/k8s/base/grafana" / pathlib.Path(path).name
-            else:
-                extra = None
-            for file in filter(None, [scratch / path, extra]):
-                text = file.read_text()
-                if old not in text:
-                    return False
-                file.write_text(text.replace(old, new, 1))
+    for title, *rest in selected:
+        # (title, file, old, new, flags...) or (title, [(file, old, new), ...], flags...)
+        edits, flags = ([tuple(rest[:3])], rest[3:]) if isinstance(rest[0], str) else (rest[0], rest[1:])
+        path = ", ".join(e[0] for e in edits)
+
+        def mutate(scratch, edits=edits):
+            for path, old, new in edits:
+                if "grafana" in path and path.endswith(".json"):  # the k8s copies must stay equal
+                    extra = scratch / "deploy/k8s/base/grafana" / pathlib.Path(path).name
+                else:
+                    extra = None
+                for file in filter(None, [scratch / path, extra]):
+                    text = file.read_text()
+                    if old not in text:
+                        return False
+                    file.write_text(text.replace(old, new, 1))
             return True
 
         outcome = run_check(args, mutate, cluster="cluster" in flags)
