@@ -238,8 +238,13 @@ pub struct KafkaArgs {
           value_parser = clap::value_parser!(u64).range(1..=bandvote_core::round::MAX_PRODUCE_TIMEOUT_MS))]
     pub produce_timeout_ms: u64,
     /// Milliseconds the producer waits to fill a batch (fractions allowed).
-    #[arg(long, env = "BANDVOTE_KAFKA_LINGER_MS", default_value_t = 1.0)]
+    #[arg(long, env = "BANDVOTE_KAFKA_LINGER_MS", default_value_t = 5.0)]
     pub kafka_linger_ms: f64,
+    /// Milliseconds the votes go to one partition before the next takes them (sticky
+    /// partitioning: fuller batches); 0 spreads them by the hash of their id.
+    #[arg(long, env = "BANDVOTE_KAFKA_STICKY_MS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub kafka_sticky_ms: u64,
 }
 
 impl KafkaArgs {
@@ -251,6 +256,7 @@ impl KafkaArgs {
             replication: self.kafka_replication,
             produce_timeout: Duration::from_millis(self.produce_timeout_ms),
             linger: Duration::from_secs_f64(self.kafka_linger_ms.clamp(0.0, 1000.0) / 1000.0),
+            sticky: Duration::from_millis(self.kafka_sticky_ms),
         }
     }
 }

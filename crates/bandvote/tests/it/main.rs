@@ -21,6 +21,7 @@ mod hostile;
 mod kafka_outage;
 mod listener;
 mod load;
+mod partitions;
 mod receipts;
 mod recount;
 mod rounds;
