@@ -245,6 +245,10 @@ pub struct KafkaArgs {
     #[arg(long, env = "BANDVOTE_KAFKA_STICKY_MS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub kafka_sticky_ms: u64,
+    /// Compression of the produce requests.
+    #[arg(long, env = "BANDVOTE_KAFKA_COMPRESSION", default_value = "lz4",
+          value_parser = ["none", "snappy", "lz4"])]
+    pub kafka_compression: String,
 }
 
 impl KafkaArgs {
@@ -257,6 +261,7 @@ impl KafkaArgs {
             produce_timeout: Duration::from_millis(self.produce_timeout_ms),
             linger: Duration::from_secs_f64(self.kafka_linger_ms.clamp(0.0, 1000.0) / 1000.0),
             sticky: Duration::from_millis(self.kafka_sticky_ms),
+            compression: self.kafka_compression,
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct KafkaConfig {
     /// How long votes go to one partition before the next takes them ([`DEFAULT_STICKY`]); zero
     /// spreads them by the hash of their id.
     pub sticky: Duration,
+    /// The produce requests' compression (`compression.type`: none, snappy or lz4, the codecs
+    /// built into librdkafka here). Default lz4.
+    pub compression: String,
 }
 
 impl Default for KafkaConfig {
@@ -93,6 +96,7 @@ impl Default for KafkaConfig {
             produce_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(5),
             sticky: DEFAULT_STICKY,
+            compression: "lz4".into(),
         }
     }
 }
@@ -234,7 +238,7 @@ impl KafkaProducer {
             .set("acks", "all")
             .set("linger.ms", format!("{}", config.linger.as_secs_f64() * 1000.0))
             .set("batch.num.messages", "10000")
-            .set("compression.type", "lz4")
+            .set("compression.type", &config.compression)
             .set("queue.buffering.max.messages", "1000000")
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
