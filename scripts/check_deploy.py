@@ -893,11 +893,13 @@ def check_compose_sentinel():
                 fail(f"compose redis-sentinel {name}: {key} is not the Sentinels' URL of {asked} ({url})")
 
 
-# What a client without a password may send a Sentinel: bandvote's clients (redis-rs asks SENTINEL
-# MASTERS and SLAVES), primary.sh and the probes. Everything else (SET, MONITOR, REMOVE, FAILOVER,
-# CONFIG, ACL, SHUTDOWN: a pod that reaches port 26379 could point every client at its own Redis)
-# takes the Sentinels' own user.
-SENTINEL_READS = {"+ping", "+sentinel|masters", "+sentinel|master", "+sentinel|slaves", "+sentinel|replicas",
+# What a client without a password may send a Sentinel: bandvote's clients (redis-rs asks each
+# Sentinel its ROLE, then SENTINEL MASTERS and SLAVES), primary.sh and the probes. Everything else
+# (SET, MONITOR, REMOVE, FAILOVER, CONFIG, ACL, SHUTDOWN: a pod that reaches port 26379 could point
+# every client at its own Redis) takes the Sentinels' own user. The same default user is what
+# `scripts/services ha` gives its Sentinels, where the failover test and `scripts/chaos --ha` run
+# bandvote through them (without +role no client connected).
+SENTINEL_READS = {"+ping", "+role", "+sentinel|masters", "+sentinel|master", "+sentinel|slaves", "+sentinel|replicas",
                   "+sentinel|get-master-addr-by-name"}
 
 
@@ -913,6 +915,10 @@ def check_sentinel_acl():
     extra = [r for r in default if r.startswith(("+", "~", "&", "%", "allcommands", "allkeys", "allchannels")) and r not in SENTINEL_READS]
     if extra:
         fail(f"sentinel.sh: the default user may also {extra}: whoever reaches port 26379 could reconfigure the Sentinels")
+    tested = re.search(r"^user default (.*)$", (ROOT / "scripts/services").read_text(), re.M)
+    if not tested or tested.group(1).split() != default:
+        fail("sentinel.sh: the default user differs from the one `scripts/services ha` gives the Sentinels the "
+             f"failover tests run bandvote through ({tested.group(1) if tested else 'none'})")
     peer = re.search(r"^sentinel sentinel-user (\S+)$", script, re.M)
     if not peer or not re.search(r"^sentinel sentinel-pass \S+$", script, re.M) or not users.get(peer.group(1), "").count(">"):
         fail("sentinel.sh: the Sentinels must log in to each other as a user with a password (sentinel sentinel-user / sentinel-pass)")

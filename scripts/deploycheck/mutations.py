@@ -51,6 +51,9 @@ BREAKS = [
     ("CRD: unknown HTTPRoute field", "deploy/k8s/base/gateway.yaml", "      backendRefs:\n        - {name: grpc, port: 3000}", "      backendRefs:\n        - {name: grpc, port: 3000, weight: 1, timeout: 5s}"),
     ("CRD: KEDA trigger metadata not a string", "deploy/k8s/base/consumer.yaml", 'threshold: "5000"', "threshold: 5000"),
     ("6 stat over strings reduces numbers only", "deploy/grafana/dashboards/contest-live.json", '"fields": "/.*/"', '"fields": ""'),
+    ("32 refresh 1s missing from the time picker: no timer", "deploy/grafana/dashboards/contest-live.json", '      "1s",\n      "5s",', '      "5s",'),
+    ("32 round variable sorted: the alphabetically first round, not the open one", "deploy/grafana/dashboards/contest-live.json", '"sort": 0,', '"sort": 1,'),
+    ("32 votes over time reads the whole stream", "deploy/grafana/dashboards/contest-live.json", '"command": "xrange",\n          "keyName": "votes:timeline",', '"command": "xrange",\n          "keyName": "votes:timeline",\n          "start": "-",\n          "end": "+",'),
     ("6 time series without $time", "deploy/grafana/dashboards/contest-live.json", '"$time",', '"$streamId",'),
     ("6 1 s refresh under the 5 s minimum", "deploy/grafana/Dockerfile", "    GF_DASHBOARDS_MIN_REFRESH_INTERVAL=1s\n", "    GF_X=1\n"),
     ("32 production objects without a namespace (land in default)", "deploy/k8s/overlays/production/kustomization.yaml", "\nnamespace: bandvote\n", "\n", "cluster"),
@@ -71,6 +74,7 @@ BREAKS = [
     ("32 metadataVersion newer than the Kafka", KAFKA, "    version: 4.3.0\n", "    version: 4.3.0\n    metadataVersion: 4.4-IV0\n"),
     ("32 HTTPS listener's Secret only once the ACME order completes", "deploy/k8s/components/tls/issuer.yaml", '  annotations:\n    cert-manager.io/issue-temporary-certificate: "true"\n', "", "cluster"),
     ("32 Sentinel's default user may reconfigure it", "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh", "user default on nopass resetchannels -@all +ping", "user default on nopass resetchannels -@all +@all +ping"),
+    ("32 Sentinel's default user may not ask ROLE: no bandvote client connects", "deploy/k8s/components/redis-sentinel/scripts/sentinel.sh", "-@all +ping +role +sentinel", "-@all +ping +sentinel"),
     ("the guide's Secret without a key the pods read", "deploy/README.md", ' \\\n    --from-literal=ingest-secret="$(openssl rand -hex 24)"', "", "cluster"),
 ]
 

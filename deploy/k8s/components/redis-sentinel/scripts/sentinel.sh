@@ -14,7 +14,7 @@ primary=$(sh /scripts/primary.sh)
 # which the Sentinels log in as to each other, with the Redis password.
 cat > /run/sentinel/sentinel.conf <<CONF
 port 26379
-user default on nopass resetchannels -@all +ping +sentinel|masters +sentinel|master +sentinel|slaves +sentinel|replicas +sentinel|get-master-addr-by-name
+user default on nopass resetchannels -@all +ping +role +sentinel|masters +sentinel|master +sentinel|slaves +sentinel|replicas +sentinel|get-master-addr-by-name
 user sentinel-peer on >$REDISCLI_AUTH +@all allchannels
 sentinel sentinel-user sentinel-peer
 sentinel sentinel-pass $REDISCLI_AUTH
