@@ -102,8 +102,14 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> anyhow::Resul
         (Some(storage), None) => Arc::new(EmbeddedRounds(Arc::clone(storage))),
         (None, None) => unreachable!("without Redis the embedded storage is open"),
     };
-    if let (Some(storage), Some(_)) = (&embedded, &config.redis_url) {
-        carry_rounds_over(storage, rounds.as_ref()).await?;
+    if let (Some(storage), Some(_)) = (&embedded, &config.redis_url)
+        && let Err(error) = carry_rounds_over(storage, rounds.as_ref()).await
+    {
+        // Redis down at the start is the readiness check's to report; the rounds stay where they are.
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "the rounds kept in the embedded database not carried over to redis"
+        );
     }
     let gate = RoundGate::new(Arc::clone(&rounds));
 

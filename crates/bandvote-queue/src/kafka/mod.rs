@@ -178,7 +178,7 @@ struct Inner {
     sticky: Sticky,
 }
 
-/// How long votes keep going to one partition before the next takes them (see [`Sticky`]).
+/// How long votes keep going to one partition before the next takes them ([`KafkaConfig::sticky`]).
 pub const DEFAULT_STICKY: Duration = Duration::from_millis(10);
 
 /// Which partition a vote without a client's key goes to: every such vote of one window
