@@ -212,6 +212,11 @@ impl Sticky {
         Self { partitions: AtomicU32::new(0), offset: offset ^ std::process::id(), window, started: Instant::now() }
     }
 
+    /// The votes topic has `partitions` now (0: unknown, the key's hash decides).
+    fn learn(&self, partitions: usize) {
+        self.partitions.store(u32::try_from(partitions).unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// The partition for a vote sent now; `None` while the partitions are unknown.
     fn pick(&self) -> Option<i32> {
         self.pick_at(self.started.elapsed())
@@ -293,7 +298,7 @@ impl KafkaProducer {
                 if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) {
                     // Fewer partitions than last seen (the topic made again): the key's hash
                     // decides until the next check of the topic counts them.
-                    self.inner.sticky.partitions.store(0, Ordering::Relaxed);
+                    self.inner.sticky.learn(0);
                 }
                 Err(classify(error))
             }
@@ -325,8 +330,7 @@ impl KafkaProducer {
             let created = self.inner.config.ensure_topics().await;
             match self.partitions_answer(&self.inner.config.topic).await {
                 Ok(partitions) => {
-                    let known = u32::try_from(partitions).unwrap_or(0);
-                    self.inner.sticky.partitions.store(known, Ordering::Relaxed);
+                    self.inner.sticky.learn(partitions);
                     self.inner.topic_ready.store(true, Ordering::Release);
                     tracing::info!(topic = %self.inner.config.topic, partitions, "votes topic ready");
                     return;
@@ -389,8 +393,7 @@ impl KafkaProducer {
             match metadata.topics().first() {
                 Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => {
                     // A topic made again may have other partitions: the sticky round follows.
-                    let partitions = u32::try_from(topic.partitions().len()).unwrap_or(0);
-                    inner.sticky.partitions.store(partitions, Ordering::Relaxed);
+                    inner.sticky.learn(topic.partitions().len());
                     Ok(())
                 }
                 _ => Err(TopicError::Missing(inner.config.topic.clone())),
@@ -488,7 +491,7 @@ mod tests {
     fn a_window_goes_to_one_partition_and_the_windows_go_round_the_topic() {
         let sticky = Sticky::new(DEFAULT_STICKY);
         assert_eq!(sticky.pick_at(Duration::ZERO), None, "until the partitions are known, the key's hash decides");
-        sticky.partitions.store(6, Ordering::Relaxed);
+        sticky.learn(6);
         let window = |n: u32| DEFAULT_STICKY * n;
         let first = sticky.pick_at(window(7)).expect("a partition");
         assert_eq!(sticky.pick_at(window(7) + DEFAULT_STICKY / 2), Some(first), "one window, one partition");
@@ -496,9 +499,9 @@ mod tests {
         assert_eq!(round, (0..6).collect::<BTreeSet<_>>(), "six windows in a row write every partition once");
         assert_ne!(sticky.pick_at(window(8)), Some(first), "the next window, the next partition");
         let hashed = Sticky::new(Duration::ZERO);
-        hashed.partitions.store(6, Ordering::Relaxed);
+        hashed.learn(6);
         assert_eq!(hashed.pick_at(window(3)), None, "zero: the key's hash decides");
-        sticky.partitions.store(2, Ordering::Relaxed);
+        sticky.learn(2);
         assert!((0..100).all(|n| sticky.pick_at(window(n)).is_some_and(|p| (0..2).contains(&p))));
     }
 }
