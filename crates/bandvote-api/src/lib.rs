@@ -209,6 +209,8 @@ pub async fn service(config: &ApiConfig, shutdown: CancellationToken) -> anyhow:
     let origins = config.cors_origins.clone();
     let reader = state.clone();
     Ok(Service::new(router(state))
+        // Phones hold it for the whole show: served without hyper's per-connection buffers.
+        .event_stream("/api/stream")
         .checks(checks)
         .task(
             "stream-reader",

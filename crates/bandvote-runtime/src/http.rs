@@ -20,7 +20,10 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::client::{ClientAddress, TrustedProxies};
+use crate::{
+    client::{ClientAddress, TrustedProxies},
+    event_stream::{self, First},
+};
 
 /// Binds a listener, saying which address failed and why.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -64,6 +67,11 @@ pub struct Limits {
     /// Proxies whose `X-Forwarded-For` names the client ([`ClientAddress`]); none by default
     /// (`--trusted-proxies`).
     pub trusted_proxies: TrustedProxies,
+    /// Paths of long-lived event streams: a connection whose first request is a plain HTTP/1.1
+    /// `GET` of one of them is answered without hyper's per-connection buffers, its body ending
+    /// with the connection (see `event_stream`). Set by the service that has them
+    /// ([`Service::event_stream`](crate::service::Service::event_stream)); none by default.
+    pub event_streams: Vec<&'static str>,
 }
 
 impl Default for Limits {
@@ -76,6 +84,7 @@ impl Default for Limits {
             max_headers: 64,
             max_header_bytes: 64 * 1024,
             trusted_proxies: TrustedProxies::none(),
+            event_streams: Vec::new(),
         }
     }
 }
@@ -189,6 +198,8 @@ pub async fn serve_with<L: Accept>(
         // A peer that stops answering pings is gone even if a stream is open (a stalled stream).
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
+    let builder = Arc::new(builder);
+    let event_streams: Arc<[&'static str]> = limits.event_streams.clone().into();
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = crate::per_client::PerClient::new(limits.max_connections_per_client);
@@ -219,17 +230,44 @@ pub async fn serve_with<L: Accept>(
             drop(stream);
             continue;
         };
-        let (activity, watched) = tokio::sync::watch::channel(Activity::default());
-        let service = Tracked {
-            inner: TowerToHyperService::new(router.clone()),
-            peer,
-            trusted: Arc::clone(&trusted),
-            activity: Arc::new(activity),
-        };
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let shutdown = shutdown.clone();
+        let (builder, event_streams, router) = (Arc::clone(&builder), Arc::clone(&event_streams), router.clone());
+        let trusted = Arc::clone(&trusted);
+        let (max_headers, max_head_bytes) = (limits.max_headers, limits.max_header_bytes);
         connections.spawn(async move {
-            supervise(connection, watched, timeouts, shutdown).await;
+            let opened = Instant::now();
+            let mut stream = stream;
+            let first = if event_streams.is_empty() {
+                First::Other(bytes::Bytes::new())
+            } else {
+                let deadline = opened + timeouts.header;
+                tokio::select! {
+                    first = event_stream::read_first(&mut stream, &event_streams, max_headers, max_head_bytes, deadline) => first,
+                    () = shutdown.cancelled() => First::Gone { late: false },
+                }
+            };
+            match first {
+                First::Gone { late } => {
+                    if late {
+                        metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => "header_timeout").increment(1);
+                    }
+                }
+                First::Stream(request) => {
+                    event_stream::serve(stream, *request, router, peer, &trusted, timeouts.idle).await;
+                }
+                First::Other(read) => {
+                    let (activity, watched) = tokio::sync::watch::channel(Activity::default());
+                    let service = Tracked {
+                        inner: TowerToHyperService::new(router),
+                        peer,
+                        trusted,
+                        activity: Arc::new(activity),
+                    };
+                    let io = TokioIo::new(event_stream::Replayed::new(read, stream));
+                    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+                    supervise(connection, watched, opened, timeouts, shutdown).await;
+                }
+            }
             drop((permit, slot));
         });
     }
@@ -266,7 +304,7 @@ struct Activity {
 
 type Connection<Io> = hyper_util::server::conn::auto::UpgradeableConnection<
     'static,
-    hyper_util::rt::TokioIo<Io>,
+    hyper_util::rt::TokioIo<event_stream::Replayed<Io>>,
     Tracked,
     hyper_util::rt::TokioExecutor,
 >;
@@ -277,11 +315,11 @@ type Connection<Io> = hyper_util::server::conn::auto::UpgradeableConnection<
 async fn supervise<Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     connection: Connection<Io>,
     mut activity: watch::Receiver<Activity>,
+    opened: Instant,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
     let mut connection = std::pin::pin!(connection);
-    let opened = Instant::now();
     let mut changed_at = opened;
     // Once a graceful close has begun, the instant it must be over.
     let mut closing: Option<Instant> = None;

@@ -6,11 +6,13 @@
 //! - [`shutdown`]: one cancellation token fed by SIGTERM and SIGINT, and named tasks;
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics`, mounted on each service's own listener;
 //! - [`http`]: binding, serving with graceful shutdown, and the one JSON error type of the HTTP API;
+//!   the live stream's connections are served without hyper's per-connection buffers;
 //! - [`service`]: a service's routes, checks and tasks, served alone or merged with others (`up`);
 //! - [`redis_client`]: where Redis is (one URL, or the primary Sentinel names), followed through a
 //!   failover; [`url`]: store URLs with their passwords hidden.
 
 pub mod client;
+mod event_stream;
 pub mod health;
 pub mod http;
 pub mod inproc;

@@ -58,9 +58,19 @@ impl Service {
         }
     }
 
-    /// The limits its listener applies to clients (merged services keep the first one's).
+    /// The limits its listener applies to clients (merged services keep the first one's); the
+    /// event streams declared stay.
     pub fn limits(mut self, limits: http::Limits) -> Self {
+        let streams = std::mem::take(&mut self.limits.event_streams);
         self.limits = limits;
+        self.limits.event_streams.extend(streams);
+        self
+    }
+
+    /// Declares `path` a long-lived event stream: its `GET`s are answered without hyper's
+    /// per-connection buffers ([`http::Limits::event_streams`]).
+    pub fn event_stream(mut self, path: &'static str) -> Self {
+        self.limits.event_streams.push(path);
         self
     }
 
@@ -119,6 +129,7 @@ impl Service {
         self.tasks.extend(other.tasks);
         self.after_drain.extend(other.after_drain);
         self.wraps.extend(other.wraps);
+        self.limits.event_streams.extend(other.limits.event_streams);
         self
     }
 

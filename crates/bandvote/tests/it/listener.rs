@@ -1,7 +1,8 @@
 //! The listener against clients that hold connections instead of using them, probed over raw
 //! sockets against `bandvote up` (embedded storage, no server needed): silent and half-sent
 //! connections, HTTP/2 connections that never or no longer ask anything, many connections from one
-//! address, oversize request heads, and `X-Forwarded-For` from trusted and untrusted peers.
+//! address, oversize request heads, `X-Forwarded-For` from trusted and untrusted peers, and the
+//! live stream's own HTTP/1.1 writer beside hyper.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -89,9 +90,10 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_half_sent_connections_are_closed_within_the_header_timeout() {
     let (_up, port, _dir) = start(&[("BANDVOTE_HEADER_TIMEOUT_MS", "1000")]).await;
-    let openings: [(&str, &[u8]); 5] = [
+    let openings: [(&str, &[u8]); 6] = [
         ("silent", b""),
         ("half an HTTP/1 head", b"GET /healthz HTTP/1.1\r\nhost: x\r\n"),
+        ("half a live stream's head", b"GET /api/stream HTTP/1.1\r\nhost: x\r\n"),
         ("half the HTTP/2 preface", &H2_PREFACE[..16]),
         ("the HTTP/2 preface only", H2_PREFACE),
         ("the HTTP/2 preface and settings, no request", &[H2_PREFACE, &h2::frame(h2::SETTINGS, 0, 0, &[])].concat()),
@@ -408,4 +410,94 @@ mod h2 {
             ended.is_err()
         }
     }
+}
+
+/// Reads from `stream` until `until` is in what was read, or `limit` passes; what was read.
+async fn read_until(stream: &mut TcpStream, until: &[u8], limit: Duration) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(until.len()).any(|w| w == until) {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_is_written_close_delimited_and_every_other_request_still_reaches_hyper() {
+    let (_up, port, _dir) = start(&[("BANDVOTE_MAX_STREAM_CLIENTS_PER_ADDRESS", "2")]).await;
+    let get = b"GET /api/stream HTTP/1.1\r\nhost: x\r\norigin: http://elsewhere.example\r\n\r\n";
+
+    // The live stream: no chunked coding, the body ends with the connection, the router's headers
+    // (CORS, the security headers) kept, and its first event at once.
+    let mut first = connect_from(LOCAL, port).await;
+    first.write_all(get).await.expect("write");
+    let answer = read_until(&mut first, b"\n\n", SLACK).await;
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    for line in ["content-type: text/event-stream", "cache-control: no-cache", "connection: close", "date: "] {
+        assert!(head.contains(line), "{line:?} missing from {head}");
+    }
+    assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{head}");
+    assert!(body.starts_with("id: ") && body.contains("\ndata: {"), "an event, not a chunk size: {body:?}");
+
+    // The address's share of the stream (2): the third is refused by the router, written whole.
+    let mut second = connect_from(LOCAL, port).await;
+    second.write_all(get).await.expect("write");
+    assert!(read_until(&mut second, b"\n\n", SLACK).await.starts_with(b"HTTP/1.1 200"));
+    let mut third = connect_from(LOCAL, port).await;
+    third.write_all(get).await.expect("write");
+    let refused = String::from_utf8_lossy(&read_until(&mut third, b"}", SLACK).await).to_lowercase();
+    assert!(refused.starts_with("http/1.1 503 service unavailable\r\n"), "{refused}");
+    assert!(refused.contains("retry-after: ") && refused.contains("content-length: "), "{refused}");
+    assert!(closed_within(&mut third, SLACK).await.is_some(), "a refused stream's connection is closed");
+
+    // A phone that leaves frees its slot: the server notices the closed socket by itself.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        let status = status_from(LOCAL, port, get).await;
+        if status == Some(200) {
+            again = status;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(again, Some(200), "the slot of a phone that left is not freed");
+
+    // What the stream's writer does not take goes to hyper as it came: HTTP/1.0, a head with a
+    // request pipelined behind it, another method, an oversize head.
+    let mut http10 = connect_from(OTHER, port).await;
+    http10.write_all(b"GET /api/stream HTTP/1.0\r\nhost: x\r\n\r\n").await.expect("write");
+    let answer = read_until(&mut http10, b"\r\n\r\n", SLACK).await;
+    assert!(answer.starts_with(b"HTTP/1.0 200 OK\r\n"), "HTTP/1.0 is hyper's: {}", String::from_utf8_lossy(&answer));
+    drop(http10);
+    let mut pipelined = connect_from(OTHER, port).await;
+    pipelined
+        .write_all(b"GET /api/stream?x=1 HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let chunked = String::from_utf8_lossy(&read_until(&mut pipelined, b"\r\n\r\n", SLACK).await).to_lowercase();
+    assert!(chunked.starts_with("http/1.1 200") && chunked.contains("transfer-encoding: chunked"), "{chunked}");
+    drop(pipelined);
+    let post = status_from(
+        Ipv4Addr::new(127, 0, 0, 3),
+        port,
+        b"POST /api/stream HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(post.await, Some(405));
+    let big = format!("GET /api/stream HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let status = status_from(Ipv4Addr::new(127, 0, 0, 4), port, big.as_bytes()).await;
+    assert!(matches!(status, Some(431) | None), "a 100 KiB head on the stream's path: {status:?}");
+    // And the other routes are as they were.
+    assert_eq!(
+        status_from(LOCAL, port, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await,
+        Some(200)
+    );
 }
