@@ -1,8 +1,9 @@
 //! The one reader behind `GET /api/stream` and its fan-out. Every 250 ms (only while someone
 //! listens) the reader reads the counters and the newest log entries once; each event is
 //! serialised once, as a ready SSE frame (`id:`, `event:`, `data:`), and shared by every client:
-//! - the latest results, published only when they changed, at most every 250 ms and, when they are
-//!   large, no faster than [`RESULTS_BYTES_PER_SEC`] (a new client starts from them);
+//! - the latest results, published only when they changed, at most every 250 ms, when they are
+//!   large no faster than [`RESULTS_BYTES_PER_SEC`], and with many clients no more often than
+//!   [`RESULTS_DELIVERIES_PER_SEC`] allows (a new client starts from them);
 //! - a bounded log of the newest `log`, `status` and `round` events (`round`: the rounds, whenever
 //!   one opens, closes, is hidden, revealed or made final), replayed to a client that reconnects
 //!   with `Last-Event-ID`;
@@ -43,11 +44,17 @@ pub const DEFAULT_MAX_CLIENTS_PER_ADDRESS: usize = 100;
 /// every [`INTERVAL`] (a 512 KiB one every 2 s), so each client costs a bounded bandwidth.
 pub const RESULTS_BYTES_PER_SEC: usize = 256 << 10;
 
+/// `results` frames handed to clients per second, all clients together: beyond 2,500 clients the
+/// results go out less often than every [`INTERVAL`] (with 10,000 phones, once a second), so that
+/// counts changing all the time cannot keep the server writing to every phone while a round's
+/// change waits for a core. `round`, `log` and `status` events are not held back.
+pub const RESULTS_DELIVERIES_PER_SEC: usize = 10_000;
+
 /// Longest a client may leave frames waiting without taking any before it is dropped.
 pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most log entries read in one interval; beyond that, clients get the newest ones.
-const MAX_LOGS_PER_TICK: i64 = 500;
+pub(crate) const MAX_LOGS_PER_TICK: i64 = 500;
 
 /// `log` and `status` events kept for clients that reconnect with `Last-Event-ID` (fewer than a
 /// mailbox holds, so that a replay does not drop its client).
@@ -67,6 +74,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct Frame {
     id: u64,
     bytes: Bytes,
+    /// A `log` event (a client may take only the newest of them).
+    log: bool,
 }
 
 /// A ready SSE frame: `id: N`, `event: NAME`, `data: JSON` (compact JSON holds no newline).
@@ -75,7 +84,21 @@ fn frame(id: u64, event: &str, json: &[u8]) -> Frame {
     bytes.extend_from_slice(format!("id: {id}\nevent: {event}\ndata: ").as_bytes());
     bytes.extend_from_slice(json);
     bytes.extend_from_slice(b"\n\n");
-    Frame { id, bytes: bytes.into() }
+    Frame { id, bytes: bytes.into(), log: event == "log" }
+}
+
+/// `frames` in order without the oldest of their `log` events beyond `max_logs`.
+fn newest_logs<'a>(frames: impl Iterator<Item = &'a Frame> + Clone, max_logs: usize) -> impl Iterator<Item = Frame> {
+    let mut skip = frames.clone().filter(|f| f.log).count().saturating_sub(max_logs);
+    frames
+        .filter(move |f| {
+            let keep = !f.log || skip == 0;
+            if !keep {
+                skip -= 1;
+            }
+            keep
+        })
+        .cloned()
 }
 
 /// A `status` frame (`{"status": "ok"}` or the error).
@@ -137,6 +160,8 @@ impl Mailbox {
 
 struct Client {
     mailbox: Arc<Mailbox>,
+    /// The most `log` events it takes of one publication (the newest).
+    max_logs: usize,
     /// The client's slot (and its address's), freed when it leaves or is dropped.
     _slot: Slot,
 }
@@ -296,14 +321,21 @@ impl Events {
     /// A new client: first the newest results and rounds (unless `last_event_id` shows it has
     /// them) and the current problem if a store is not answering, then, reconnecting with
     /// `last_event_id`, the buffered events after it, then everything published from now on.
-    /// `first` (a one-off frame) comes before all of it.
-    pub fn subscribe(&self, slot: Slot, last_event_id: Option<u64>, first: Option<Bytes>) -> Subscription {
+    /// `first` (a one-off frame) comes before all of it. Of the `log` events of one publication
+    /// (and of the replay) the client gets the newest `max_logs` (`usize::MAX`: all).
+    pub fn subscribe(
+        &self,
+        slot: Slot,
+        last_event_id: Option<u64>,
+        first: Option<Bytes>,
+        max_logs: usize,
+    ) -> Subscription {
         let mut hub = self.shared.hub();
         // An id this process has not issued (from before a restart, or forged) replays nothing.
         let last = last_event_id.filter(|id| *id < hub.next_id);
         let mut inbox = Inbox::default();
         if let Some(last) = last {
-            inbox.events.extend(hub.replay.iter().filter(|f| f.id > last).cloned());
+            inbox.events.extend(newest_logs(hub.replay.iter().filter(|f| f.id > last), max_logs));
         }
         for current in [&hub.problem, &hub.rounds] {
             if let Some(frame) = current.clone().filter(|f| last.is_none_or(|l| f.id > l))
@@ -315,7 +347,7 @@ impl Events {
         inbox.events.make_contiguous().sort_by_key(|f| f.id);
         inbox.results = hub.results.clone().filter(|f| last.is_none_or(|l| f.id > l));
         if let Some(first) = first {
-            inbox.events.push_front(Frame { id: 0, bytes: first });
+            inbox.events.push_front(Frame { id: 0, bytes: first, log: false });
         }
         if !inbox.is_empty() {
             inbox.waiting_since = Some(Instant::now());
@@ -324,7 +356,7 @@ impl Events {
         mailbox.ready.notify_one();
         let id = hub.next_client;
         hub.next_client += 1;
-        hub.clients.insert(id, Client { mailbox: Arc::clone(&mailbox), _slot: slot });
+        hub.clients.insert(id, Client { mailbox: Arc::clone(&mailbox), max_logs, _slot: slot });
         Subscription { shared: Arc::clone(&self.shared), id, mailbox }
     }
 
@@ -418,7 +450,7 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
         if let Some(results) = &results {
             inbox.results = Some(results.clone());
         }
-        inbox.events.extend(events.iter().cloned());
+        inbox.events.extend(newest_logs(events.iter(), client.max_logs));
         if was_empty && !inbox.is_empty() {
             inbox.waiting_since = Some(now);
         }
@@ -540,14 +572,21 @@ pub async fn run_reader(store: Arc<Store>, events: Events, shutdown: Cancellatio
             match serde_json::to_vec(&results) {
                 Ok(json) => {
                     let size = events.publish_results(&json);
-                    let pause = Duration::from_secs_f64(size as f64 / RESULTS_BYTES_PER_SEC as f64);
-                    next_results_at = now + pause.max(INTERVAL) - INTERVAL / 2;
+                    next_results_at = now + results_pause(size, events.listeners()) - INTERVAL / 2;
                     last_results = Some(results);
                 }
                 Err(error) => tracing::warn!(%error, "stream: results could not be serialised"),
             }
         }
     }
+}
+
+/// How long after publishing a results frame of `size` bytes to `listeners` clients the next may
+/// follow.
+fn results_pause(size: usize, listeners: usize) -> Duration {
+    let for_bytes = Duration::from_secs_f64(size as f64 / RESULTS_BYTES_PER_SEC as f64);
+    let for_clients = Duration::from_secs_f64(listeners as f64 / RESULTS_DELIVERIES_PER_SEC as f64);
+    INTERVAL.max(for_bytes).max(for_clients)
 }
 
 #[cfg(test)]
@@ -567,13 +606,21 @@ mod tests {
         text(tokio::time::timeout(Duration::from_secs(5), subscription.next(&shutdown)).await.expect("a frame"))
     }
 
+    #[test]
+    fn results_slow_down_for_large_frames_and_for_crowds_only() {
+        assert_eq!(results_pause(300, 1), INTERVAL);
+        assert_eq!(results_pause(300, 2_500), INTERVAL);
+        assert_eq!(results_pause(300, 10_000), Duration::from_secs(1));
+        assert_eq!(results_pause(512 << 10, 10), Duration::from_secs(2));
+    }
+
     #[tokio::test]
     async fn clients_share_one_results_frame_and_get_only_the_newest() {
         let events = Events::new(10, 0);
-        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         events.publish_results(br#"{"total":1}"#);
         events.publish_results(br#"{"total":2}"#);
-        let b = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let b = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         let (first_a, first_b) = (next(&a).await, next(&b).await);
         assert!(first_a.ends_with("event: results\ndata: {\"total\":2}\n\n"), "{first_a}");
         assert_eq!(first_a, first_b, "the same frame, id included");
@@ -582,7 +629,7 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_stream_gets_a_ping_with_its_id_and_a_busy_one_none() {
         let events = Events::new(10, 0);
-        let client = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let client = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         events.publish_results(br#"{"total":1}"#);
         let results = next(&client).await;
         events.ping_if_quiet();
@@ -600,8 +647,8 @@ mod tests {
     async fn an_address_holds_its_share_of_the_slots_and_no_more() {
         let events = Events::new(10, 2);
         let (one, other) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
-        let first = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None);
-        let _second = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None);
+        let first = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None, usize::MAX);
+        let _second = events.subscribe(events.reserve(Some(one)).expect("a slot"), None, None, usize::MAX);
         assert!(matches!(events.reserve(Some(one)), Err(TooManyClients::PerAddress(2))));
         assert!(events.reserve(Some(other)).is_ok(), "another address still gets in");
         drop(first);
@@ -611,7 +658,7 @@ mod tests {
     #[tokio::test]
     async fn the_cap_refuses_the_next_client_and_a_leaving_client_frees_its_slot() {
         let events = Events::new(1, 0);
-        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let a = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         assert!(events.reserve(None).is_err());
         drop(a);
         assert!(events.reserve(None).is_ok());
@@ -620,7 +667,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_does_not_take_its_frames_is_dropped_and_frees_its_slot() {
         let events = Events::new(1, 0);
-        let slow = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let slow = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         for _ in 0..3 {
             events
                 .publish_events(None, (0..MAX_LOGS_PER_TICK).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect());
@@ -637,12 +684,46 @@ mod tests {
         events.publish_results(b"{\"total\":1}");
         events.publish_events(None, vec![b"{\"n\":2}".to_vec(), b"{\"n\":3}".to_vec()]);
         let first_id = events.shared.hub().replay[0].id;
-        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(first_id), None);
+        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(first_id), None, usize::MAX);
         let frames = [next(&again).await, next(&again).await, next(&again).await];
         assert!(frames[0].contains("results"), "{frames:?}");
         assert!(frames[1].contains("{\"n\":2}") && frames[2].contains("{\"n\":3}"), "{frames:?}");
-        let forged = events.subscribe(events.reserve(None).expect("a slot"), Some(u64::MAX), None);
+        let forged = events.subscribe(events.reserve(None).expect("a slot"), Some(u64::MAX), None, usize::MAX);
         assert!(next(&forged).await.contains("results"), "an unknown id is a new client");
+    }
+
+    #[tokio::test]
+    async fn a_client_asking_for_few_logs_gets_the_newest_of_each_publication_and_every_other_event() {
+        let events = Events::new(10, 0);
+        let some = events.subscribe(events.reserve(None).expect("a slot"), None, None, 2);
+        let none = events.subscribe(events.reserve(None).expect("a slot"), None, None, 0);
+        let all = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
+        let logs = |range: std::ops::Range<u8>| range.map(|n| format!("{{\"n\":{n}}}").into_bytes()).collect();
+        events.publish_events(Some("kafka down"), logs(1..5));
+        events.publish_round(br#"{"rounds":[]}"#);
+        events.publish_events(None, logs(5..6));
+        let take = |subscription: Subscription, count: usize| async move {
+            let mut frames = Vec::new();
+            for _ in 0..count {
+                frames.push(next(&subscription).await);
+            }
+            let quiet = tokio::time::timeout(Duration::from_millis(50), next(&subscription)).await;
+            assert!(quiet.is_err(), "more than {count} frames: {frames:?} and {quiet:?}");
+            frames
+                .iter()
+                .map(|f| f.lines().find(|l| l.starts_with("data:")).unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        };
+        let data = |texts: &[&str]| texts.iter().map(|t| format!("data: {t}")).collect::<Vec<_>>();
+        assert_eq!(
+            take(some, 5).await,
+            data(&[r#"{"status":"kafka down"}"#, r#"{"n":3}"#, r#"{"n":4}"#, r#"{"rounds":[]}"#, r#"{"n":5}"#])
+        );
+        assert_eq!(take(none, 2).await, data(&[r#"{"status":"kafka down"}"#, r#"{"rounds":[]}"#]));
+        assert_eq!(take(all, 7).await.len(), 7);
+        let replayed = events.subscribe(events.reserve(None).expect("a slot"), Some(1), None, 1);
+        let replay: Vec<_> = [next(&replayed).await, next(&replayed).await, next(&replayed).await].into();
+        assert!(replay[0].contains("kafka down") && replay[1].contains("rounds") && replay[2].contains(r#"{"n":5}"#));
     }
 
     #[tokio::test]
@@ -651,16 +732,16 @@ mod tests {
         events.publish_round(br#"{"rounds":[1]}"#);
         events.publish_round(br#"{"rounds":[2]}"#);
         events.publish_results(b"{\"total\":1}");
-        let late = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let late = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         let frames = [next(&late).await, next(&late).await];
         assert!(frames[0].ends_with("event: round\ndata: {\"rounds\":[2]}\n\n"), "the newest rounds: {frames:?}");
         assert!(frames[1].contains("results"), "{frames:?}");
         let rounds_id = events.shared.hub().rounds.as_ref().expect("rounds").id;
-        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(rounds_id - 1), None);
+        let again = events.subscribe(events.reserve(None).expect("a slot"), Some(rounds_id - 1), None, usize::MAX);
         let frames = [next(&again).await, next(&again).await];
         assert!(frames[0].contains("[2]") && frames[1].contains("results"), "the replayed rounds once: {frames:?}");
         events.forget();
-        let after = events.subscribe(events.reserve(None).expect("a slot"), None, None);
+        let after = events.subscribe(events.reserve(None).expect("a slot"), None, None, usize::MAX);
         let shutdown = CancellationToken::new();
         let nothing = tokio::time::timeout(Duration::from_millis(100), after.next(&shutdown)).await;
         assert!(nothing.is_err(), "forgotten rounds are not sent: {:?}", nothing.map(text));

@@ -3,7 +3,7 @@
 //!
 //! Each phone is one plain HTTP/1.1 connection from a loopback source address of its own group
 //! (the server caps connections per client address, and a hall's phones come from many), reading
-//! Server-Sent Events. It keeps only the frame it is reading; a `round` event is parsed and, for the
+//! Server-Sent Events, asking for as many `log` events as the audience page does. It keeps only the frame it is reading; a `round` event is parsed and, for the
 //! watched round, the instants it was first heard closed and revealed are noted. A phone whose
 //! stream ends reconnects after a second with `Last-Event-ID`, as a browser's `EventSource` does.
 
@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Phones opened per source address (below the server's 256 connections per client).
 pub const PHONES_PER_ADDRESS: usize = 200;
+
+/// `log` events a phone asks for per 250 ms (`?logs=`), as the audience page does (its ticker of
+/// the latest votes: `LOGS_PER_TICK` in `web/src/composables/useLive.ts`).
+const LOGS_PER_TICK: usize = 20;
 
 /// Which change of the watched round a phone heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +161,9 @@ impl Phones {
         socket.bind(SocketAddr::from((source, 0)))?;
         let mut stream = socket.connect(server).await?;
         let resume = last_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-        let request =
-            format!("GET /api/stream HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n{resume}\r\n");
+        let request = format!(
+            "GET /api/stream?logs={LOGS_PER_TICK} HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut buffer = Vec::with_capacity(4096);
         let mut chunk = [0u8; 4096];

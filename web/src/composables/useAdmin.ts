@@ -193,7 +193,7 @@ export function useAdmin() {
 
   function start() {
     void refresh()
-    source = new EventSource('/api/stream')
+    source = new EventSource('/api/stream?logs=0')
     source.addEventListener('results', nudge)
     source.addEventListener('round', nudge)
     poller = window.setInterval(() => void refresh(), REFRESH_MS)

@@ -16,7 +16,18 @@ export interface LiveOptions {
   tickMs?: number
   /** Called with each `log` event's data. */
   onLog?: (data: string) => void
+  /**
+   * The most `log` events the server sends per 250 ms (the newest): a ticker of the latest votes
+   * needs as many as it shows, not every vote of a busy show. Without `onLog`, none are asked for.
+   */
+  logsPerTick?: number
 }
+
+/**
+ * `log` events asked for per 250 ms by a page that shows the latest votes: as many as its console
+ * shows (the newest 20), so that nothing the page would show is left out.
+ */
+export const LOGS_PER_TICK = 20
 
 export function useLive(options: LiveOptions = {}) {
   const results = ref<Results | null>(null)
@@ -77,7 +88,8 @@ export function useLive(options: LiveOptions = {}) {
     }
     openedAt = Date.now()
     lastEvent = Date.now()
-    const current = new EventSource('/api/stream')
+    const logs = options.onLog ? (options.logsPerTick ?? LOGS_PER_TICK) : 0
+    const current = new EventSource(`/api/stream?logs=${logs}`)
     source = current
     current.onopen = heard
     current.onerror = () => {

@@ -166,7 +166,14 @@ pub fn document() -> Value {
             }},
             "/api/stream": {"get": {
                 "summary": "Server-Sent Events, each with an increasing `id` (reconnect with `Last-Event-ID` to resume): `ping` after 15 s of silence; `results` (as /api/results) when the counters change, at most every 250 ms; `log` (one /api/logs item) per logged vote, a hidden round's left out; `status` when a store stops or resumes answering; `round` ({now, rounds}) when a round opens, closes, is hidden, revealed or made final",
-                "responses": {"200": {"description": "an event stream", "content": {"text/event-stream": {}}}}
+                "parameters": [{"name": "logs", "in": "query", "required": false,
+                                "description": "at most the newest N `log` events of each 250 ms (a ticker of the latest votes); all without it",
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 500}}],
+                "responses": {
+                    "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
+                    "400": {"description": "logs out of range", "content": {"application/json": {"schema": error}}},
+                    "503": {"description": "the live stream has all its clients, or this address its share; Retry-After says when to try again", "content": {"application/json": {"schema": error}}}
+                }
             }},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/api/config": {"get": {

@@ -1,10 +1,10 @@
 //! `GET /api/stream`: Server-Sent Events from the one shared reader.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
-    extract::State,
+    extract::{Query, State},
     http::{HeaderMap, StatusCode, header},
     response::Response,
 };
@@ -16,6 +16,9 @@ use crate::{
     stream::{Next, Subscription},
 };
 
+/// Largest `logs`: as many as the reader reads in one interval.
+const MAX_LOGS: usize = crate::stream::MAX_LOGS_PER_TICK as usize;
+
 /// How long a client refused for the client cap is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -25,12 +28,25 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// gets the buffered events after it. The current results and rounds come first, so a new page has
 /// data at once and misses no round that changed while it loaded. A `ping` event after 15 s of silence;
 /// ends on shutdown. Beyond the client cap, or its address's share of it, `503` with `Retry-After`; a client too slow to take
-/// its events is disconnected (it reconnects to the latest state).
+/// its events is disconnected (it reconnects to the latest state). `?logs=N` (0–500): at most the
+/// newest N `log` events of each 250 ms (a phone showing the latest 20 votes needs 20, not the
+/// 2,000 a second of a busy show); all of them without it.
 pub async fn get_stream(
     State(state): State<ApiState>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let max_logs = match query.get("logs") {
+        None => usize::MAX,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n <= MAX_LOGS => n,
+            _ => {
+                let message = format!("logs must be an integer from 0 to {MAX_LOGS}");
+                return Err(ApiError::bad_request(message, Some("logs")));
+            }
+        },
+    };
     let client = bandvote_runtime::per_client::client_address(&extensions);
     let slot = state.events.reserve(client).map_err(|full| {
         ApiError::client(StatusCode::SERVICE_UNAVAILABLE, full.to_string(), None).with_retry_after(RETRY_AFTER)
@@ -60,7 +76,7 @@ pub async fn get_stream(
             }
         }
     }
-    let subscription = state.events.subscribe(slot, last_event_id, first);
+    let subscription = state.events.subscribe(slot, last_event_id, first, max_logs);
     let frames = stream::unfold(Some((subscription, state.shutdown.clone())), next_frame);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")

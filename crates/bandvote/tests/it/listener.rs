@@ -458,6 +458,13 @@ async fn a_live_stream_is_written_close_delimited_and_every_other_request_still_
     assert!(refused.contains("retry-after: ") && refused.contains("content-length: "), "{refused}");
     assert!(closed_within(&mut third, SLACK).await.is_some(), "a refused stream's connection is closed");
 
+    // A bad `logs` is the router's clear 400, written by the stream's writer too.
+    let mut bad = connect_from(Ipv4Addr::new(127, 0, 0, 5), port).await;
+    bad.write_all(b"GET /api/stream?logs=501 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    let answer = String::from_utf8_lossy(&read_until(&mut bad, b"}", SLACK).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(answer.ends_with(r#"{"error":"logs must be an integer from 0 to 500","field":"logs"}"#), "{answer}");
+
     // A phone that leaves frees its slot: the server notices the closed socket by itself.
     drop(first);
     let mut again = None;
