@@ -151,6 +151,11 @@ try {
   // The newest line is the last vote sent: mix[29 % 3], Mis palabras.
   check(lines[0].endsWith('Bohemia Suburbana Mis palabras 1997 9.5'), `newest log line: ${lines[0]}`)
   await until('the live badge', badge, (t) => t.includes('updated'))
+  // The page's stream came on a connection of its own (every GET before it was answered
+  // `Connection: close`), so the stream's own writer serves it, without hyper's buffers.
+  const metrics = await (await fetch(`${base}/metrics`)).text()
+  const own = Number(/^bandvote_event_stream_connections_total (\d+)/m.exec(metrics)?.[1] ?? 0)
+  check(own >= 1, `the page's live stream was not served by the stream's writer: ${own}`)
   await page.locator('[data-testid=logs-details] summary').click()
   // At this width every line's path label stays inside the console, none cut off at its edge.
   const clipped = await page.locator('[data-testid=logs]').evaluate((console_) => {

@@ -253,6 +253,7 @@ pub async fn serve_with<L: Accept>(
                     }
                 }
                 First::Stream(request) => {
+                    metrics::counter!(crate::metrics::EVENT_STREAM_CONNECTIONS).increment(1);
                     event_stream::serve(stream, *request, router, peer, &trusted, timeouts.idle).await;
                 }
                 First::Other(read) => {
@@ -262,6 +263,7 @@ pub async fn serve_with<L: Accept>(
                         peer,
                         trusted,
                         activity: Arc::new(activity),
+                        close_after_get: !event_streams.is_empty(),
                     };
                     let io = TokioIo::new(event_stream::Replayed::new(read, stream));
                     let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
@@ -371,6 +373,12 @@ struct Tracked {
     peer: SocketAddr,
     trusted: Arc<TrustedProxies>,
     activity: Arc<watch::Sender<Activity>>,
+    /// Whether an HTTP/1 `GET` is answered `Connection: close` (a listener with event streams): a
+    /// browser opens its page's live stream on an idle connection of the page's if it finds one,
+    /// and the stream is then hyper's, with its buffers, for the whole show; with none idle it
+    /// opens a new one, whose first request the stream's own writer takes. Votes (`POST`) keep
+    /// their connections.
+    close_after_get: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -383,9 +391,15 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         let client = self.trusted.client_address(self.peer.ip(), request.headers());
         request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
         request.extensions_mut().insert(ClientAddress(client));
+        let close = self.close_after_get
+            && request.method() == Method::GET
+            && matches!(request.version(), axum::http::Version::HTTP_10 | axum::http::Version::HTTP_11);
         let answer = self.inner.call(request);
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            if close {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| axum::body::Body::new(CountedBody { body, _guard: guard })))
         })
     }

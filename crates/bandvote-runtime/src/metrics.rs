@@ -71,6 +71,10 @@ pub const CONNECTIONS_REFUSED: &str = "bandvote_connections_refused_total";
 /// time) or `idle` (no request in flight for the idle timeout, and the client did not leave after
 /// the goodbye).
 pub const CONNECTIONS_CLOSED: &str = "bandvote_connections_closed_total";
+/// Connections whose first request was a live stream's, answered by the stream's own writer
+/// without hyper's buffers (a stream asked for on a connection that served another request first
+/// goes through hyper and is not counted).
+pub const EVENT_STREAM_CONNECTIONS: &str = "bandvote_event_stream_connections_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

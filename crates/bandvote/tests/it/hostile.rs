@@ -260,9 +260,10 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     // wait_ready's client may keep its connection alive for a moment: let it go.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut held = Vec::new();
+    // Held by live streams (a GET of anything else is answered `Connection: close`).
     for _ in 0..4 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        stream.write_all(b"GET /api/stream?logs=0 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
         let mut buffer = [0u8; 512];
         let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
             .await

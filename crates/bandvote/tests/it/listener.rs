@@ -502,6 +502,24 @@ async fn a_live_stream_is_written_close_delimited_and_every_other_request_still_
     let big = format!("GET /api/stream HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
     let status = status_from(Ipv4Addr::new(127, 0, 0, 4), port, big.as_bytes()).await;
     assert!(matches!(status, Some(431) | None), "a 100 KiB head on the stream's path: {status:?}");
+    // A GET on this listener closes its connection after it, so that a browser opens its page's
+    // stream on a new one; a vote keeps its connection.
+    let mut get = connect_from(LOCAL, port).await;
+    get.write_all(b"GET /api/results HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    let head = String::from_utf8_lossy(&read_until(&mut get, b"\r\n\r\n", SLACK).await).to_lowercase();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(closed_within(&mut get, SLACK).await.is_some(), "the GET's connection stays open");
+    let mut vote = connect_from(LOCAL, port).await;
+    let body = r#"{"name":"Alux Nahual","album":"El Viaje","year":"2011","rank":"8.6"}"#;
+    let post = format!(
+        "POST /grpc/votes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    vote.write_all(post.as_bytes()).await.expect("write");
+    let head = String::from_utf8_lossy(&read_until(&mut vote, b"\r\n\r\n", SLACK).await).to_lowercase();
+    assert!(head.starts_with("http/1.1 202") && !head.contains("connection: close"), "{head}");
+    assert!(closed_within(&mut vote, Duration::from_millis(500)).await.is_none(), "the vote's connection was closed");
+
     // And the other routes are as they were.
     assert_eq!(
         status_from(LOCAL, port, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await,
