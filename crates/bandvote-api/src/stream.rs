@@ -87,9 +87,14 @@ fn frame(id: u64, event: &str, json: &[u8]) -> Frame {
     Frame { id, bytes: bytes.into(), log: event == "log" }
 }
 
-/// `frames` in order without the oldest of their `log` events beyond `max_logs`.
-fn newest_logs<'a>(frames: impl Iterator<Item = &'a Frame> + Clone, max_logs: usize) -> impl Iterator<Item = Frame> {
-    let mut skip = frames.clone().filter(|f| f.log).count().saturating_sub(max_logs);
+/// `frames`, of which `logs` are `log` events, in order without the oldest of those beyond
+/// `max_logs`.
+fn newest_logs<'a>(
+    frames: impl Iterator<Item = &'a Frame>,
+    logs: usize,
+    max_logs: usize,
+) -> impl Iterator<Item = Frame> {
+    let mut skip = logs.saturating_sub(max_logs);
     frames
         .filter(move |f| {
             let keep = !f.log || skip == 0;
@@ -335,7 +340,8 @@ impl Events {
         let last = last_event_id.filter(|id| *id < hub.next_id);
         let mut inbox = Inbox::default();
         if let Some(last) = last {
-            inbox.events.extend(newest_logs(hub.replay.iter().filter(|f| f.id > last), max_logs));
+            let after = || hub.replay.iter().filter(|f| f.id > last);
+            inbox.events.extend(newest_logs(after(), after().filter(|f| f.log).count(), max_logs));
         }
         for current in [&hub.problem, &hub.rounds] {
             if let Some(frame) = current.clone().filter(|f| last.is_none_or(|l| f.id > l))
@@ -443,6 +449,7 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
     if results.is_some() || !events.is_empty() {
         hub.last_delivery = now;
     }
+    let logs = events.iter().filter(|f| f.log).count();
     let mut stuck = Vec::new();
     for (id, client) in &hub.clients {
         let mut inbox = client.mailbox.inbox();
@@ -450,7 +457,7 @@ fn deliver(hub: &mut Hub, results: Option<Frame>, events: Vec<Frame>) {
         if let Some(results) = &results {
             inbox.results = Some(results.clone());
         }
-        inbox.events.extend(newest_logs(events.iter(), client.max_logs));
+        inbox.events.extend(newest_logs(events.iter(), logs, client.max_logs));
         if was_empty && !inbox.is_empty() {
             inbox.waiting_since = Some(now);
         }
