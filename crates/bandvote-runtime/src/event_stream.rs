@@ -30,7 +30,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
-use crate::client::{ClientAddress, TrustedProxies};
+use crate::client::TrustedProxies;
 
 /// Bytes asked of the socket at a time while a head is read: most heads fit in one read.
 const READ_CHUNK: usize = 1024;
@@ -129,9 +129,7 @@ pub(crate) async fn serve<Io: AsyncRead + AsyncWrite + Unpin>(
     trusted: &TrustedProxies,
     write_timeout: Duration,
 ) {
-    let client = trusted.client_address(peer.ip(), request.headers());
-    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-    request.extensions_mut().insert(ClientAddress(client));
+    crate::http::identify(&mut request, peer, trusted);
     let Ok(response) = router.oneshot(request).await;
     let (parts, mut body) = response.into_parts();
     let mut head = format!("HTTP/1.1 {} {}\r\n", parts.status.as_str(), parts.status.canonical_reason().unwrap_or(""))

@@ -388,9 +388,7 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let guard = InFlight::enter(Arc::clone(&self.activity));
-        let client = self.trusted.client_address(self.peer.ip(), request.headers());
-        request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
-        request.extensions_mut().insert(ClientAddress(client));
+        identify(&mut request, self.peer, &self.trusted);
         let close = self.close_after_get
             && request.method() == Method::GET
             && matches!(request.version(), axum::http::Version::HTTP_10 | axum::http::Version::HTTP_11);
@@ -403,6 +401,14 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
             Ok(response.map(|body| axum::body::Body::new(CountedBody { body, _guard: guard })))
         })
     }
+}
+
+/// Puts the TCP peer (`ConnectInfo<SocketAddr>`) and the client it stands for ([`ClientAddress`])
+/// in `request`'s extensions.
+pub(crate) fn identify<B>(request: &mut Request<B>, peer: SocketAddr, trusted: &TrustedProxies) {
+    let client = trusted.client_address(peer.ip(), request.headers());
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    request.extensions_mut().insert(ClientAddress(client));
 }
 
 /// One request in flight; dropping it ends it.

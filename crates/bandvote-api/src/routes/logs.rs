@@ -22,16 +22,7 @@ pub async fn get_logs(
     extensions: axum::http::Extensions,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<LogEntry>>, ApiError> {
-    let limit = match query.get("limit") {
-        None => 20,
-        Some(text) => match text.parse::<i64>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => {
-                let message = format!("limit must be an integer from 1 to {MAX_LIMIT}");
-                return Err(ApiError::bad_request(message, Some("limit")));
-            }
-        },
-    };
+    let limit = super::query_integer(&query, "limit", 1..=MAX_LIMIT)?.unwrap_or(20);
     let mut logs = state.store.latest_logs(limit).await?;
     if !is_operator(&state, &headers, bandvote_runtime::per_client::client_address(&extensions)) {
         let hidden = state.store.hidden_rounds().await?;

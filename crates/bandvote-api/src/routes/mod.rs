@@ -8,7 +8,10 @@ mod rounds;
 mod stream;
 mod web;
 
+use std::{collections::HashMap, ops::RangeInclusive};
+
 use axum::{Router, routing::get};
+use bandvote_runtime::http::ApiError;
 
 use crate::{ApiState, store::Unavailable};
 
@@ -36,6 +39,22 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
         .merge(web)
         .merge(admin)
+}
+
+/// The integer query parameter `name`, if given; outside `range` (or not an integer) a `400` naming it.
+fn query_integer(
+    query: &HashMap<String, String>,
+    name: &'static str,
+    range: RangeInclusive<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let Some(text) = query.get(name) else { return Ok(None) };
+    match text.parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => {
+            let message = format!("{name} must be an integer from {} to {}", range.start(), range.end());
+            Err(ApiError::bad_request(message, Some(name)))
+        }
+    }
 }
 
 impl From<Unavailable> for bandvote_runtime::http::ApiError {

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Largest `logs`: as many as the reader reads in one interval.
-const MAX_LOGS: usize = crate::stream::MAX_LOGS_PER_TICK as usize;
+const MAX_LOGS: i64 = crate::stream::MAX_LOGS_PER_TICK;
 
 /// How long a client refused for the client cap is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -37,16 +37,8 @@ pub async fn get_stream(
     extensions: axum::http::Extensions,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let max_logs = match query.get("logs") {
-        None => usize::MAX,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if n <= MAX_LOGS => n,
-            _ => {
-                let message = format!("logs must be an integer from 0 to {MAX_LOGS}");
-                return Err(ApiError::bad_request(message, Some("logs")));
-            }
-        },
-    };
+    let max_logs = super::query_integer(&query, "logs", 0..=MAX_LOGS)?
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let client = bandvote_runtime::per_client::client_address(&extensions);
     let slot = state.events.reserve(client).map_err(|full| {
         ApiError::client(StatusCode::SERVICE_UNAVAILABLE, full.to_string(), None).with_retry_after(RETRY_AFTER)
