@@ -60,10 +60,18 @@ pub struct ConsumerConfig {
     pub session_timeout: Duration,
     /// Largest batch, in messages. Default 5000.
     pub batch_max: usize,
-    /// How long a batch waits to fill after its first message (Kafka); on the embedded queue, the
+    /// How long a tally pipeline's batch waits to fill after its first message (Kafka); on the embedded queue, the
     /// least time between two reads while votes keep coming, where [`Consumer::embedded`] always
     /// uses the default. Default 10 ms.
     pub batch_linger: Duration,
+    /// How long a log pipeline's batch waits to fill after its first message (Kafka): the log
+    /// store takes fuller batches for less, and nothing live waits for it. Default 250 ms.
+    pub log_batch_linger: Duration,
+    /// How long the broker may hold a fetch to gather votes (Kafka): what the live counters may
+    /// wait more, for fewer, fuller fetches. Default 50 ms.
+    pub fetch_wait: Duration,
+    /// How often each pipeline commits its offsets to its group (Kafka). Default 1 s.
+    pub commit_interval: Duration,
     /// How long a client's idempotency key is remembered. Default 24 h.
     pub idempotency_ttl: Duration,
     /// Which pipelines this process runs. Default both.
@@ -102,6 +110,9 @@ impl Default for ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             batch_max: 5000,
             batch_linger: Duration::from_millis(10),
+            log_batch_linger: Duration::from_millis(250),
+            fetch_wait: Duration::from_millis(50),
+            commit_interval: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             pipelines: Pipelines::default(),
             grace: Duration::from_secs(10),
@@ -258,14 +269,16 @@ pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
     {
         tracing::warn!(%error, "kafka topics not created yet");
     }
-    let source = |group: &str| {
+    let source = |group: &str, batch_linger: Duration| {
         KafkaSource::subscribe(
             &config.kafka,
             SourceConfig {
                 group: group.to_owned(),
                 session_timeout: config.session_timeout,
                 batch_max: config.batch_max,
-                batch_linger: config.batch_linger,
+                batch_linger,
+                fetch_wait: config.fetch_wait,
+                commit_interval: config.commit_interval,
             },
         )
         .map(|source| Arc::new(source) as Arc<dyn QueueSource>)
@@ -275,7 +288,7 @@ pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
         let counters =
             RedisTally::connect(config.redis_url.expose_secret(), config.idempotency_ttl.as_secs().max(1)).await?;
         Some(TallyPipeline {
-            source: source(&config.tally_group)?,
+            source: source(&config.tally_group, config.batch_linger)?,
             counters: Arc::new(counters),
             dead_letters: Some(DeadLetters::new(KafkaProducer::new(config.kafka.clone())?)),
         })
@@ -286,7 +299,7 @@ pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
         let log = MongoLog::connect(config.mongo_url.expose_secret(), &config.mongo_db)
             .await
             .with_context(|| format!("failed to configure mongodb at {}", redact(config.mongo_url.expose_secret())))?;
-        Some(LogPipeline { source: source(&config.log_group)?, log: Arc::new(log) })
+        Some(LogPipeline { source: source(&config.log_group, config.log_batch_linger)?, log: Arc::new(log) })
     } else {
         None
     };

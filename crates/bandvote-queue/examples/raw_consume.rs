@@ -50,14 +50,17 @@ async fn main() -> anyhow::Result<()> {
     let stamp = std::process::id();
     let mut counters = Vec::new();
     let mut readers = Vec::new();
-    for pipeline in ["tally", "log"] {
+    // The consumer's defaults: the tally's batches wait 10 ms to fill, the log's 250 ms.
+    for (pipeline, linger) in [("tally", 10), ("log", 250)] {
         let source = KafkaSource::subscribe(
             &kafka,
             SourceConfig {
                 group: format!("raw-consume-{pipeline}-{stamp}"),
                 session_timeout: Duration::from_secs(10),
                 batch_max: 5000,
-                batch_linger: Duration::from_millis(10),
+                batch_linger: Duration::from_millis(linger),
+                fetch_wait: Duration::from_millis(50),
+                commit_interval: Duration::from_secs(1),
             },
         )?;
         let counter = Arc::new(AtomicU64::new(0));

@@ -112,7 +112,9 @@ pub trait QueueSource: Send + Sync + 'static {
     /// there, and records already fetched past it are dropped.
     fn seek(&self, partition: i32, offset: i64) -> Result<(), SourceError>;
 
-    /// Records that `records` were written by the pipeline: a restarted reader begins after them.
+    /// Records that `records` were written by the pipeline: a restarted reader begins after them
+    /// (Kafka: once the source has committed them, within its commit interval; a reader that
+    /// begins earlier reads again votes the sinks already hold, and the sinks drop them).
     fn commit<'a>(&'a self, records: &'a [Record]) -> BoxFuture<'a, Result<(), SourceError>>;
 
     /// The first offset still present in `partition`.

@@ -99,13 +99,25 @@ pub async fn log_cut(kafka: &KafkaConfig, log_group: &str) -> anyhow::Result<Vec
     tokio::task::spawn_blocking(move || read_cut(&kafka, &group)).await.context("kafka task failed")?
 }
 
+/// How long a recount waits for the log group's offsets to reach the topic's end before it says the
+/// log is behind: a log pipeline commits what it wrote within its fetch wait and 100 ms (350 ms by
+/// default) of the votes' stopping, and within its commit interval (1 s) while they keep coming.
+const CATCH_UP: Duration = Duration::from_secs(3);
+
 /// Rebuilds the counters. See the module documentation for the consistency rule.
 pub async fn recount(config: &RecountConfig) -> Result<Counts, RecountError> {
-    let before = cut(config).await?;
-    let behind: i64 = before.iter().map(|(_, committed, high)| (high - committed).max(0)).sum();
-    if behind > 0 && !config.force {
-        return Err(RecountError::Behind(behind));
-    }
+    let waited = tokio::time::Instant::now();
+    let before = loop {
+        let cut = cut(config).await?;
+        let behind: i64 = cut.iter().map(|(_, committed, high)| (high - committed).max(0)).sum();
+        if behind == 0 || config.force {
+            break cut;
+        }
+        if waited.elapsed() >= CATCH_UP {
+            return Err(RecountError::Behind(behind));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
 
     let logs = log::collection(config.mongo_url.expose_secret(), &config.mongo_db)
         .await

@@ -778,9 +778,21 @@ pub struct ConsumerArgs {
     /// Largest batch, in messages.
     #[arg(long, env = "BANDVOTE_BATCH_MAX", default_value_t = 5000)]
     pub batch_max: usize,
-    /// Milliseconds a batch waits to fill after its first message.
+    /// Milliseconds a tally pipeline's batch waits to fill after its first message.
     #[arg(long, env = "BANDVOTE_BATCH_LINGER_MS", default_value_t = 10)]
     pub batch_linger_ms: u64,
+    /// Milliseconds a log pipeline's batch waits to fill after its first message (the log store
+    /// takes fuller batches for less; nothing live waits for it).
+    #[arg(long, env = "BANDVOTE_LOG_BATCH_LINGER_MS", default_value_t = 250)]
+    pub log_batch_linger_ms: u64,
+    /// Milliseconds the broker may hold a fetch to gather votes before it answers with what it
+    /// has: fewer, fuller fetches, for a live count up to this much later.
+    #[arg(long, env = "BANDVOTE_KAFKA_FETCH_WAIT_MS", default_value_t = 50)]
+    pub kafka_fetch_wait_ms: u64,
+    /// Milliseconds between two commits of a pipeline's offsets to its group (a consumer killed
+    /// reads again, at most, this long's votes, which the stores drop as already written).
+    #[arg(long, env = "BANDVOTE_KAFKA_COMMIT_INTERVAL_MS", default_value_t = 1000)]
+    pub kafka_commit_interval_ms: u64,
     /// Pipelines to run in this process (scale or measure them apart).
     #[arg(long, env = "BANDVOTE_PIPELINES", value_delimiter = ',', default_value = "tally,log")]
     pub pipelines: Vec<PipelineName>,
@@ -812,6 +824,9 @@ impl ConsumerArgs {
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             batch_max: self.batch_max.max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
+            log_batch_linger: Duration::from_millis(self.log_batch_linger_ms),
+            fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
+            commit_interval: Duration::from_millis(self.kafka_commit_interval_ms),
             idempotency_ttl: Duration::from_secs(self.stores.idempotency_ttl_hours.max(1) * 3600),
             pipelines: Pipelines {
                 tally: self.pipelines.contains(&PipelineName::Tally),

@@ -55,34 +55,82 @@ pub struct SourceConfig {
     pub batch_max: usize,
     /// How long a batch waits to fill after its first message.
     pub batch_linger: Duration,
+    /// How long the broker may hold a fetch to gather [`FETCH_MIN_BYTES`] of votes before it
+    /// answers with what it has: at a show's rate a fetch then carries this long's votes, not one
+    /// produce request's.
+    pub fetch_wait: Duration,
+    /// How often the offsets of what the sink wrote are committed to the group (and once more when
+    /// the member leaves or loses a partition).
+    pub commit_interval: Duration,
 }
+
+/// What a fetch waits to gather before the broker answers, unless [`SourceConfig::fetch_wait`]
+/// passes first: about a thousand votes.
+pub const FETCH_MIN_BYTES: usize = 256 * 1024;
+
+/// How much longer than a fetch's wait a source waits for the next vote before it commits what it
+/// stored since it last did so: once the votes stop, the group's offsets reach what was written
+/// within this and the fetch's wait, not within the commit interval (`bandvote recount` and a
+/// round's finality read them). While votes keep coming a fetch never waits this long.
+const IDLE_COMMIT: Duration = Duration::from_millis(100);
 
 /// One member of a consumer group on the votes topic.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     topic: String,
     config: SourceConfig,
+    /// Per partition, the offset after what was written, stored since the last idle commit.
+    stored: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl KafkaSource {
-    /// Joins `config.group` on the votes topic. Offsets are committed by hand, after the sink wrote.
+    /// Joins `config.group` on the votes topic. An offset is stored only after the sink wrote what
+    /// comes before it, and the stored offsets are committed every `config.commit_interval`.
     pub fn subscribe(kafka: &KafkaConfig, config: SourceConfig) -> Result<Self, KafkaError> {
         let session_ms = config.session_timeout.as_millis().max(1000);
         let consumer: StreamConsumer = kafka
             .client_config()
             .set("group.id", &config.group)
-            .set("enable.auto.commit", "false")
+            // librdkafka commits the stored offsets on its interval, when a partition is revoked
+            // and when the consumer closes; it stores none by itself.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", config.commit_interval.as_millis().max(1).to_string())
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 3).max(300).to_string())
             .set("max.poll.interval.ms", "60000")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().max(1).to_string())
+            .set("fetch.min.bytes", FETCH_MIN_BYTES.to_string())
             .set("queued.min.messages", "20000")
             .set("enable.partition.eof", "false")
             .create()?;
         consumer.subscribe(&[&kafka.topic])?;
-        Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config })
+        Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config, stored: Default::default() })
+    }
+
+    /// Commits the offsets stored since the last idle commit, if any.
+    fn commit_stored(&self) {
+        let stored = std::mem::take(&mut *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if stored.is_empty() {
+            return;
+        }
+        match self.offsets(&stored) {
+            Ok(list) => {
+                if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+                    tracing::debug!(group = %self.config.group, %error, "idle commit failed (the interval's commit follows)");
+                }
+            }
+            Err(error) => tracing::debug!(group = %self.config.group, %error, "idle commit not made"),
+        }
+    }
+
+    fn offsets(&self, next: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        }
+        Ok(list)
     }
 
     fn watermarks(&self, partition: i32) -> BoxFuture<'_, Result<(i64, i64), SourceError>> {
@@ -110,10 +158,18 @@ impl QueueSource for KafkaSource {
             // are informational (the client reconnects by itself), so they are drained quickly
             // rather than waited on one by one, with a pause only if they keep coming.
             let mut errors = 0u32;
+            let idle = tokio::time::sleep(self.config.fetch_wait + IDLE_COMMIT);
+            tokio::pin!(idle);
+            let mut idle_committed = false;
             loop {
                 let received = tokio::select! {
                     () = shutdown.cancelled() => return None,
                     received = self.consumer.recv() => received,
+                    () = &mut idle, if !idle_committed => {
+                        self.commit_stored();
+                        idle_committed = true;
+                        continue;
+                    }
                 };
                 match received {
                     Ok(message) => {
@@ -153,7 +209,10 @@ impl QueueSource for KafkaSource {
         Ok(self.consumer.seek(&self.topic, partition, Offset::Offset(offset), Duration::from_secs(5))?)
     }
 
-    /// Commits, per partition, the offset after the last record of `records`, to the group.
+    /// Stores, per partition, the offset after the last record of `records`: committed to the group
+    /// within [`SourceConfig::commit_interval`], and when the partition is revoked or the member
+    /// closes. A member killed before that is read again from the last commit by whoever takes its
+    /// partitions; the sinks are idempotent.
     fn commit<'a>(&'a self, records: &'a [Record]) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -161,14 +220,16 @@ impl QueueSource for KafkaSource {
                 let entry = next.entry(record.partition).or_insert(0);
                 *entry = (*entry).max(record.offset + 1);
             }
-            let mut list = TopicPartitionList::new();
-            for (partition, offset) in next {
-                list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
-            }
-            if list.count() == 0 {
+            if next.is_empty() {
                 return Ok(());
             }
-            Ok(self.consumer.commit(&list, CommitMode::Async)?)
+            self.consumer.store_offsets(&self.offsets(&next)?)?;
+            let mut stored = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (partition, offset) in next {
+                let entry = stored.entry(partition).or_insert(offset);
+                *entry = (*entry).max(offset);
+            }
+            Ok(())
         })
     }
 

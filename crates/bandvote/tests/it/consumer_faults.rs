@@ -9,8 +9,11 @@ use std::{
     time::Duration,
 };
 
+use mongodb::bson::doc;
+
 use crate::support::{
-    PATIENCE, SwitchableProxy, TestEnv, TestVote, expected, metric, mix, post_all, post_vote, scrape, wait_for,
+    MONGO, PATIENCE, SwitchableProxy, TestEnv, TestVote, committed_offsets, expected, metric, mix, post_all, post_vote,
+    scrape, topic_end, wait_for,
 };
 use tokio::sync::Mutex;
 
@@ -75,6 +78,44 @@ async fn consumer_counts_each_vote_once_after_kill_9_mid_stream() {
     assert_eq!(env.wait_for_total(3000).await, expected(&accepted));
     assert_eq!(env.wait_for_logs(3000).await.len(), 3000);
     drop(consumer);
+}
+
+/// The consumer commits its offsets on an interval, not after each batch: one killed between two
+/// commits leaves the votes it wrote since the last one to be read again. Here the interval is an
+/// hour (only the commit made once the votes stop is left), and the consumer is killed while the
+/// log holds votes its group has not committed: the next consumer reads them again, the log drops
+/// them as duplicates, the tally skips them by its stored offsets, and each vote counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_killed_between_two_commits_reads_its_votes_again_and_counts_them_once() {
+    let env = TestEnv::new().await;
+    let base = env.start_grpc_path().await;
+    let hourly = ["--kafka-commit-interval-ms", "3600000"];
+    let (mut consumer, _) = env.spawn_consumer_process_args(MONGO, &hourly).await;
+    let sender = stream_votes(format!("{base}/grpc/votes"), mix(2000), 8, Arc::new(AtomicBool::new(false)));
+
+    // Kill it once the log holds votes beyond what the group has committed.
+    let group = env.log_group();
+    let logs = env.mongo().await;
+    wait_for("logged votes the log group has not committed", PATIENCE, || async {
+        let end = topic_end(&env.topic).await;
+        let committed: i64 = committed_offsets(&group, &env.topic, end.keys().copied().collect()).await.values().sum();
+        let logged = logs.count_documents(doc! {}).await.expect("count");
+        (logged >= 300 && i64::try_from(logged).expect("count") > committed).then_some(())
+    })
+    .await;
+    consumer.start_kill().expect("SIGKILL");
+    consumer.wait().await.expect("reaped");
+    let (_consumer, port) = env.spawn_consumer_process_args(MONGO, &hourly).await;
+
+    let accepted = sender.await.expect("sender");
+    assert_eq!(env.wait_for_total(2000).await, expected(&accepted));
+    // Read to the topic's end and committed: the commit made once the votes stopped.
+    assert_eq!(env.wait_for_logs(2000).await.len(), 2000);
+    let page = scrape(port).await;
+    assert!(
+        metric(&page, "bandvote_consumer_duplicates_total", "pipeline=\"log\"") > 0.0,
+        "the next consumer read again votes already logged:\n{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

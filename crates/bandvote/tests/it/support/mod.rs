@@ -276,6 +276,11 @@ impl TestEnv {
 
     /// As [`Self::spawn_consumer_process`], with the log written through `mongo_url`.
     pub async fn spawn_consumer_process_with(&self, mongo_url: &str) -> (tokio::process::Child, u16) {
+        self.spawn_consumer_process_args(mongo_url, &[]).await
+    }
+
+    /// As [`Self::spawn_consumer_process_with`], with more flags.
+    pub async fn spawn_consumer_process_args(&self, mongo_url: &str, flags: &[&str]) -> (tokio::process::Child, u16) {
         use tokio::io::AsyncBufReadExt;
         let config = self.consumer_config();
         let log = std::env::var("BANDVOTE_TEST_CONSUMER_LOG").unwrap_or_else(|_| "warn".into());
@@ -284,6 +289,7 @@ impl TestEnv {
             .args(["--kafka-brokers", KAFKA, "--kafka-topic", &self.topic])
             .args(["--redis-url", &self.redis_url(), "--mongo-url", mongo_url, "--mongo-db", &config.mongo_db])
             .args(["--tally-group", &config.tally_group, "--log-group", &config.log_group])
+            .args(flags)
             // Its listening line names the port.
             .env("RUST_LOG", format!("{log},bandvote_consumer=info"))
             .env("BANDVOTE_LOG_FORMAT", "json")
