@@ -21,7 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use bandvote_core::round::RoundStore;
 use bandvote_embedded::{EmbeddedSource, Storage, pipelines as positions};
-use bandvote_queue::{KafkaConfig, KafkaProducer, KafkaSource, QueueSource, SourceConfig};
+use bandvote_queue::{KafkaConfig, KafkaSource, QueueSource, SourceConfig};
 use bandvote_runtime::{health, http, metrics as names, service::Service, shutdown::spawn_named};
 use bandvote_store::{
     redact,
@@ -290,7 +290,7 @@ pub async fn service(config: ConsumerConfig) -> anyhow::Result<Service> {
         Some(TallyPipeline {
             source: source(&config.tally_group, config.batch_linger)?,
             counters: Arc::new(counters),
-            dead_letters: Some(DeadLetters::new(KafkaProducer::new(config.kafka.clone())?)),
+            dead_letters: Some(DeadLetters::new(config.kafka.clone())),
         })
     } else {
         None
