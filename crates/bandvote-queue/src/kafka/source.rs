@@ -65,7 +65,7 @@ pub struct SourceConfig {
 }
 
 /// What a fetch waits to gather before the broker answers, unless [`SourceConfig::fetch_wait`]
-/// passes first: about a thousand votes.
+/// passes first: a thousand votes or more (the batches are compressed).
 pub const FETCH_MIN_BYTES: usize = 256 * 1024;
 
 /// How much longer than a fetch's wait a source waits for the next vote before it commits what it
