@@ -109,9 +109,19 @@ impl KafkaSource {
         Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config, stored: Default::default() })
     }
 
-    /// Commits the offsets stored since the last idle commit, if any.
+    /// Commits the offsets stored since the last idle commit, of the partitions this member still
+    /// holds: one given to another member since may have been read further there, and committing
+    /// this member's older offset over it would hold the group's commit back (its new owner commits
+    /// again only what it stores anew).
     fn commit_stored(&self) {
-        let stored = std::mem::take(&mut *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut stored = std::mem::take(&mut *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if stored.is_empty() {
+            return;
+        }
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let held: std::collections::BTreeSet<i32> =
+            assignment.elements_for_topic(&self.topic).iter().map(|element| element.partition()).collect();
+        stored.retain(|partition, _| held.contains(partition));
         if stored.is_empty() {
             return;
         }
