@@ -55,7 +55,7 @@ pub struct SourceConfig {
     pub batch_max: usize,
     /// How long a batch waits to fill after its first message.
     pub batch_linger: Duration,
-    /// How long the broker may hold a fetch to gather [`FETCH_MIN_BYTES`] of votes before it
+    /// How long the broker may hold a fetch to gather 256 KiB of votes before it
     /// answers with what it has: at a show's rate a fetch then carries this long's votes, not one
     /// produce request's.
     pub fetch_wait: Duration,
@@ -66,7 +66,7 @@ pub struct SourceConfig {
 
 /// What a fetch waits to gather before the broker answers, unless [`SourceConfig::fetch_wait`]
 /// passes first: a thousand votes or more (the batches are compressed).
-pub const FETCH_MIN_BYTES: usize = 256 * 1024;
+const FETCH_MIN_BYTES: usize = 256 * 1024;
 
 /// How much longer than a fetch's wait a source waits for the next vote before it commits what it
 /// stored since it last did so: once the votes stop, the group's offsets reach what was written
