@@ -100,8 +100,9 @@ pub async fn log_cut(kafka: &KafkaConfig, log_group: &str) -> anyhow::Result<Vec
 }
 
 /// How long a recount waits for the log group's offsets to reach the topic's end before it says the
-/// log is behind: a log pipeline commits what it wrote within its fetch wait and 100 ms (350 ms by
-/// default) of the votes' stopping, and within its commit interval (1 s) while they keep coming.
+/// log is behind: a log pipeline commits what it wrote within its batch linger, its fetch wait and
+/// 100 ms (400 ms by default) of the votes' stopping, and within its commit interval (1 s) while
+/// they keep coming.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
 /// Rebuilds the counters. See the module documentation for the consistency rule.
