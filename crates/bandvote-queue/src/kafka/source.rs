@@ -69,7 +69,7 @@ pub struct SourceConfig {
 const FETCH_MIN_BYTES: usize = 256 * 1024;
 
 /// How much longer than a fetch's wait a source waits for the next vote before it commits what it
-/// stored since it last did so: once the votes stop, the group's offsets reach what was written
+/// stored since the last commit: once the votes stop, the group's offsets reach what was written
 /// within this and the fetch's wait, not within the commit interval (`bandvote recount` and a
 /// round's finality read them). While votes keep coming a fetch never waits this long.
 const IDLE_COMMIT: Duration = Duration::from_millis(100);
@@ -79,8 +79,6 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     topic: String,
     config: SourceConfig,
-    /// Per partition, the offset after what was written, stored since the last idle commit.
-    stored: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl KafkaSource {
@@ -106,32 +104,16 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .create()?;
         consumer.subscribe(&[&kafka.topic])?;
-        Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config, stored: Default::default() })
+        Ok(Self { consumer: Arc::new(consumer), topic: kafka.topic.clone(), config })
     }
 
-    /// Commits the offsets stored since the last idle commit, of the partitions this member still
-    /// holds: one given to another member since may have been read further there, and committing
-    /// this member's older offset over it would hold the group's commit back (its new owner commits
-    /// again only what it stores anew).
+    /// Commits the offsets stored since the last commit, as the interval's commit does: librdkafka
+    /// sends those of the partitions this member still holds, where the stored offset is past the
+    /// committed one (a partition given to another member since may have been read further there,
+    /// and this member's older offset must not set its commit back).
     fn commit_stored(&self) {
-        let mut stored = std::mem::take(&mut *self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if stored.is_empty() {
-            return;
-        }
-        let Ok(assignment) = self.consumer.assignment() else { return };
-        let held: std::collections::BTreeSet<i32> =
-            assignment.elements_for_topic(&self.topic).iter().map(|element| element.partition()).collect();
-        stored.retain(|partition, _| held.contains(partition));
-        if stored.is_empty() {
-            return;
-        }
-        match self.offsets(&stored) {
-            Ok(list) => {
-                if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
-                    tracing::debug!(group = %self.config.group, %error, "idle commit failed (the interval's commit follows)");
-                }
-            }
-            Err(error) => tracing::debug!(group = %self.config.group, %error, "idle commit not made"),
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!(group = %self.config.group, %error, "idle commit not made (nothing new, or the interval's commit follows)");
         }
     }
 
@@ -233,13 +215,7 @@ impl QueueSource for KafkaSource {
             if next.is_empty() {
                 return Ok(());
             }
-            self.consumer.store_offsets(&self.offsets(&next)?)?;
-            let mut stored = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (partition, offset) in next {
-                let entry = stored.entry(partition).or_insert(offset);
-                *entry = (*entry).max(offset);
-            }
-            Ok(())
+            Ok(self.consumer.store_offsets(&self.offsets(&next)?)?)
         })
     }
 
